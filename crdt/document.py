@@ -1,0 +1,114 @@
+"""A thin, typed wrapper over one pycrdt ``Doc``: the state of one room.
+
+The wrapper never awaits and lets no pycrdt callback escape: :meth:`RoomDoc.apply` returns the
+effective update (what actually changed), and the caller decides to persist and broadcast it.
+pycrdt raises ``ValueError`` for undecodable bytes and ``pyo3_runtime.PanicException`` (a
+``BaseException``) when the Rust core panics on hostile input; both become
+:class:`crdt.errors.InvalidUpdate` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pycrdt
+
+from crdt.errors import InvalidUpdate
+from crdt.origins import Origin, StoreOrigin
+
+# A y-protocols update that carries nothing: zero structs, empty delete set.
+EMPTY_UPDATE = b"\x00\x00"
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    # pyo3_runtime.PanicException cannot be imported by name; it is a direct BaseException
+    # subclass, so recognise it by its type name instead of catching every BaseException.
+    return type(exc).__name__ == "PanicException"
+
+
+class RoomDoc:
+    """The CRDT state of one room (an outline ``D`` or a section ``D/S``).
+
+    Not thread-safe; owned by one event loop. No method does I/O.
+    """
+
+    __slots__ = ("_changes", "_doc", "_subscription")
+
+    def __init__(self) -> None:
+        self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self._changes: list[bytes] = []
+        self._subscription = self._doc.observe(self._on_transaction)
+
+    @property
+    def doc(self) -> pycrdt.Doc[Any]:
+        """The underlying pycrdt document, for the model helpers (outline, section)."""
+        return self._doc
+
+    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        update: bytes = event.update
+        if update != EMPTY_UPDATE:
+            self._changes.append(update)
+
+    def apply(self, update: bytes, origin: Origin) -> bytes | None:
+        """Integrate a remote update; return the effective update, or None if nothing changed.
+
+        Idempotent: applying an update twice changes nothing the second time. Updates whose
+        dependencies are missing are kept pending by pycrdt and show up in the effective update
+        of the call that completes them. Raises InvalidUpdate for bytes pycrdt rejects.
+        """
+        self._changes.clear()
+        try:
+            with self._doc.transaction(origin=origin):
+                self._doc.apply_update(update)
+        except ValueError as exc:
+            raise InvalidUpdate(str(exc)) from exc
+        except BaseException as exc:
+            if _is_rust_panic(exc):
+                raise InvalidUpdate(f"update rejected by the CRDT core: {exc}") from exc
+            raise
+        return self._take_changes()
+
+    def _take_changes(self) -> bytes | None:
+        changes = self._changes
+        if not changes:
+            return None
+        self._changes = []
+        return changes[0] if len(changes) == 1 else pycrdt.merge_updates(*changes)
+
+    def load(self, updates: list[bytes]) -> None:
+        """Replay stored updates (snapshot first, then the journal) into an empty document.
+
+        Replaying the same update twice is harmless. Raises InvalidUpdate if storage holds
+        bytes pycrdt rejects (a corrupted store, reported rather than silently dropped).
+        """
+        for update in updates:
+            self.apply(update, StoreOrigin())
+        self._changes.clear()
+
+    def state_vector(self) -> bytes:
+        """The encoded state vector (payload of sync step 1)."""
+        state: bytes = self._doc.get_state()
+        return state
+
+    def diff(self, state_vector: bytes | None = None) -> bytes:
+        """The update a peer with ``state_vector`` is missing (payload of sync step 2).
+
+        With no state vector, the full state. Raises InvalidUpdate for an undecodable vector.
+        """
+        try:
+            update: bytes = self._doc.get_update(state_vector)
+        except ValueError as exc:
+            raise InvalidUpdate(f"invalid state vector: {exc}") from exc
+        except BaseException as exc:
+            if _is_rust_panic(exc):
+                raise InvalidUpdate(f"state vector rejected by the CRDT core: {exc}") from exc
+            raise
+        return update
+
+    def local_changes(self) -> bytes | None:
+        """Return (and forget) the effective update of local edits made through :attr:`doc`.
+
+        Server-side edits (REST, restore) go through the model helpers on :attr:`doc`; the
+        caller collects what they changed here, to persist and broadcast it like a client's.
+        """
+        return self._take_changes()

@@ -1,0 +1,21 @@
+"""Storage errors in families that say whose fault it is and whether to retry."""
+
+
+class StorageError(Exception):
+    """Base class of every error a storage port raises."""
+
+
+class StorageUnavailable(StorageError):
+    """Transient: the backend cannot be reached or timed out. Retrying may succeed."""
+
+
+class StorageConflict(StorageError):
+    """The write conflicts with what is stored (duplicate key, stale version)."""
+
+
+class StorageCorrupted(StorageError):
+    """What is stored cannot be read back as written. Never treat it as empty."""
+
+
+class StorageClosed(StorageError):
+    """The store was closed; the call was not carried out."""

@@ -1,0 +1,79 @@
+"""Application events: versioned msgpack maps inside :class:`protocol.ysync.AppEventMessage`.
+
+An event is a map with at least ``type`` (str) and ``v`` (int, the event schema version).
+The other keys depend on the type and are documented in ``docs/protocol.md``. Decoding uses
+msgpack's size limits and ``strict_map_key`` so a hostile peer cannot make us allocate
+unboundedly or build maps with non-string keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+
+from protocol.errors import MalformedMessage, MessageTooLarge
+
+EVENT_VERSION: Final = 1
+MAX_EVENT_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AppEvent:
+    """One application event: its ``type``, schema version and the remaining fields."""
+
+    type: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    version: int = EVENT_VERSION
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+
+def encode_event(event: AppEvent) -> bytes:
+    """Pack an event into msgpack bytes; raises TypeError for values msgpack cannot pack."""
+    body: dict[str, Any] = {"type": event.type, "v": event.version}
+    body.update(event.fields)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
+
+
+def decode_event(payload: bytes, max_bytes: int = MAX_EVENT_BYTES) -> AppEvent:
+    """Unpack an event.
+
+    Total: raises MessageTooLarge over ``max_bytes`` and MalformedMessage for anything that is
+    not a msgpack map with a string ``type`` and an integer ``v``.
+    """
+    if len(payload) > max_bytes:
+        raise MessageTooLarge(f"event of {len(payload)} bytes exceeds {max_bytes}")
+    try:
+        body = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            max_buffer_size=max_bytes,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=4096,
+            max_map_len=1024,
+            max_ext_len=0,
+        )
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        RecursionError,
+    ) as exc:
+        raise MalformedMessage(f"event is not valid msgpack: {exc}") from exc
+    if not isinstance(body, dict):
+        raise MalformedMessage("event is not a msgpack map")
+    kind = body.pop("type", None)
+    version = body.pop("v", None)
+    if not isinstance(kind, str) or not kind:
+        raise MalformedMessage("event has no string 'type'")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MalformedMessage("event has no integer 'v'")
+    return AppEvent(kind, body, version)

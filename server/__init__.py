@@ -1,0 +1,1 @@
+"""The asyncio shell: Starlette app, WebSocket rooms, CLI, lifecycle. Owns every task."""

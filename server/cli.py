@@ -1,0 +1,123 @@
+"""The ``collab`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from server.app import create_app
+from server.settings import Settings
+from server.transport import FanoutProtocol
+
+log = logging.getLogger("collab")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collab",
+        description="Real-time collaborative editing server (y-websocket compatible).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Every option can also be set as a COLLAB_* environment "
+        "variable (COLLAB_HOST, COLLAB_PORT, COLLAB_DATA_DIR, COLLAB_LOG_LEVEL, ...); "
+        "options given here win. With no configuration, everything runs embedded.",
+    )
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port; 0 picks a free one (default 8765)")
+    serve.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
+    serve.add_argument(
+        "--storage",
+        choices=["sqlite", "memory"],
+        help="sqlite: durable embedded store (default); memory: nothing survives a restart",
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "data_dir": args.data_dir,
+            "log_level": args.log_level,
+            "storage": args.storage,
+        }.items()
+        if value is not None
+    }
+    return Settings(**overrides)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> int:
+    """Run uvicorn (uvloop, our fan-out WebSocket protocol) until SIGINT or SIGTERM."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if settings.log_level != "debug":
+        # uvicorn logs every WebSocket accept at INFO: thousands of lines under load.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        return 2
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        create_app(settings),
+        loop="uvloop",
+        ws=FanoutProtocol,
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "collab listening on http://%s:%d (WebSocket rooms at ws://%s:%d/ws/{room})",
+        shown,
+        port,
+        shown,
+        port,
+    )
+    server.run(sockets=[sock])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = _settings(args)
+        except ValueError as exc:
+            print(f"collab serve: invalid configuration:\n{exc}", file=sys.stderr)
+            return 2
+        return serve(settings)
+    return 2

@@ -1,0 +1,135 @@
+"""One client socket: a reader (socket -> codec -> room) and a writer (outbox -> socket).
+
+Sending never awaits the client. With the ``collab.fanout`` transport extension a frame is
+written to the socket's transport at once and the transport's buffer is the outbox; without
+it, frames go through a queue drained by the writer task. Either way, a client whose backlog
+passes ``max_buffered_bytes`` is closed with 1013 and resyncs when it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from server.errors import SlowConsumer, classify, close_reason
+from server.transport import FANOUT_EXTENSION, FanoutWriter, binary_frame
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class Frame:
+    """A message to send: its y-protocols bytes, and the WebSocket frame built at most once."""
+
+    __slots__ = ("_wire", "payload")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = binary_frame(self.payload)
+        return self._wire
+
+
+class Connection:
+    """A client of one room. Created by the endpoint, registered with the room on join."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        room_name: str,
+        *,
+        max_buffered_bytes: int,
+        app_events: bool = False,
+        read_only: bool = False,
+    ) -> None:
+        self.id = next(_ids)
+        self.room_name = room_name
+        self.app_events = app_events
+        self.read_only = read_only
+        self.awareness_clocks: dict[int, int] = {}
+        self.frames_sent = 0
+        self._websocket = websocket
+        self._max_buffered = max_buffered_bytes
+        extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
+        self._fast: FanoutWriter | None = extensions.get(FANOUT_EXTENSION)
+        self._outbox: asyncio.Queue[bytes | _Close] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._closing: _Close | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} room={self.room_name!r}>"
+
+    def send(self, frame: Frame) -> None:
+        """Queue a frame for this client without waiting; closes a client too far behind."""
+        if self._closing is not None:
+            return
+        fast = self._fast
+        if fast is not None:
+            if fast.buffered_bytes() > self._max_buffered:
+                self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
+            elif fast.write(frame.wire):
+                self.frames_sent += 1
+            return
+        self._queued_bytes += len(frame.payload)
+        if self._queued_bytes > self._max_buffered:
+            self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
+            return
+        self._outbox.put_nowait(frame.payload)
+
+    def fail(self, exc: BaseException) -> None:
+        """Close this connection because of ``exc``, with the code the error table gives."""
+        kind = classify(exc)
+        if kind.close_code == 1011 and kind.title == "internal error":
+            log.error("conn %s room %s: internal error", self.id, self.room_name, exc_info=exc)
+        else:
+            log.warning(
+                "conn %s room %s: closing %d: %s", self.id, self.room_name, kind.close_code, exc
+            )
+        self.close(kind.close_code, close_reason(exc))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Ask the writer to close the socket after what is already queued. Idempotent."""
+        if self._closing is not None:
+            return
+        self._closing = _Close(code, reason)
+        if self._fast is None:
+            # Drop the backlog: a closing client resyncs from scratch anyway.
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+        self._outbox.put_nowait(self._closing)
+
+    async def run_writer(self) -> None:
+        """Drain the outbox until a close is requested; then close the socket."""
+        websocket = self._websocket
+        try:
+            while True:
+                item = await self._outbox.get()
+                if isinstance(item, _Close):
+                    await websocket.close(item.code, item.reason)
+                    return
+                self._queued_bytes -= len(item)
+                await websocket.send_bytes(item)
+                self.frames_sent += 1
+        except (OSError, RuntimeError, WebSocketDisconnect) as exc:
+            # The peer is gone; the reader sees the disconnect and ends the connection.
+            log.debug("conn %s room %s: writer stopped: %r", self.id, self.room_name, exc)

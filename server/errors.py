@@ -1,0 +1,82 @@
+"""One table from error types to WebSocket close codes and HTTP problem responses.
+
+Close codes follow RFC 6455 section 7.4.1 (1000-1015) and the 4000-4999 private range for
+application refusals, mirroring the HTTP status they correspond to (4401, 4403, 4404).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crdt.errors import InvalidUpdate
+from crdt.ids import InvalidRoomName
+from persistence.errors import StorageError
+from protocol.errors import MalformedMessage, MessageTooLarge
+
+
+class CollabError(Exception):
+    """Base class of errors the server raises on purpose."""
+
+
+class UnsupportedData(CollabError):
+    """A text frame where only binary y-protocols frames are accepted."""
+
+
+class RoomNotFound(CollabError):
+    """The room does not exist and may not be created by this connection."""
+
+
+class RoomUnavailable(CollabError):
+    """The room's stored state could not be read: refuse rather than start from empty."""
+
+
+class SlowConsumer(CollabError):
+    """The client fell further behind than the configured buffer allows."""
+
+
+class ServerShuttingDown(CollabError):
+    """The server is restarting; reconnect later."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    close_code: int
+    http_status: int
+    title: str
+
+
+# Order matters: the first matching class wins (subclasses before their bases).
+_TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
+    (MessageTooLarge, ErrorKind(1009, 413, "message too large")),
+    (MalformedMessage, ErrorKind(1002, 400, "malformed message")),
+    (InvalidUpdate, ErrorKind(1007, 400, "invalid CRDT update")),
+    (UnsupportedData, ErrorKind(1003, 400, "unsupported data")),
+    (InvalidRoomName, ErrorKind(4400, 400, "invalid room name")),
+    (RoomNotFound, ErrorKind(4404, 404, "room not found")),
+    (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
+    (StorageError, ErrorKind(1011, 503, "storage unavailable")),
+    (SlowConsumer, ErrorKind(1013, 503, "client too slow")),
+    (ServerShuttingDown, ErrorKind(1012, 503, "server restarting")),
+)
+
+UNEXPECTED = ErrorKind(1011, 500, "internal error")
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """The close code and HTTP status for an exception; unexpected ones map to 1011 / 500."""
+    for kind, result in _TABLE:
+        if isinstance(exc, kind):
+            return result
+    return UNEXPECTED
+
+
+def close_reason(exc: BaseException) -> str:
+    """A close reason safe to send: the title plus detail for expected errors only.
+
+    RFC 6455 limits the close frame payload to 125 bytes, 2 of them the code.
+    """
+    kind = classify(exc)
+    if kind is UNEXPECTED:
+        return kind.title
+    reason = f"{kind.title}: {exc}" if str(exc) else kind.title
+    return reason.encode("utf-8")[:123].decode("utf-8", "ignore")

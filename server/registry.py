@@ -1,0 +1,207 @@
+"""The registry of loaded rooms: single-flight loading, idle unloading, compaction.
+
+A room is loaded once however many clients join at the same instant; it is unloaded
+``room_idle_seconds`` after its last client left, once its journal writes are done, with a
+final compaction. A room whose stored state cannot be read refuses to open rather than risk
+overwriting the stored document with an empty one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from crdt.document import RoomDoc
+from crdt.errors import InvalidUpdate
+from crdt.ids import RoomName
+from persistence.errors import StorageError
+from persistence.ports import RoomStore
+from protocol.ysync import Limits
+from server.connection import Connection
+from server.errors import RoomNotFound, RoomUnavailable
+from server.rooms import Room
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RoomRegistry:
+    """Owns the loaded rooms. Background work runs in the task group it is given."""
+
+    def __init__(self, store: RoomStore, settings: Settings, tasks: asyncio.TaskGroup) -> None:
+        self._store = store
+        self._settings = settings
+        self._tasks = tasks
+        self._limits = Limits(max_message_bytes=settings.max_message_bytes)
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Future[Room]] = {}
+        self._unloading: dict[str, asyncio.Future[None]] = {}
+        self._unload_timers: dict[str, asyncio.TimerHandle] = {}
+        self._compacting: set[str] = set()
+        self.rooms_loaded = 0
+
+    # -- joining and leaving --------------------------------------------------------------
+
+    async def join(self, name: RoomName, conn: Connection) -> Room:
+        """Load the room if needed (once, however many join at the same time) and join it.
+
+        Raises RoomUnavailable when storage cannot be read, RoomNotFound when the room does
+        not exist and creation on join is off.
+        """
+        key = str(name)
+        while True:
+            if key in self._unloading:
+                await asyncio.shield(self._unloading[key])
+                continue
+            room = self._rooms.get(key)
+            if room is None:
+                room = await self._load_once(name)
+            if room.failed is None and self._rooms.get(key) is room:
+                break
+        timer = self._unload_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        room.join(conn)
+        return room
+
+    def leave(self, room: Room, conn: Connection) -> None:
+        """Remove ``conn``; schedule the room's unloading when it was the last one."""
+        room.leave(conn)
+        if not room.connections and self._rooms.get(room.key) is room:
+            loop = asyncio.get_running_loop()
+            self._unload_timers[room.key] = loop.call_later(
+                self._settings.room_idle_seconds, self._start_unload, room
+            )
+
+    # -- loading --------------------------------------------------------------------------
+
+    async def _load_once(self, name: RoomName) -> Room:
+        key = str(name)
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            room = await self._load(name)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the other waiters get it through the future
+            raise
+        else:
+            future.set_result(room)
+            self._rooms[key] = room
+            self.rooms_loaded += 1
+            return room
+        finally:
+            del self._loading[key]
+
+    async def _load(self, name: RoomName) -> Room:
+        key = str(name)
+        try:
+            stored = await self._store.load(key)
+        except StorageError as exc:
+            log.error("room %s: cannot read stored state: %s", key, exc)
+            raise RoomUnavailable(f"stored state of {key} cannot be read") from exc
+        if stored.is_empty and not self._settings.create_on_join:
+            raise RoomNotFound(f"room {key} does not exist")
+        doc = RoomDoc()
+        try:
+            doc.load(stored.updates())
+        except InvalidUpdate as exc:
+            log.error("room %s: stored state is corrupted: %s", key, exc)
+            raise RoomUnavailable(f"stored state of {key} is corrupted") from exc
+        log.info(
+            "room %s: loaded (snapshot=%s, journal=%d)",
+            key,
+            stored.snapshot is not None,
+            len(stored.journal),
+        )
+        return Room(
+            name,
+            doc,
+            self._store,
+            limits=self._limits,
+            max_awareness_entries=self._settings.max_awareness_entries,
+            on_failure=self._on_room_failure,
+            journal_length=len(stored.journal),
+        )
+
+    def _on_room_failure(self, room: Room, exc: BaseException) -> None:
+        if self._rooms.get(room.key) is room:
+            del self._rooms[room.key]
+        timer = self._unload_timers.pop(room.key, None)
+        if timer is not None:
+            timer.cancel()
+
+    # -- compaction and unloading ---------------------------------------------------------
+
+    def maybe_compact(self, room: Room) -> None:
+        """Start a background compaction once the journal is long enough."""
+        if (
+            room.journal_length >= self._settings.compact_after_updates
+            and room.key not in self._compacting
+            and room.failed is None
+        ):
+            self._compacting.add(room.key)
+            self._tasks.create_task(self._compact(room), name=f"compact {room.key}")
+
+    async def _compact(self, room: Room) -> None:
+        try:
+            state = room.full_state()
+            length = room.journal_length
+            await self._store.compact(room.key, state)
+            room.journal_length -= length
+        except StorageError as exc:
+            log.warning("room %s: compaction failed, journal kept: %s", room.key, exc)
+        finally:
+            self._compacting.discard(room.key)
+
+    def _start_unload(self, room: Room) -> None:
+        self._unload_timers.pop(room.key, None)
+        if room.connections or self._rooms.get(room.key) is not room:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unloading[room.key] = future
+        self._tasks.create_task(self._unload(room, future), name=f"unload {room.key}")
+
+    async def _unload(self, room: Room, done: asyncio.Future[None]) -> None:
+        try:
+            await room.flushed()
+            if room.failed is None and room.journal_length:
+                await self._store.compact(room.key, room.full_state())
+            log.info("room %s: unloaded", room.key)
+        except StorageError as exc:
+            log.warning("room %s: final compaction failed, journal kept: %s", room.key, exc)
+        finally:
+            if self._rooms.get(room.key) is room:
+                del self._rooms[room.key]
+            del self._unloading[room.key]
+            done.set_result(None)
+
+    async def close(self) -> None:
+        """Flush and compact every loaded room (used at shutdown, after sockets closed)."""
+        for timer in self._unload_timers.values():
+            timer.cancel()
+        self._unload_timers.clear()
+        for room in list(self._rooms.values()):
+            await room.flushed()
+            if room.failed is None and room.journal_length:
+                try:
+                    await self._store.compact(room.key, room.full_state())
+                except StorageError as exc:
+                    log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
+        self._rooms.clear()
+
+    def rooms(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    def stats(self) -> dict[str, Any]:
+        rooms = self._rooms.values()
+        return {
+            "rooms": len(self._rooms),
+            "connections": sum(len(room.connections) for room in rooms),
+            "rooms_loaded_total": self.rooms_loaded,
+            "updates_applied": sum(room.updates_applied for room in rooms),
+        }

@@ -1,0 +1,226 @@
+"""Rooms: one CRDT document in memory, the connections in it, and the way updates flow.
+
+An accepted update goes: decode -> apply to the document -> append to the journal -> (once
+durable) broadcast to every other connection. Broadcasts leave in journal order through one
+pipeline per room, so nothing is ever shown to a client before it is durable, including the
+sync step 2 a joining client receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from crdt.document import RoomDoc
+from crdt.ids import RoomName
+from crdt.origins import ClientOrigin
+from persistence.errors import StorageError
+from persistence.ports import RoomStore
+from protocol import awareness as awareness_codec
+from protocol.awareness import AwarenessEntry, AwarenessUpdate
+from protocol.errors import MalformedMessage
+from protocol.ysync import (
+    AppEventMessage,
+    AuthPermissionDenied,
+    AwarenessMessage,
+    Limits,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    decode,
+    encode,
+    encode_update,
+)
+from server.connection import Connection, Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Step:
+    """One entry of the room's ordered output pipeline."""
+
+    durable: asyncio.Future[None] | None
+    action: Callable[[], None]
+
+
+class Room:
+    """The live state of one room. Every method is synchronous: the room never awaits."""
+
+    def __init__(
+        self,
+        name: RoomName,
+        doc: RoomDoc,
+        store: RoomStore,
+        *,
+        limits: Limits,
+        max_awareness_entries: int,
+        on_failure: Callable[[Room, BaseException], None],
+        journal_length: int = 0,
+    ) -> None:
+        self.name = name
+        self.key = str(name)
+        self.doc = doc
+        self.connections: dict[int, Connection] = {}
+        self.journal_length = journal_length
+        self.updates_applied = 0
+        self.frames_broadcast = 0
+        self.failed: BaseException | None = None
+        self._store = store
+        self._limits = limits
+        self._max_awareness_entries = max_awareness_entries
+        self._on_failure = on_failure
+        self._awareness: dict[int, AwarenessEntry] = {}
+        self._awareness_owner: dict[int, int] = {}
+        self._pipeline: deque[_Step] = deque()
+
+    def __repr__(self) -> str:
+        return f"<Room {self.key!r} connections={len(self.connections)}>"
+
+    # -- membership -----------------------------------------------------------------------
+
+    def join(self, conn: Connection) -> None:
+        """Add a connection and start the sync: our step 1, then the known awareness states."""
+        self.connections[conn.id] = conn
+        conn.send(Frame(encode(SyncStep1(self.doc.state_vector()))))
+        if self._awareness:
+            payload = awareness_codec.encode(AwarenessUpdate(tuple(self._awareness.values())))
+            conn.send(Frame(encode(AwarenessMessage(payload))))
+
+    def leave(self, conn: Connection) -> None:
+        """Remove a connection and broadcast the removal of the awareness states it owned."""
+        if self.connections.pop(conn.id, None) is None:
+            return
+        removed = []
+        for client_id, clock in conn.awareness_clocks.items():
+            self._awareness_owner.pop(client_id, None)
+            if self._awareness.pop(client_id, None) is not None:
+                removed.append(AwarenessEntry(client_id, clock + 1, awareness_codec.REMOVED_STATE))
+        if removed:
+            payload = awareness_codec.encode(AwarenessUpdate(tuple(removed)))
+            self.broadcast(Frame(encode(AwarenessMessage(payload))))
+
+    @property
+    def idle(self) -> bool:
+        return not self.connections and not self._pipeline
+
+    # -- incoming messages ----------------------------------------------------------------
+
+    def receive(self, conn: Connection, data: bytes) -> None:
+        """Handle one binary frame from ``conn``.
+
+        Raises ProtocolError or InvalidUpdate for bad input; the document, the other
+        connections and the store are then untouched.
+        """
+        message = decode(data, self._limits)
+        match message:
+            case SyncStep1(state_vector=state_vector):
+                reply = Frame(encode(SyncStep2(self.doc.diff(state_vector))))
+                self._after_durable(lambda: conn.send(reply))
+            case SyncStep2(update=update) | SyncUpdate(update=update):
+                self._receive_update(conn, update)
+            case AwarenessMessage(payload=payload):
+                self._receive_awareness(conn, payload, data)
+            case QueryAwareness():
+                payload = awareness_codec.encode(AwarenessUpdate(tuple(self._awareness.values())))
+                conn.send(Frame(encode(AwarenessMessage(payload))))
+            case AuthPermissionDenied():
+                log.debug("conn %s room %s: ignoring auth message from client", conn.id, self.key)
+            case AppEventMessage():
+                log.debug("conn %s room %s: application event ignored", conn.id, self.key)
+
+    def _receive_update(self, conn: Connection, update: bytes) -> None:
+        if conn.read_only:
+            conn.send(Frame(encode(AuthPermissionDenied("read-only connection"))))
+            return
+        effective = self.doc.apply(update, ClientOrigin(conn.id))
+        if effective is None:
+            return
+        self.updates_applied += 1
+        self.journal_length += 1
+        durable = self._store.append(self.key, effective)
+        frame = Frame(encode_update(effective))
+        sender = conn.id
+        self._pipeline.append(_Step(durable, lambda: self.broadcast(frame, exclude=sender)))
+        if durable.done():
+            self._drain()
+        else:
+            durable.add_done_callback(self._drain)
+
+    def _receive_awareness(self, conn: Connection, payload: bytes, data: bytes) -> None:
+        update = awareness_codec.decode(payload, self._max_awareness_entries)
+        owners = self._awareness_owner
+        for entry in update.entries:
+            if owners.get(entry.client_id, conn.id) != conn.id:
+                raise MalformedMessage(
+                    f"awareness for client {entry.client_id} owned by another connection"
+                )
+        for entry in update.entries:
+            if entry.removed:
+                self._awareness.pop(entry.client_id, None)
+                owners.pop(entry.client_id, None)
+                conn.awareness_clocks.pop(entry.client_id, None)
+            else:
+                self._awareness[entry.client_id] = entry
+                owners[entry.client_id] = conn.id
+                conn.awareness_clocks[entry.client_id] = entry.clock
+        # Relay the frame as received: it was just decoded, so it is well formed.
+        self.broadcast(Frame(data), exclude=conn.id)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def broadcast(self, frame: Frame, exclude: int | None = None) -> None:
+        """Send one frame to every connection but ``exclude``; encodes it at most once."""
+        for conn_id, conn in self.connections.items():
+            if conn_id != exclude:
+                conn.send(frame)
+        self.frames_broadcast += 1
+
+    def _after_durable(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once everything appended so far is durable (at once if it is)."""
+        if not self._pipeline:
+            action()
+        else:
+            self._pipeline.append(_Step(None, action))
+
+    def _drain(self, _: object = None) -> None:
+        pipeline = self._pipeline
+        while pipeline:
+            step = pipeline[0]
+            if step.durable is not None:
+                if not step.durable.done():
+                    return
+                exc = step.durable.exception()
+                if exc is not None:
+                    self._fail(exc)
+                    return
+            pipeline.popleft()
+            step.action()
+
+    def _fail(self, exc: BaseException) -> None:
+        """The journal refused a write: nothing more may be shown from this room's memory.
+
+        Every client is closed (1011) and the room is dropped; clients keep their edits and
+        send them again when they reconnect to a freshly loaded room.
+        """
+        if self.failed is not None:
+            return
+        self.failed = exc
+        log.error("room %s: journal write failed, closing the room: %s", self.key, exc)
+        self._pipeline.clear()
+        for conn in list(self.connections.values()):
+            conn.fail(exc if isinstance(exc, StorageError) else StorageError(str(exc)))
+        self._on_failure(self, exc)
+
+    async def flushed(self) -> None:
+        """Wait until every queued journal write has completed (successfully or not)."""
+        pending = [step.durable for step in self._pipeline if step.durable is not None]
+        if pending:
+            await asyncio.wait(pending)
+
+    def full_state(self) -> bytes:
+        return self.doc.diff()

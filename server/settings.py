@@ -1,0 +1,47 @@
+"""All configuration in one frozen object, read from ``COLLAB_*`` environment variables.
+
+Defaults are safe and need no services: everything runs embedded under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set as ``COLLAB_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="COLLAB_", frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port (0 picks a free one)")
+    data_dir: Path = Field(Path("./collab-data"), description="where embedded stores live")
+    log_level: LogLevel = "info"
+
+    storage: Literal["sqlite", "memory"] = Field(
+        "sqlite", description="room store: sqlite (durable, default) or memory (tests, benchmarks)"
+    )
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest WebSocket message accepted"
+    )
+    max_buffered_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="unsent bytes a client may fall behind before it is disconnected (1013)",
+    )
+    room_idle_seconds: float = Field(
+        5.0, ge=0, description="grace period before an empty room is unloaded"
+    )
+    compact_after_updates: int = Field(
+        1000, ge=1, description="journal entries after which a room is compacted"
+    )
+    ping_interval: float = Field(20.0, gt=0, description="seconds between keepalive pings")
+    ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong")
+    create_on_join: bool = Field(True, description="joining an unknown room creates it")
+    max_awareness_entries: int = Field(64, ge=1, description="entries per awareness update")
