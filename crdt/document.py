@@ -2,9 +2,14 @@
 
 The wrapper never awaits and lets no pycrdt callback escape: :meth:`RoomDoc.apply` returns the
 effective update (what actually changed), and the caller decides to persist and broadcast it.
-pycrdt raises ``ValueError`` for undecodable bytes and ``pyo3_runtime.PanicException`` (a
-``BaseException``) when the Rust core panics on hostile input; both become
-:class:`crdt.errors.InvalidUpdate` here and nowhere else.
+pycrdt raises ``ValueError`` for undecodable bytes, ``RuntimeError`` for updates that decode
+but cannot be integrated, and ``pyo3_runtime.PanicException`` (a ``BaseException``) when the
+Rust core panics on hostile input; all become :class:`crdt.errors.InvalidUpdate` here and
+nowhere else.
+
+Yrs cannot roll a transaction back: an update that fails half-way may leave the structs it
+integrated before the failure in the document. :attr:`RoomDoc.tainted` says so, and the
+owner must then rebuild the document from storage before anything of it is shown again.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ class RoomDoc:
     Not thread-safe; owned by one event loop. No method does I/O.
     """
 
-    __slots__ = ("_changes", "_doc", "_subscription")
+    __slots__ = ("_changes", "_doc", "_subscription", "tainted")
 
     def __init__(self) -> None:
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self._changes: list[bytes] = []
         self._subscription = self._doc.observe(self._on_transaction)
+        self.tainted = False
 
     @property
     def doc(self) -> pycrdt.Doc[Any]:
@@ -54,19 +60,28 @@ class RoomDoc:
 
         Idempotent: applying an update twice changes nothing the second time. Updates whose
         dependencies are missing are kept pending by pycrdt and show up in the effective update
-        of the call that completes them. Raises InvalidUpdate for bytes pycrdt rejects.
+        of the call that completes them.
+
+        Raises InvalidUpdate for bytes pycrdt rejects; if the failed update had already
+        changed the document, :attr:`tainted` is set and the document must be discarded.
         """
         self._changes.clear()
         try:
             with self._doc.transaction(origin=origin):
                 self._doc.apply_update(update)
-        except ValueError as exc:
-            raise InvalidUpdate(str(exc)) from exc
+        except (ValueError, RuntimeError) as exc:
+            raise self._rejected(str(exc)) from exc
         except BaseException as exc:
             if _is_rust_panic(exc):
-                raise InvalidUpdate(f"update rejected by the CRDT core: {exc}") from exc
+                raise self._rejected(f"rejected by the CRDT core: {exc}") from exc
             raise
         return self._take_changes()
+
+    def _rejected(self, detail: str) -> InvalidUpdate:
+        if self._changes:
+            self.tainted = True
+            self._changes.clear()
+        return InvalidUpdate(detail)
 
     def _take_changes(self) -> bytes | None:
         changes = self._changes
@@ -97,7 +112,7 @@ class RoomDoc:
         """
         try:
             update: bytes = self._doc.get_update(state_vector)
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:
             raise InvalidUpdate(f"invalid state vector: {exc}") from exc
         except BaseException as exc:
             if _is_rust_panic(exc):

@@ -31,8 +31,26 @@ class AppEvent:
         return self.fields.get(key, default)
 
 
+def _string_keyed_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    # strict_map_key still admits bytes keys; events are JSON-like, so only str keys.
+    for key, _ in pairs:
+        if not isinstance(key, str):
+            raise ValueError(f"map key of type {type(key).__name__}")
+    return dict(pairs)
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack ext type {code} is not allowed in events")
+
+
 def encode_event(event: AppEvent) -> bytes:
-    """Pack an event into msgpack bytes; raises TypeError for values msgpack cannot pack."""
+    """Pack an event into msgpack bytes.
+
+    Raises ValueError if ``fields`` uses the reserved keys ``type`` or ``v``, TypeError for
+    values msgpack cannot pack.
+    """
+    if "type" in event.fields or "v" in event.fields:
+        raise ValueError("event fields may not use the reserved keys 'type' and 'v'")
     body: dict[str, Any] = {"type": event.type, "v": event.version}
     body.update(event.fields)
     packed: bytes = msgpack.packb(body, use_bin_type=True)
@@ -52,7 +70,8 @@ def decode_event(payload: bytes, max_bytes: int = MAX_EVENT_BYTES) -> AppEvent:
             payload,
             raw=False,
             strict_map_key=True,
-            max_buffer_size=max_bytes,
+            object_pairs_hook=_string_keyed_map,
+            ext_hook=_no_ext,
             max_str_len=max_bytes,
             max_bin_len=max_bytes,
             max_array_len=4096,

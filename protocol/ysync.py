@@ -16,7 +16,7 @@ CRDT payloads stay opaque ``bytes``: this module never imports pycrdt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, assert_never
 
 from protocol.errors import MalformedMessage, MessageTooLarge
 from protocol.varint import (
@@ -132,6 +132,8 @@ def encode(message: Message) -> bytes:
             return bytes((MESSAGE_QUERY_AWARENESS,))
         case AppEventMessage(payload=payload):
             return encode_varuint(MESSAGE_APP_EVENT) + encode_varbytes(payload)
+        case _:
+            assert_never(message)
 
 
 def encode_update(update: bytes) -> bytes:

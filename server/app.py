@@ -120,11 +120,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     collab.connections.add(conn)
     try:
-        async with asyncio.TaskGroup() as tasks:
-            writer = tasks.create_task(conn.run_writer(), name=f"writer {conn.id}")
-            await _serve(collab, conn, websocket, name)
-            if not conn.closing:
+        if conn.needs_writer:
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(conn.run_writer(), name=f"writer {conn.id}")
+                await _serve(collab, conn, websocket, name)
+                # The socket is gone: whatever the writer still holds cannot be delivered.
                 writer.cancel()
+        else:
+            await _serve(collab, conn, websocket, name)
     finally:
         collab.connections.discard(conn)
 

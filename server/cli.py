@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from starlette.applications import Starlette
 
 from server.app import create_app
 from server.settings import Settings
@@ -69,6 +70,27 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
+    """uvicorn on uvloop with our fan-out WebSocket protocol and the settings' limits.
+
+    permessage-deflate stays off: it would cost CPU per recipient and open the door to
+    compression bombs; y-protocols updates are already compact.
+    """
+    return uvicorn.Config(
+        app,
+        loop="uvloop",
+        ws=FanoutProtocol,
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=10,
+    )
+
+
 def serve(settings: Settings) -> int:
     """Run uvicorn (uvloop, our fan-out WebSocket protocol) until SIGINT or SIGTERM."""
     logging.basicConfig(
@@ -85,19 +107,7 @@ def serve(settings: Settings) -> int:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 2
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        create_app(settings),
-        loop="uvloop",
-        ws=FanoutProtocol,
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.ping_interval,
-        ws_ping_timeout=settings.ping_timeout,
-        log_config=None,
-        log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn_config(create_app(settings), settings)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     log.info(

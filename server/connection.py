@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,10 +72,16 @@ class Connection:
         self._outbox: asyncio.Queue[bytes | _Close] = asyncio.Queue()
         self._queued_bytes = 0
         self._closing: _Close | None = None
+        self.on_close: Callable[[Connection], None] | None = None
 
     @property
     def closing(self) -> bool:
         return self._closing is not None
+
+    @property
+    def needs_writer(self) -> bool:
+        """Whether :meth:`run_writer` must run (no fan-out extension on this transport)."""
+        return self._fast is None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} room={self.room_name!r}>"
@@ -108,14 +115,18 @@ class Connection:
         self.close(kind.close_code, close_reason(exc))
 
     def close(self, code: int, reason: str = "") -> None:
-        """Ask the writer to close the socket after what is already queued. Idempotent."""
+        """Close the socket with ``code``; the connection leaves its room at once. Idempotent."""
         if self._closing is not None:
             return
         self._closing = _Close(code, reason)
-        if self._fast is None:
-            # Drop the backlog: a closing client resyncs from scratch anyway.
-            while not self._outbox.empty():
-                self._outbox.get_nowait()
+        if self.on_close is not None:
+            self.on_close(self)
+        if self._fast is not None:
+            self._fast.close(code, reason)
+            return
+        # Drop the backlog: a closing client resyncs from scratch anyway.
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
         self._outbox.put_nowait(self._closing)
 
     async def run_writer(self) -> None:

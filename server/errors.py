@@ -34,6 +34,10 @@ class SlowConsumer(CollabError):
     """The client fell further behind than the configured buffer allows."""
 
 
+class Overloaded(CollabError):
+    """The server cannot take this message now (a room rebuilding has too much queued)."""
+
+
 class ServerShuttingDown(CollabError):
     """The server is restarting; reconnect later."""
 
@@ -56,6 +60,7 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
     (StorageError, ErrorKind(1011, 503, "storage unavailable")),
     (SlowConsumer, ErrorKind(1013, 503, "client too slow")),
+    (Overloaded, ErrorKind(1013, 503, "overloaded")),
     (ServerShuttingDown, ErrorKind(1012, 503, "server restarting")),
 )
 

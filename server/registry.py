@@ -16,7 +16,7 @@ from crdt.document import RoomDoc
 from crdt.errors import InvalidUpdate
 from crdt.ids import RoomName
 from persistence.errors import StorageError
-from persistence.ports import RoomStore
+from persistence.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
 from server.connection import Connection
 from server.errors import RoomNotFound, RoomUnavailable
@@ -62,6 +62,9 @@ class RoomRegistry:
         timer = self._unload_timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        # Deferred: a connection may be closed from inside a broadcast over the room.
+        loop = asyncio.get_running_loop()
+        conn.on_close = lambda closing: loop.call_soon(self.leave, room, closing)
         room.join(conn)
         return room
 
@@ -97,21 +100,26 @@ class RoomRegistry:
         finally:
             del self._loading[key]
 
-    async def _load(self, name: RoomName) -> Room:
-        key = str(name)
+    async def _read_doc(self, key: str) -> tuple[RoomDoc, StoredRoom]:
+        """Rebuild a room's document from storage; RoomUnavailable if it cannot be read."""
         try:
             stored = await self._store.load(key)
         except StorageError as exc:
             log.error("room %s: cannot read stored state: %s", key, exc)
             raise RoomUnavailable(f"stored state of {key} cannot be read") from exc
-        if stored.is_empty and not self._settings.create_on_join:
-            raise RoomNotFound(f"room {key} does not exist")
         doc = RoomDoc()
         try:
             doc.load(stored.updates())
         except InvalidUpdate as exc:
             log.error("room %s: stored state is corrupted: %s", key, exc)
             raise RoomUnavailable(f"stored state of {key} is corrupted") from exc
+        return doc, stored
+
+    async def _load(self, name: RoomName) -> Room:
+        key = str(name)
+        doc, stored = await self._read_doc(key)
+        if stored.is_empty and not self._settings.create_on_join:
+            raise RoomNotFound(f"room {key} does not exist")
         log.info(
             "room %s: loaded (snapshot=%s, journal=%d)",
             key,
@@ -125,8 +133,23 @@ class RoomRegistry:
             limits=self._limits,
             max_awareness_entries=self._settings.max_awareness_entries,
             on_failure=self._on_room_failure,
+            on_tainted=self._on_room_tainted,
             journal_length=len(stored.journal),
         )
+
+    def _on_room_tainted(self, room: Room) -> None:
+        self._tasks.create_task(self._rebuild(room), name=f"rebuild {room.key}")
+
+    async def _rebuild(self, room: Room) -> None:
+        """Replace a tainted document with what storage holds (after pending writes)."""
+        try:
+            await room.flushed()
+            doc, _ = await self._read_doc(room.key)
+        except RoomUnavailable as exc:
+            room.fail(exc)
+            return
+        room.replace_doc(doc)
+        log.info("room %s: rebuilt from storage", room.key)
 
     def _on_room_failure(self, room: Room, exc: BaseException) -> None:
         if self._rooms.get(room.key) is room:

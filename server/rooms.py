@@ -4,6 +4,11 @@ An accepted update goes: decode -> apply to the document -> append to the journa
 durable) broadcast to every other connection. Broadcasts leave in journal order through one
 pipeline per room, so nothing is ever shown to a client before it is durable, including the
 sync step 2 a joining client receives.
+
+An invalid update that pycrdt had half-applied before failing taints the document (yrs has no
+rollback). The room then holds every incoming message, its owner rebuilds the document from
+storage, and the held messages are replayed on the rebuilt document: the bad update leaves
+no trace and the other clients only notice a short delay.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from crdt.document import RoomDoc
+from crdt.errors import CrdtError, InvalidUpdate
 from crdt.ids import RoomName
 from crdt.origins import ClientOrigin
 from persistence.errors import StorageError
 from persistence.ports import RoomStore
 from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
-from protocol.errors import MalformedMessage
+from protocol.errors import MalformedMessage, ProtocolError
 from protocol.ysync import (
     AppEventMessage,
     AuthPermissionDenied,
@@ -36,6 +42,7 @@ from protocol.ysync import (
     encode_update,
 )
 from server.connection import Connection, Frame
+from server.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,9 @@ class Room:
         limits: Limits,
         max_awareness_entries: int,
         on_failure: Callable[[Room, BaseException], None],
+        on_tainted: Callable[[Room], None],
         journal_length: int = 0,
+        max_held_messages: int = 10_000,
     ) -> None:
         self.name = name
         self.key = str(name)
@@ -74,6 +83,9 @@ class Room:
         self._limits = limits
         self._max_awareness_entries = max_awareness_entries
         self._on_failure = on_failure
+        self._on_tainted = on_tainted
+        self._held: list[tuple[Connection, bytes]] | None = None
+        self._max_held = max_held_messages
         self._awareness: dict[int, AwarenessEntry] = {}
         self._awareness_owner: dict[int, int] = {}
         self._pipeline: deque[_Step] = deque()
@@ -116,6 +128,11 @@ class Room:
         Raises ProtocolError or InvalidUpdate for bad input; the document, the other
         connections and the store are then untouched.
         """
+        if self._held is not None:
+            if len(self._held) >= self._max_held:
+                raise Overloaded("room is being rebuilt; too many messages waiting")
+            self._held.append((conn, data))
+            return
         message = decode(data, self._limits)
         match message:
             case SyncStep1(state_vector=state_vector):
@@ -137,7 +154,14 @@ class Room:
         if conn.read_only:
             conn.send(Frame(encode(AuthPermissionDenied("read-only connection"))))
             return
-        effective = self.doc.apply(update, ClientOrigin(conn.id))
+        try:
+            effective = self.doc.apply(update, ClientOrigin(conn.id))
+        except InvalidUpdate:
+            if self.doc.tainted:
+                log.warning("room %s: invalid update left traces; rebuilding", self.key)
+                self._held = []
+                self._on_tainted(self)
+            raise
         if effective is None:
             return
         self.updates_applied += 1
@@ -171,6 +195,18 @@ class Room:
         # Relay the frame as received: it was just decoded, so it is well formed.
         self.broadcast(Frame(data), exclude=conn.id)
 
+    def replace_doc(self, doc: RoomDoc) -> None:
+        """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
+        self.doc = doc
+        held, self._held = self._held or [], None
+        for conn, data in held:
+            if conn.id not in self.connections:
+                continue
+            try:
+                self.receive(conn, data)
+            except (ProtocolError, CrdtError, Overloaded) as exc:
+                conn.fail(exc)
+
     # -- output ---------------------------------------------------------------------------
 
     def broadcast(self, frame: Frame, exclude: int | None = None) -> None:
@@ -196,12 +232,12 @@ class Room:
                     return
                 exc = step.durable.exception()
                 if exc is not None:
-                    self._fail(exc)
+                    self.fail(exc)
                     return
             pipeline.popleft()
             step.action()
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         """The journal refused a write: nothing more may be shown from this room's memory.
 
         Every client is closed (1011) and the room is dropped; clients keep their edits and

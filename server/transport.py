@@ -58,6 +58,10 @@ class FanoutWriter:
         """Bytes written but not yet accepted by the kernel (the client's backlog)."""
         return self._protocol.transport.get_write_buffer_size()
 
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake now, without waiting for the buffer to drain."""
+        self._protocol.close_now(code, reason)
+
 
 class FanoutProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol, with the ``collab.fanout`` scope extension.
@@ -72,6 +76,25 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"][FANOUT_EXTENSION] = FanoutWriter(self)
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Send a close frame without waiting for the write buffer to drain.
+
+        ASGI's ``websocket.close`` waits until the transport is writable, which a client that
+        stopped reading never lets happen. Here the close frame is queued behind what is
+        buffered, the app is told the socket is gone, and the transport is closed after
+        ``close_timeout`` if the peer never answers (RFC 6455 section 7.1.1).
+        """
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     async def send(self, message: Any) -> None:
         await super().send(message)

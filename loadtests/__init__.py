@@ -1,0 +1,1 @@
+"""Scripted y-websocket clients, scenarios and benchmarks that drive a running server."""

@@ -1,0 +1,171 @@
+"""The WebSocket rooms end to end, through a real uvicorn on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pycrdt
+
+from loadtests.client import YClient
+from protocol.ysync import QueryAwareness, SyncUpdate
+from tests.conftest import StartServer
+
+
+async def test_update_reaches_the_other_clients_not_the_sender(start_server: StartServer) -> None:
+    server = await start_server()
+    async with (
+        YClient(server.ws_url, "plan/intro") as alice,
+        YClient(server.ws_url, "plan/intro") as bob,
+        YClient(server.ws_url, "plan/intro") as carol,
+    ):
+        await alice.insert(0, "Vision: grow")
+        await bob.wait_for(lambda: str(bob.text) == "Vision: grow")
+        await carol.wait_for(lambda: str(carol.text) == "Vision: grow")
+        await bob.insert(len(bob.text), " fast")
+        await alice.wait_for(lambda: str(alice.text) == "Vision: grow fast")
+        updates_to_alice = [m for m in alice.received if isinstance(m, SyncUpdate)]
+        assert len(updates_to_alice) == 1, "the sender must not get its own update back"
+
+
+async def test_concurrent_edits_converge(start_server: StartServer) -> None:
+    server = await start_server()
+    clients = [await YClient(server.ws_url, "plan/goals").__aenter__() for _ in range(4)]
+    try:
+        for round_ in range(25):
+            for index, client in enumerate(clients):
+                client.text.insert(len(client.text) // 2, f"{index}.{round_} ")
+            await asyncio.gather(*(client.flush() for client in clients))
+        expected_length = sum(len(f"{i}.{r} ") for i in range(4) for r in range(25))
+        for client in clients:
+            await client.wait_for(lambda c=client: len(c.text) == expected_length)
+        assert len({str(client.text) for client in clients}) == 1
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_late_joiner_gets_full_state(start_server: StartServer) -> None:
+    server = await start_server()
+    async with YClient(server.ws_url, "plan/market") as writer:
+        await writer.insert(0, "TAM is large")
+        async with YClient(server.ws_url, "plan/market") as reader:
+            await reader.wait_for(lambda: str(reader.text) == "TAM is large")
+
+
+async def test_rooms_are_isolated(start_server: StartServer) -> None:
+    server = await start_server()
+    async with (
+        YClient(server.ws_url, "plan/a") as a1,
+        YClient(server.ws_url, "plan/b") as b1,
+        YClient(server.ws_url, "other") as c1,
+    ):
+        await a1.insert(0, "in a")
+        async with YClient(server.ws_url, "plan/a") as a2:
+            await a2.wait_for(lambda: str(a2.text) == "in a")
+        assert str(b1.text) == ""
+        assert str(c1.text) == ""
+
+
+async def test_awareness_relayed_and_removed_when_owner_leaves(start_server: StartServer) -> None:
+    server = await start_server()
+    async with YClient(server.ws_url, "plan/team") as watcher:
+        owner = await YClient(server.ws_url, "plan/team").__aenter__()
+        await owner.set_awareness('{"user":{"name":"Ada"}}')
+        await watcher.wait_for(lambda: owner.client_id in watcher.awareness)
+        assert watcher.awareness[owner.client_id] == '{"user":{"name":"Ada"}}'
+        # A late joiner receives the known states on join.
+        async with YClient(server.ws_url, "plan/team") as late:
+            await late.wait_for(lambda: owner.client_id in late.awareness)
+            await owner.close()
+            await watcher.wait_for(lambda: owner.client_id not in watcher.awareness)
+            await late.wait_for(lambda: owner.client_id not in late.awareness)
+
+
+async def test_query_awareness_answers_with_known_states(start_server: StartServer) -> None:
+    server = await start_server()
+    async with (
+        YClient(server.ws_url, "plan/q") as a,
+        YClient(server.ws_url, "plan/q") as b,
+    ):
+        await a.set_awareness('{"cursor":1}')
+        await b.wait_for(lambda: a.client_id in b.awareness)
+        b.awareness.clear()
+        await b.send(QueryAwareness())
+        await b.wait_for(lambda: a.client_id in b.awareness)
+
+
+async def test_awareness_cannot_claim_another_connections_client(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with (
+        YClient(server.ws_url, "plan/spoof") as victim,
+        YClient(server.ws_url, "plan/spoof") as spoofer,
+    ):
+        await victim.set_awareness('{"user":"victim"}')
+        await spoofer.wait_for(lambda: victim.client_id in spoofer.awareness)
+        spoofer.doc = pycrdt.Doc(client_id=victim.client_id)
+        await spoofer.set_awareness('{"user":"impostor"}')
+        assert await spoofer.wait_closed() == 1002
+        assert victim.awareness.get(victim.client_id) is None
+        async with YClient(server.ws_url, "plan/spoof") as observer:
+            await observer.wait_for(lambda: victim.client_id in observer.awareness)
+            assert observer.awareness[victim.client_id] == '{"user":"victim"}'
+
+
+async def test_content_survives_a_restart(start_server: StartServer, tmp_path) -> None:
+    data_dir = tmp_path / "restart"
+    server = await start_server(data_dir=data_dir, room_idle_seconds=60)
+    async with YClient(server.ws_url, "plan/durable") as writer:
+        await writer.insert(0, "kept across restarts")
+        async with YClient(server.ws_url, "plan/durable") as peer:
+            await peer.wait_for(lambda: str(peer.text) == "kept across restarts")
+    second = await start_server(data_dir=data_dir)
+    async with YClient(second.ws_url, "plan/durable") as reader:
+        await reader.wait_for(lambda: str(reader.text) == "kept across restarts")
+
+
+async def test_idle_room_unloads_and_reloads(start_server: StartServer) -> None:
+    server = await start_server(room_idle_seconds=0.05)
+    registry = server.collab.registry
+    async with YClient(server.ws_url, "plan/idle") as writer:
+        await writer.insert(0, "persisted")
+        async with YClient(server.ws_url, "plan/idle") as peer:
+            await peer.wait_for(lambda: str(peer.text) == "persisted")
+    async with asyncio.timeout(10):
+        while registry.stats()["rooms"]:
+            await asyncio.sleep(0.02)
+    async with YClient(server.ws_url, "plan/idle") as reader:
+        await reader.wait_for(lambda: str(reader.text) == "persisted")
+    assert registry.rooms_loaded == 2
+
+
+async def test_many_simultaneous_joins_load_the_room_once(start_server: StartServer) -> None:
+    server = await start_server()
+    clients = [YClient(server.ws_url, "herd/s1") for _ in range(30)]
+    await asyncio.gather(*(client.__aenter__() for client in clients))
+    try:
+        assert server.collab.registry.rooms_loaded == 1
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_compaction_keeps_content(start_server: StartServer) -> None:
+    server = await start_server(compact_after_updates=10, room_idle_seconds=60)
+    async with YClient(server.ws_url, "plan/compact") as writer:
+        for i in range(40):
+            await writer.insert(len(writer.text), str(i % 10))
+        async with YClient(server.ws_url, "plan/compact") as reader:
+            await reader.wait_for(lambda: len(reader.text) == 40)
+    stored = await server.collab.store.load("plan/compact")
+    assert stored.snapshot is not None
+    assert len(stored.journal) < 40
+
+
+async def test_healthz(start_server: StartServer) -> None:
+    server = await start_server()
+    async with httpx.AsyncClient() as http:
+        response = await http.get(server.http_url + "/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
