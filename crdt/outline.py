@@ -145,11 +145,13 @@ class Outline:
     ) -> SectionInfo:
         """Insert a new section right after `after`, right before `before`, or else at the end.
 
-        Raises `InvalidIdError` for a bad id, `SectionExistsError` if any entry already uses
-        the id, `SectionNotFoundError` if the anchor is not listed, and `ValueError` if both
-        anchors are given. Nothing is written when it raises.
+        Raises `InvalidIdError` for a bad id, `TypeError` for a title that is not a string,
+        `SectionExistsError` if any entry already uses the id, `SectionNotFoundError` if the
+        anchor is not listed, and `ValueError` if both anchors are given. Nothing is written
+        when it raises.
         """
         check_section_id(section_id)
+        _check_title(title)
         with self._doc.transaction():
             if section_id in self._sections:
                 raise SectionExistsError(section_id)
@@ -161,8 +163,10 @@ class Outline:
     def rename_section(self, section_id: str, title: str) -> SectionInfo:
         """Set the title of a section; writes nothing if the title is unchanged.
 
-        Raises `SectionNotFoundError` if the section is not listed.
+        Raises `SectionNotFoundError` if the section is not listed, `TypeError` if the title
+        is not a string.
         """
+        _check_title(title)
         with self._doc.transaction():
             info = self.section(section_id)
             if info.title == title:
@@ -249,6 +253,13 @@ class Outline:
         order = _order_between(*_neighbour_orders(renumbered, position))
         assert order is not None, "consecutive integers always leave room"
         return order
+
+
+def _check_title(title: object) -> None:
+    # Typed callers cannot get this wrong, but titles often come from JSON, and a non-string
+    # title would be written and then hide the section from every replica.
+    if not isinstance(title, str):
+        raise TypeError(f"section title must be a string, not {type(title).__name__}")
 
 
 def _insert_position(listed: list[SectionInfo], after: str | None, before: str | None) -> int:

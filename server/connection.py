@@ -17,7 +17,9 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.errors import SlowConsumer, classify, close_reason
+from protocol.events import AppEvent, encode_event
+from protocol.ysync import AppEventMessage, encode
+from server.errors import UNEXPECTED, SlowConsumer, classify, close_reason
 from server.transport import FANOUT_EXTENSION, FanoutWriter, binary_frame
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,11 @@ class Frame:
         if self._wire is None:
             self._wire = binary_frame(self.payload)
         return self._wire
+
+
+def error_event(code: int, title: str, detail: str, *, fatal: bool) -> AppEvent:
+    """The ``error`` application event (see docs/protocol.md)."""
+    return AppEvent("error", {"code": code, "title": title, "detail": detail, "fatal": fatal})
 
 
 class Connection:
@@ -103,16 +110,27 @@ class Connection:
             return
         self._outbox.put_nowait(frame.payload)
 
+    def send_event(self, event: AppEvent) -> None:
+        """Send an application event, if this client asked for them (``?events=1``)."""
+        if self.app_events:
+            self.send(Frame(encode(AppEventMessage(encode_event(event)))))
+
     def fail(self, exc: BaseException) -> None:
-        """Close this connection because of ``exc``, with the code the error table gives."""
+        """Close this connection because of ``exc``, with the code the error table gives.
+
+        A client that takes application events first gets an ``error`` event saying why.
+        """
         kind = classify(exc)
-        if kind.close_code == 1011 and kind.title == "internal error":
+        reason = close_reason(exc)
+        if kind is UNEXPECTED:
             log.error("conn %s room %s: internal error", self.id, self.room_name, exc_info=exc)
         else:
             log.warning(
                 "conn %s room %s: closing %d: %s", self.id, self.room_name, kind.close_code, exc
             )
-        self.close(kind.close_code, close_reason(exc))
+        if not isinstance(exc, SlowConsumer):
+            self.send_event(error_event(kind.close_code, kind.title, reason, fatal=True))
+        self.close(kind.close_code, reason)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close the socket with ``code``; the connection leaves its room at once. Idempotent."""

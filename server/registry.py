@@ -39,7 +39,9 @@ class RoomRegistry:
         self._unloading: dict[str, asyncio.Future[None]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._compacting: set[str] = set()
+        self._unload_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.rooms_loaded = 0
+        self.rooms_unloaded = 0
 
     # -- joining and leaving --------------------------------------------------------------
 
@@ -64,7 +66,11 @@ class RoomRegistry:
             timer.cancel()
         # Deferred: a connection may be closed from inside a broadcast over the room.
         loop = asyncio.get_running_loop()
-        conn.on_close = lambda closing: loop.call_soon(self.leave, room, closing)
+
+        def on_close(closing: Connection) -> None:
+            loop.call_soon(self.leave, room, closing)
+
+        conn.on_close = on_close
         room.join(conn)
         return room
 
@@ -201,7 +207,17 @@ class RoomRegistry:
             if self._rooms.get(room.key) is room:
                 del self._rooms[room.key]
             del self._unloading[room.key]
+            self.rooms_unloaded += 1
             done.set_result(None)
+            for waiter in self._unload_waiters.pop(room.key, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_unloaded(self, key: str) -> None:
+        """Wait until the room ``key`` is next unloaded (for tests and operators)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unload_waiters.setdefault(key, []).append(waiter)
+        await waiter
 
     async def close(self) -> None:
         """Flush and compact every loaded room (used at shutdown, after sockets closed)."""
@@ -226,5 +242,6 @@ class RoomRegistry:
             "rooms": len(self._rooms),
             "connections": sum(len(room.connections) for room in rooms),
             "rooms_loaded_total": self.rooms_loaded,
+            "rooms_unloaded_total": self.rooms_unloaded,
             "updates_applied": sum(room.updates_applied for room in rooms),
         }

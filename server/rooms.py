@@ -28,6 +28,7 @@ from persistence.ports import RoomStore
 from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.errors import MalformedMessage, ProtocolError
+from protocol.events import AppEvent, decode_event
 from protocol.ysync import (
     AppEventMessage,
     AuthPermissionDenied,
@@ -41,7 +42,7 @@ from protocol.ysync import (
     encode,
     encode_update,
 )
-from server.connection import Connection, Frame
+from server.connection import Connection, Frame, error_event
 from server.errors import Overloaded
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,11 @@ class Room:
     def join(self, conn: Connection) -> None:
         """Add a connection and start the sync: our step 1, then the known awareness states."""
         self.connections[conn.id] = conn
+        conn.send_event(
+            AppEvent(
+                "joined", {"room": self.key, "connection": conn.id, "readOnly": conn.read_only}
+            )
+        )
         conn.send(Frame(encode(SyncStep1(self.doc.state_vector()))))
         if self._awareness:
             payload = awareness_codec.encode(AwarenessUpdate(tuple(self._awareness.values())))
@@ -147,8 +153,8 @@ class Room:
                 conn.send(Frame(encode(AwarenessMessage(payload))))
             case AuthPermissionDenied():
                 log.debug("conn %s room %s: ignoring auth message from client", conn.id, self.key)
-            case AppEventMessage():
-                log.debug("conn %s room %s: application event ignored", conn.id, self.key)
+            case AppEventMessage(payload=payload):
+                self._receive_event(conn, payload)
 
     def _receive_update(self, conn: Connection, update: bytes) -> None:
         if conn.read_only:
@@ -174,6 +180,19 @@ class Room:
             self._drain()
         else:
             durable.add_done_callback(self._drain)
+
+    def _receive_event(self, conn: Connection, payload: bytes) -> None:
+        if not conn.app_events:
+            raise MalformedMessage("application events need the ?events=1 query flag")
+        event = decode_event(payload)
+        if event.type == "ping":
+            conn.send_event(AppEvent("pong", {"id": event.get("id")}))
+        else:
+            conn.send_event(
+                error_event(
+                    4400, "unknown event", f"unknown event type {event.type!r}", fatal=False
+                )
+            )
 
     def _receive_awareness(self, conn: Connection, payload: bytes, data: bytes) -> None:
         update = awareness_codec.decode(payload, self._max_awareness_entries)

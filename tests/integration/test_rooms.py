@@ -38,7 +38,7 @@ async def test_concurrent_edits_converge(start_server: StartServer) -> None:
             await asyncio.gather(*(client.flush() for client in clients))
         expected_length = sum(len(f"{i}.{r} ") for i in range(4) for r in range(25))
         for client in clients:
-            await client.wait_for(lambda c=client: len(c.text) == expected_length)
+            await client.wait_for(lambda c=client: len(c.text) == expected_length)  # type: ignore[misc]
         assert len({str(client.text) for client in clients}) == 1
     finally:
         for client in clients:
@@ -129,13 +129,13 @@ async def test_content_survives_a_restart(start_server: StartServer, tmp_path) -
 async def test_idle_room_unloads_and_reloads(start_server: StartServer) -> None:
     server = await start_server(room_idle_seconds=0.05)
     registry = server.collab.registry
+    unloaded = asyncio.create_task(registry.wait_unloaded("plan/idle"))
     async with YClient(server.ws_url, "plan/idle") as writer:
         await writer.insert(0, "persisted")
         async with YClient(server.ws_url, "plan/idle") as peer:
             await peer.wait_for(lambda: str(peer.text) == "persisted")
-    async with asyncio.timeout(10):
-        while registry.stats()["rooms"]:
-            await asyncio.sleep(0.02)
+    await asyncio.wait_for(unloaded, 10)
+    assert registry.stats()["rooms"] == 0
     async with YClient(server.ws_url, "plan/idle") as reader:
         await reader.wait_for(lambda: str(reader.text) == "persisted")
     assert registry.rooms_loaded == 2
