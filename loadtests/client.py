@@ -68,7 +68,10 @@ class YClient:
             websockets.connect(self.url, max_size=None, compression=None), timeout
         )
         self._reader = asyncio.create_task(self._read(), name=f"reader {self.url}")
-        await self.send(SyncStep1(self.doc.get_state()))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            # A server refusing the room may close before our step 1 goes out; the reader
+            # records the close code.
+            await self.send(SyncStep1(self.doc.get_state()))
         return self
 
     async def send(self, message: Message) -> None:

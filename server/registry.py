@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from crdt.document import RoomDoc
 from crdt.errors import InvalidUpdate
 from crdt.ids import RoomName
+from crdt.outline import Outline
 from persistence.errors import StorageError
 from persistence.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
@@ -51,6 +53,19 @@ class RoomRegistry:
         Raises RoomUnavailable when storage cannot be read, RoomNotFound when the room does
         not exist and creation on join is off.
         """
+        room = await self._acquire(name)
+        # Deferred: a connection may be closed from inside a broadcast over the room.
+        loop = asyncio.get_running_loop()
+
+        def on_close(closing: Connection) -> None:
+            loop.call_soon(self.leave, room, closing)
+
+        conn.on_close = on_close
+        room.join(conn)
+        return room
+
+    async def _acquire(self, name: RoomName) -> Room:
+        """The loaded room ``name``, loading it if needed; cancels a pending unload."""
         key = str(name)
         while True:
             if key in self._unloading:
@@ -64,20 +79,19 @@ class RoomRegistry:
         timer = self._unload_timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        # Deferred: a connection may be closed from inside a broadcast over the room.
-        loop = asyncio.get_running_loop()
-
-        def on_close(closing: Connection) -> None:
-            loop.call_soon(self.leave, room, closing)
-
-        conn.on_close = on_close
-        room.join(conn)
         return room
 
     def leave(self, room: Room, conn: Connection) -> None:
         """Remove ``conn``; schedule the room's unloading when it was the last one."""
         room.leave(conn)
-        if not room.connections and self._rooms.get(room.key) is room:
+        self._unload_when_idle(room)
+
+    def _unload_when_idle(self, room: Room) -> None:
+        if (
+            not room.connections
+            and self._rooms.get(room.key) is room
+            and room.key not in self._unload_timers
+        ):
             loop = asyncio.get_running_loop()
             self._unload_timers[room.key] = loop.call_later(
                 self._settings.room_idle_seconds, self._start_unload, room
@@ -123,15 +137,24 @@ class RoomRegistry:
 
     async def _load(self, name: RoomName) -> Room:
         key = str(name)
+        if name.section_id is not None:
+            await self._ensure_section(name.outline(), name.section_id)
         doc, stored = await self._read_doc(key)
-        if stored.is_empty and not self._settings.create_on_join:
-            raise RoomNotFound(f"room {key} does not exist")
+        if stored.is_empty and name.is_outline and not self._settings.create_on_join:
+            raise RoomNotFound(f"document {name.document_id} does not exist")
+        room = self._new_room(name, doc, journal_length=len(stored.journal))
+        if stored.is_empty and name.is_outline:
+            created = datetime.now(UTC).isoformat(timespec="milliseconds")
+            room.apply_local(lambda doc: Outline(doc).set_meta("createdAt", created), "created")
         log.info(
             "room %s: loaded (snapshot=%s, journal=%d)",
             key,
             stored.snapshot is not None,
             len(stored.journal),
         )
+        return room
+
+    def _new_room(self, name: RoomName, doc: RoomDoc, journal_length: int) -> Room:
         return Room(
             name,
             doc,
@@ -140,8 +163,24 @@ class RoomRegistry:
             max_awareness_entries=self._settings.max_awareness_entries,
             on_failure=self._on_room_failure,
             on_tainted=self._on_room_tainted,
-            journal_length=len(stored.journal),
+            journal_length=journal_length,
         )
+
+    async def _ensure_section(self, outline_name: RoomName, section_id: str) -> None:
+        """Make sure the document's outline lists ``section_id``: appended at the end when
+        creation on join is on, RoomNotFound otherwise."""
+        outline = await self._acquire(outline_name)
+        try:
+            if section_id in Outline(outline.doc.doc):
+                return
+            if not self._settings.create_on_join:
+                raise RoomNotFound(f"section {outline_name}/{section_id} does not exist")
+            outline.apply_local(
+                lambda doc: Outline(doc).add_section(section_id, section_id), "section created"
+            )
+            log.info("document %s: section %s created on join", outline_name, section_id)
+        finally:
+            self._unload_when_idle(outline)
 
     def _on_room_tainted(self, room: Room) -> None:
         self._tasks.create_task(self._rebuild(room), name=f"rebuild {room.key}")

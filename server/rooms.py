@@ -18,11 +18,14 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import pycrdt
 
 from crdt.document import RoomDoc
 from crdt.errors import CrdtError, InvalidUpdate
 from crdt.ids import RoomName
-from crdt.origins import ClientOrigin
+from crdt.origins import ClientOrigin, ServerOrigin
 from persistence.errors import StorageError
 from persistence.ports import RoomStore
 from protocol import awareness as awareness_codec
@@ -168,13 +171,29 @@ class Room:
                 self._held = []
                 self._on_tainted(self)
             raise
+        if effective is not None:
+            self._ship(effective, sender=conn.id)
+
+    def apply_local(self, edit: Callable[[pycrdt.Doc[Any]], object], reason: str) -> bool:
+        """Make a server-side edit (creation on join, REST, restore) and ship it like a
+        client's: journal first, then broadcast to everyone. Returns whether it changed
+        anything. Exceptions from ``edit`` propagate; the document must then be unchanged.
+        """
+        doc = self.doc.doc
+        with doc.transaction(origin=ServerOrigin(reason)):
+            edit(doc)
+        effective = self.doc.local_changes()
         if effective is None:
-            return
+            return False
+        self._ship(effective, sender=None)
+        return True
+
+    def _ship(self, effective: bytes, sender: int | None) -> None:
+        """Journal an effective update, then broadcast it once durable (in order)."""
         self.updates_applied += 1
         self.journal_length += 1
         durable = self._store.append(self.key, effective)
         frame = Frame(encode_update(effective))
-        sender = conn.id
         self._pipeline.append(_Step(durable, lambda: self.broadcast(frame, exclude=sender)))
         if durable.done():
             self._drain()

@@ -138,7 +138,8 @@ async def test_idle_room_unloads_and_reloads(start_server: StartServer) -> None:
     assert registry.stats()["rooms"] == 0
     async with YClient(server.ws_url, "plan/idle") as reader:
         await reader.wait_for(lambda: str(reader.text) == "persisted")
-    assert registry.rooms_loaded == 2
+    # The section room and its document's outline room, each loaded twice.
+    assert registry.rooms_loaded == 4
 
 
 async def test_many_simultaneous_joins_load_the_room_once(start_server: StartServer) -> None:
@@ -146,7 +147,8 @@ async def test_many_simultaneous_joins_load_the_room_once(start_server: StartSer
     clients = [YClient(server.ws_url, "herd/s1") for _ in range(30)]
     await asyncio.gather(*(client.__aenter__() for client in clients))
     try:
-        assert server.collab.registry.rooms_loaded == 1
+        # One section room plus its document's outline room, each loaded once.
+        assert server.collab.registry.rooms_loaded == 2
     finally:
         await asyncio.gather(*(client.close() for client in clients))
 
@@ -169,3 +171,30 @@ async def test_healthz(start_server: StartServer) -> None:
         response = await http.get(server.http_url + "/healthz")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+async def test_joining_a_new_section_appends_it_to_the_outline(start_server: StartServer) -> None:
+    server = await start_server()
+    async with YClient(server.ws_url, "strategy") as outline_client:
+        async with (
+            YClient(server.ws_url, "strategy/vision"),
+            YClient(server.ws_url, "strategy/risks"),
+        ):
+            sections = outline_client.doc.get("sections", type=pycrdt.Map)
+            await outline_client.wait_for(lambda: {"vision", "risks"} <= set(sections.keys()))
+        meta = outline_client.doc.get("meta", type=pycrdt.Map)
+        assert "createdAt" in meta
+
+
+async def test_creation_on_join_can_be_turned_off(start_server: StartServer, tmp_path) -> None:
+    data_dir = tmp_path / "no-create"
+    first = await start_server(data_dir=data_dir)
+    async with YClient(first.ws_url, "existing/intro") as writer:
+        await writer.insert(0, "hello")
+    second = await start_server(data_dir=data_dir, create_on_join=False)
+    async with YClient(second.ws_url, "existing/intro") as reader:
+        await reader.wait_for(lambda: str(reader.text) == "hello")
+    for room in ("missing", "missing/intro", "existing/other"):
+        refused = await YClient(second.ws_url, room).connect()
+        assert await refused.wait_closed() == 4404
+        assert "does not exist" in refused.close_reason
