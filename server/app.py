@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psutil
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -52,6 +53,7 @@ class Collab:
         self.registry = RoomRegistry(store, settings, tasks)
         self.connections: set[Connection] = set()
         self.started = time.monotonic()
+        self.process = psutil.Process()
         self.accepting = True
 
     def shutdown_sockets(self) -> None:
@@ -91,10 +93,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 async def healthz(request: Request) -> JSONResponse:
     collab: Collab = request.app.state.collab
+    with collab.process.oneshot():
+        cpu = collab.process.cpu_times()
+        rss = collab.process.memory_info().rss
     return JSONResponse(
         {
             "status": "ok",
             "uptime_seconds": round(time.monotonic() - collab.started, 3),
+            "cpu_seconds": round(cpu.user + cpu.system, 3),
+            "rss_bytes": rss,
             **collab.registry.stats(),
         }
     )
