@@ -30,14 +30,19 @@ class MemoryRoomStore:
     def append(self, room: str, update: bytes) -> asyncio.Future[None]:
         self._check_open()
         self._journals.setdefault(room, []).append(update)
+        return self._done()
+
+    @staticmethod
+    def _done() -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
 
-    async def compact(self, room: str, state: bytes) -> None:
+    def compact(self, room: str, state: bytes) -> asyncio.Future[None]:
         self._check_open()
         self._snapshots[room] = state
         self._journals.pop(room, None)
+        return self._done()
 
     async def aclose(self) -> None:
         self._closed = True

@@ -40,7 +40,8 @@ class RoomStore(Protocol):
       process) or fails with a :class:`~persistence.errors.StorageError`.
     * Appends and compactions of one room take effect in call order (FIFO); ``load`` sees
       every append whose future resolved.
-    * ``compact(room, state)`` atomically stores ``state`` as the room's snapshot and drops the
+    * ``compact(room, state)`` is queued like ``append`` (the returned future resolves when
+      it is done); it atomically stores ``state`` as the room's snapshot and drops the
       journal entries appended before the call; entries appended after it are kept. It
       never loses a concurrent append.
     * ``load`` of a room never stored returns an empty :class:`StoredRoom`; a read that fails
@@ -53,6 +54,6 @@ class RoomStore(Protocol):
 
     def append(self, room: str, update: bytes) -> asyncio.Future[None]: ...
 
-    async def compact(self, room: str, state: bytes) -> None: ...
+    def compact(self, room: str, state: bytes) -> asyncio.Future[None]: ...
 
     async def aclose(self) -> None: ...

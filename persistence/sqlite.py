@@ -84,6 +84,9 @@ class SqliteRoomStore:
         except sqlite3.Error as exc:
             store._executor.shutdown(wait=False)
             raise _translate(exc) from exc
+        except OSError as exc:
+            store._executor.shutdown(wait=False)
+            raise StorageUnavailable(f"cannot open {path}: {exc}") from exc
         return store
 
     def _connect(self) -> None:
@@ -111,8 +114,9 @@ class SqliteRoomStore:
         future: asyncio.Future[None] = self._submit("append", room, update)  # type: ignore[assignment]
         return future
 
-    async def compact(self, room: str, state: bytes) -> None:
-        await self._submit("compact", room, state)
+    def compact(self, room: str, state: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._submit("compact", room, state)  # type: ignore[assignment]
+        return future
 
     async def aclose(self) -> None:
         if self._closed:
