@@ -198,3 +198,23 @@ async def test_creation_on_join_can_be_turned_off(start_server: StartServer, tmp
         refused = await YClient(second.ws_url, room).connect()
         assert await refused.wait_closed() == 4404
         assert "does not exist" in refused.close_reason
+
+
+async def test_dead_socket_is_dropped_by_keepalive(start_server: StartServer) -> None:
+    """A peer that completes the handshake, then never answers pings, is dropped."""
+    server = await start_server(ping_interval=0.2, ping_timeout=0.2, room_idle_seconds=0)
+    unloaded = asyncio.create_task(server.collab.registry.wait_unloaded("dead/socket"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"GET /ws/dead/socket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    status = await reader.readline()
+    assert b"101" in status
+    try:
+        # The room empties (and unloads) only once the server gave up on the silent peer.
+        await asyncio.wait_for(unloaded, 10)
+        assert server.collab.registry.stats()["connections"] == 0
+    finally:
+        writer.close()
