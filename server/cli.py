@@ -110,12 +110,11 @@ def serve(settings: Settings) -> int:
     config = uvicorn_config(create_app(settings), settings)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
-    log.info(
-        "collab listening on http://%s:%d (WebSocket rooms at ws://%s:%d/ws/{room})",
-        shown,
-        port,
-        shown,
-        port,
+    # Printed whatever the log level: operators and scripts (port 0) need this line.
+    print(
+        f"collab listening on http://{shown}:{port} (WebSocket rooms at ws://{shown}:{port}/ws/{{room}})",
+        file=sys.stderr,
+        flush=True,
     )
     server.run(sockets=[sock])
     return 0
