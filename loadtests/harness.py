@@ -131,6 +131,8 @@ class ServerProcess:
         assert self.process is not None
         if self._reader is not None:
             self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         code = self.process.returncode
         return code
 

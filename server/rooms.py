@@ -214,14 +214,23 @@ class Room:
             )
 
     def _receive_awareness(self, conn: Connection, payload: bytes, data: bytes) -> None:
+        """Keep and relay the awareness entries this connection may publish.
+
+        y-websocket clients send every awareness change they see, their peers' included, so
+        entries for a client id first published by another connection are echoes (or
+        spoofing): dropped without closing anything. Stale clocks are dropped too, as
+        y-protocols does.
+        """
         update = awareness_codec.decode(payload, self._max_awareness_entries)
         owners = self._awareness_owner
+        accepted: list[AwarenessEntry] = []
         for entry in update.entries:
             if owners.get(entry.client_id, conn.id) != conn.id:
-                raise MalformedMessage(
-                    f"awareness for client {entry.client_id} owned by another connection"
-                )
-        for entry in update.entries:
+                continue
+            current = self._awareness.get(entry.client_id)
+            if current is not None and entry.clock < current.clock:
+                continue
+            accepted.append(entry)
             if entry.removed:
                 self._awareness.pop(entry.client_id, None)
                 owners.pop(entry.client_id, None)
@@ -230,8 +239,12 @@ class Room:
                 self._awareness[entry.client_id] = entry
                 owners[entry.client_id] = conn.id
                 conn.awareness_clocks[entry.client_id] = entry.clock
-        # Relay the frame as received: it was just decoded, so it is well formed.
-        self.broadcast(Frame(data), exclude=conn.id)
+        if len(accepted) == len(update.entries):
+            # The frame was just decoded, so it is well formed: relay it as received.
+            self.broadcast(Frame(data), exclude=conn.id)
+        elif accepted:
+            kept = awareness_codec.encode(AwarenessUpdate(tuple(accepted)))
+            self.broadcast(Frame(encode(AwarenessMessage(kept))), exclude=conn.id)
 
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""

@@ -95,9 +95,11 @@ async def test_query_awareness_answers_with_known_states(start_server: StartServ
         await b.wait_for(lambda: a.client_id in b.awareness)
 
 
-async def test_awareness_cannot_claim_another_connections_client(
+async def test_awareness_for_another_connections_client_is_dropped(
     start_server: StartServer,
 ) -> None:
+    """Echoes (y-websocket relays every change it sees) and spoofs are dropped, not relayed,
+    and the sender stays connected."""
     server = await start_server()
     async with (
         YClient(server.ws_url, "plan/spoof") as victim,
@@ -105,12 +107,16 @@ async def test_awareness_cannot_claim_another_connections_client(
     ):
         await victim.set_awareness('{"user":"victim"}')
         await spoofer.wait_for(lambda: victim.client_id in spoofer.awareness)
+        own_id = spoofer.client_id
         spoofer.doc = pycrdt.Doc(client_id=victim.client_id)
         await spoofer.set_awareness('{"user":"impostor"}')
-        assert await spoofer.wait_closed() == 1002
-        assert victim.awareness.get(victim.client_id) is None
+        spoofer.doc = pycrdt.Doc(client_id=own_id)
+        await spoofer.set_awareness('{"user":"spoofer"}')
+        await victim.wait_for(lambda: own_id in victim.awareness)
+        assert victim.awareness.get(victim.client_id) is None, "nothing about itself relayed"
+        assert not spoofer.closed.is_set()
         async with YClient(server.ws_url, "plan/spoof") as observer:
-            await observer.wait_for(lambda: victim.client_id in observer.awareness)
+            await observer.wait_for(lambda: own_id in observer.awareness)
             assert observer.awareness[victim.client_id] == '{"user":"victim"}'
 
 
