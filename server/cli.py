@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["sqlite", "memory"],
         help="sqlite: durable embedded store (default); memory: nothing survives a restart",
     )
+    load = commands.add_parser(
+        "load",
+        help="drive a server with scripted clients (python -m loadtests)",
+        description="The load tool; see docs/loadtests.md. Arguments are passed on.",
+        add_help=False,
+    )
+    load.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -121,6 +128,13 @@ def serve(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["load"]:
+        # Everything after "load", --help included, belongs to the load tool. Imported here:
+        # serving never needs the load tool's modules.
+        from loadtests.cli import main as load_main
+
+        return load_main(argv[1:], prog="collab load")
     args = _parser().parse_args(argv)
     if args.command == "serve":
         try:

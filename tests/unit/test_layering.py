@@ -14,7 +14,7 @@ ALLOWED_LOCAL = {
     "protocol": {"protocol"},
     "crdt": {"protocol", "crdt"},
     "persistence": {"protocol", "crdt", "persistence"},
-    "server": {"protocol", "crdt", "persistence", "server"},
+    "server": {"protocol", "crdt", "persistence", "server", "loadtests"},
     "loadtests": {"protocol", "crdt", "loadtests"},
 }
 LOCAL = set(ALLOWED_LOCAL)

@@ -1,0 +1,215 @@
+"""A generator process: runs its share of the scripted clients on one uvloop event loop.
+
+The coordinator starts one per ``--workers`` with :func:`worker_main` and drives it through the
+phases described in :mod:`loadtests.plan`. A worker never decides when a phase ends: it waits
+for the next command, so every process connects, types and drains on the same schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import TypeVar
+
+import uvloop
+import websockets
+
+from loadtests.agents import Agent, Recorder, Writer, make_agent, sleep_until, text_digest
+from loadtests.client import YClient
+from loadtests.plan import (
+    Close,
+    Command,
+    Connect,
+    Connected,
+    Drain,
+    Drained,
+    Failed,
+    Go,
+    Ready,
+    RoomText,
+    Stopped,
+    WorkerPlan,
+)
+
+CommandT = TypeVar("CommandT", Connect, Go, Drain, Close)
+
+
+class AbortedError(Exception):
+    """The coordinator went away or closed the run before this phase."""
+
+
+def worker_main(plan: WorkerPlan, conn: Connection) -> None:
+    """Process entry point. Reports a crash as :class:`Failed` instead of dying silently."""
+    # The coordinator owns Ctrl-C: it closes the workers in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        uvloop.run(Worker(plan, conn).run())
+    except AbortedError:
+        pass
+    except Exception:  # noqa: BLE001 - the process boundary: the coordinator reports it
+        with contextlib.suppress(OSError):
+            conn.send(Failed(plan.worker, traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class Worker:
+    def __init__(self, plan: WorkerPlan, conn: Connection) -> None:
+        self.plan = plan
+        self.scenario = plan.scenario
+        self.conn = conn
+        self.recorder = Recorder(plan.worker)
+        self.random = random.Random(plan.seed)
+        self.agents: list[Agent] = [
+            make_agent(client, plan.base_url, plan.scenario.query, self.recorder)
+            for client in plan.clients
+        ]
+        self.writers = [agent for agent in self.agents if isinstance(agent, Writer)]
+        self._commands: asyncio.Queue[Command] = asyncio.Queue()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._on_command)
+        try:
+            self.conn.send(Ready(self.plan.worker))
+            connect = await self._next(Connect)
+            flusher = asyncio.create_task(self._flush_every(self.plan.batch_interval))
+            try:
+                await self._connect_all(connect.t0)
+                await self._run_phases()
+            finally:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+        finally:
+            loop.remove_reader(self.conn.fileno())
+            await asyncio.gather(*(agent.close() for agent in self.agents))
+
+    async def _run_phases(self) -> None:
+        go = await self._next(Go)
+        stopped = await self._edit(go)
+        self._flush()
+        self.conn.send(stopped)
+        drain = await self._next(Drain)
+        drained = await self._drain(drain)
+        self._flush()
+        self.conn.send(drained)
+        await self._next(Close)
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _on_command(self) -> None:
+        try:
+            while self.conn.poll():
+                self._commands.put_nowait(self.conn.recv())
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            self._commands.put_nowait(Close())
+
+    async def _next(self, kind: type[CommandT]) -> CommandT:
+        command = await self._commands.get()
+        if not isinstance(command, kind):
+            raise AbortedError(f"expected {kind.__name__}, got {type(command).__name__}")
+        return command
+
+    def _flush(self) -> None:
+        self.conn.send(self.recorder.take())
+
+    async def _flush_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self._flush()
+
+    # -- phases ---------------------------------------------------------------------------
+
+    async def _connect_all(self, t0: float) -> None:
+        timeout = self.scenario.connect_timeout
+        results = await asyncio.gather(
+            *(self._connect(agent, t0 + agent.plan.connect_at, timeout) for agent in self.agents)
+        )
+        by_room: dict[int, int] = {}
+        for agent in self.agents:
+            if agent.connected:
+                by_room[agent.plan.room] = by_room.get(agent.plan.room, 0) + 1
+        seconds = [result for result in results if result is not None]
+        self._flush()
+        self.conn.send(Connected(self.plan.worker, by_room, seconds))
+
+    async def _connect(self, agent: Agent, at: float, timeout: float) -> float | None:
+        await sleep_until(at)
+        try:
+            return await agent.connect(timeout)
+        except TimeoutError:
+            self.recorder.error("connect_timeout")
+        except websockets.InvalidStatus as exc:
+            self.recorder.error(f"connect_http_{exc.response.status_code}")
+        except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
+            self.recorder.error(f"connect_{type(exc).__name__}")
+        await agent.close()
+        return None
+
+    async def _edit(self, go: Go) -> Stopped:
+        self.recorder.window = (go.t_start, go.t_end)
+        scenario = self.scenario
+        for writer in self.writers:
+            writer.place_cursor(self.random.random())
+        await sleep_until(go.t_start)
+        cpu_started = time.process_time()
+        if not scenario.idle:
+            async with asyncio.TaskGroup() as tasks:
+                for writer in self.writers:
+                    tasks.create_task(
+                        writer.type_until(
+                            go.t_start, go.t_end, scenario.edits_per_second, scenario.cursor
+                        )
+                    )
+        await sleep_until(go.t_end)
+        cpu_seconds = time.process_time() - cpu_started
+        last_clocks: dict[int, dict[int, int]] = {}
+        lags: list[float] = []
+        for writer in self.writers:
+            lags.extend(writer.schedule_lag)
+            if writer.last_clock is not None:
+                room = last_clocks.setdefault(writer.plan.room, {})
+                room[writer.client_id] = writer.last_clock
+        return Stopped(
+            self.plan.worker, last_clocks, cpu_seconds, self.recorder.frames_in_window, lags
+        )
+
+    async def _drain(self, drain: Drain) -> Drained:
+        for agent in self.agents:
+            agent.expect(drain.expected.get(agent.plan.room, {}))
+        waits = [asyncio.ensure_future(agent.caught_up.wait()) for agent in self.agents]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=drain.timeout)
+            for wait in pending:
+                wait.cancel()
+        not_caught_up = sum(1 for agent in self.agents if not agent.caught_up.is_set())
+        texts: dict[int, list[RoomText]] = {}
+        for agent in self.agents:
+            if agent.synced.is_set():
+                texts.setdefault(agent.plan.room, []).append(text_digest(agent.final_text()))
+        fresh: dict[int, RoomText] = {}
+        for room, name in drain.fresh_rooms.items():
+            text = await self._fresh_text(name)
+            if text is not None:
+                fresh[room] = text
+        return Drained(self.plan.worker, texts, fresh, not_caught_up)
+
+    async def _fresh_text(self, room_name: str) -> RoomText | None:
+        """The room's text as a client joining now sees it (sync step 2 from the server)."""
+        client = YClient(self.plan.base_url, room_name, query=self.scenario.query)
+        try:
+            await client.connect(self.scenario.connect_timeout)
+            await asyncio.wait_for(client.synced.wait(), self.scenario.connect_timeout)
+            return text_digest(str(client.text))
+        except (TimeoutError, OSError, websockets.WebSocketException) as exc:
+            self.recorder.error(f"fresh_join_{type(exc).__name__}")
+            return None
+        finally:
+            await client.close()
