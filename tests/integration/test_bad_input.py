@@ -129,3 +129,11 @@ async def _close_code_after_draining(ws: websockets.ClientConnection) -> int | N
             await ws.recv()
     except websockets.ConnectionClosed as closed:
         return closed.rcvd.code if closed.rcvd is not None else None
+
+
+async def test_compression_is_not_negotiated(start_server: StartServer) -> None:
+    """permessage-deflate stays off, so no compression bomb can get past the size limit."""
+    server = await start_server()
+    async with websockets.connect(f"{server.ws_url}/bad/deflate", compression="deflate") as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers

@@ -135,3 +135,27 @@ def test_clients_converge_through_the_relay(edits: list[tuple[int, str, bool]], 
         doc.apply_update(room.diff(doc.get_state()))
     texts = {_text(doc) for doc in clients}
     assert texts == {_text(room.doc)}
+
+
+class PanicException(BaseException):
+    """Stands in for ``pyo3_runtime.PanicException``, which cannot be imported by name."""
+
+
+def test_rust_panic_becomes_invalid_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    def panic(self: object, update: bytes) -> None:
+        raise PanicException("attempt to divide by zero")
+
+    room = RoomDoc()
+    monkeypatch.setattr(pycrdt.Doc, "apply_update", panic)
+    with pytest.raises(InvalidUpdate, match="divide by zero"):
+        room.apply(b"\x00\x00", ClientOrigin(1))
+
+
+def test_other_base_exceptions_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: object, update: bytes) -> None:
+        raise KeyboardInterrupt
+
+    room = RoomDoc()
+    monkeypatch.setattr(pycrdt.Doc, "apply_update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        room.apply(b"\x00\x00", ClientOrigin(1))
