@@ -19,3 +19,11 @@ class StorageCorrupted(StorageError):
 
 class StorageClosed(StorageError):
     """The store was closed; the call was not carried out."""
+
+
+class DocumentNotFound(StorageError):
+    """The document addressed (by its business id) is not stored."""
+
+
+class DocumentTooLarge(StorageError):
+    """The document would exceed MongoDB's 16 MB limit; the write was not carried out."""

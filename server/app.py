@@ -16,25 +16,35 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from crdt.ids import InvalidRoomName, parse_room_name
-from persistence.errors import StorageError
+from crdt.ids import RoomName
 from persistence.memory import MemoryRoomStore
 from persistence.ports import RoomStore
 from persistence.sqlite import SqliteRoomStore
 from server.connection import Connection
-from server.errors import CollabError, ServerShuttingDown, UnsupportedData, classify
+from server.errors import ServerShuttingDown
 from server.registry import RoomRegistry
+from server.sessions import WS_PREFIX, Refusal, Session, admit
 from server.settings import Settings
+from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
 
 
-def problem(status: int, title: str, detail: str = "") -> JSONResponse:
-    """An RFC 9457 problem+json response."""
-    body = {"type": "about:blank", "title": title, "status": status}
+def problem_body(status: int, title: str, detail: str = "") -> dict[str, Any]:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    return body
+
+
+def problem(status: int, title: str, detail: str = "") -> JSONResponse:
+    """An RFC 9457 problem+json response."""
+    return JSONResponse(
+        problem_body(status, title, detail),
+        status_code=status,
+        media_type="application/problem+json",
+    )
 
 
 async def open_store(settings: Settings) -> RoomStore:
@@ -56,6 +66,23 @@ class Collab:
         self.process = psutil.Process()
         self.accepting = True
 
+    async def open_session(self, room: RoomName, conn: Connection) -> Session | None:
+        """Register the connection and join its room (None: it was closed with the error)."""
+        self.connections.add(conn)
+        session = await Session.open(self.registry, room, conn)
+        if session is None:
+            self.connections.discard(conn)
+            return None
+        chained = conn.on_close
+
+        def on_close(closing: Connection) -> None:
+            self.connections.discard(closing)
+            if chained is not None:
+                chained(closing)
+
+        conn.on_close = on_close
+        return session
+
     def shutdown_sockets(self) -> None:
         self.accepting = False
         for conn in list(self.connections):
@@ -67,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             store = await open_store(settings)
             stack.push_async_callback(store.aclose)
@@ -76,7 +103,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.collab = collab
             log.info("collab ready (storage=%s, data_dir=%s)", settings.storage, settings.data_dir)
             try:
-                yield
+                # uvicorn hands this state to every connection's protocol: that is how our
+                # WebSocket protocol finds the direct path's handler.
+                yield {"collab": collab, DIRECT_HANDLER: DirectWebSockets(collab)}
             finally:
                 collab.shutdown_sockets()
                 await collab.registry.close()
@@ -107,70 +136,63 @@ async def healthz(request: Request) -> JSONResponse:
     )
 
 
+class DirectWebSockets:
+    """The direct path's handler (see :mod:`server.transport`): rooms under ``/ws/``."""
+
+    def __init__(self, collab: Collab) -> None:
+        self._collab = collab
+
+    def handles(self, path: str) -> bool:
+        return path.startswith(WS_PREFIX)
+
+    def refuse(self, path: str, query: str) -> tuple[int, dict[str, Any]] | None:
+        decision = admit(path, query, accepting=self._collab.accepting)
+        if isinstance(decision, Refusal):
+            return decision.status, problem_body(decision.status, decision.title, decision.detail)
+        return None
+
+    async def open(self, path: str, query: str, writer: FanoutWriter) -> Session | None:
+        decision = admit(path, query, accepting=self._collab.accepting)
+        if isinstance(decision, Refusal):  # the server began shutting down meanwhile
+            writer.close(1012, decision.title)
+            return None
+        conn = Connection(
+            str(decision.room),
+            max_buffered_bytes=self._collab.settings.max_buffered_bytes,
+            fast=writer,
+            app_events=decision.app_events,
+        )
+        return await self._collab.open_session(decision.room, conn)
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
+    """The ASGI route to the rooms, for servers without our protocol (and TestClient)."""
     collab: Collab = websocket.app.state.collab
-    try:
-        name = parse_room_name(websocket.path_params["room"])
-    except InvalidRoomName as exc:
-        await websocket.send_denial_response(problem(400, "invalid room name", str(exc)))
+    decision = admit(websocket.url.path, websocket.url.query, accepting=collab.accepting)
+    if isinstance(decision, Refusal):
+        await websocket.send_denial_response(
+            problem(decision.status, decision.title, decision.detail)
+        )
         return
-    if not collab.accepting:
-        await websocket.send_denial_response(problem(503, "server restarting"))
-        return
-    events = websocket.query_params.get("events") in {"1", "true", "yes"}
     conn = Connection(
-        websocket,
-        str(name),
+        str(decision.room),
         max_buffered_bytes=collab.settings.max_buffered_bytes,
-        app_events=events,
+        websocket=websocket,
+        app_events=decision.app_events,
     )
     await websocket.accept()
-    collab.connections.add(conn)
-    try:
-        if conn.needs_writer:
-            async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(conn.run_writer(), name=f"writer {conn.id}")
-                await _serve(collab, conn, websocket, name)
-                # The socket is gone: whatever the writer still holds cannot be delivered.
-                writer.cancel()
-        else:
-            await _serve(collab, conn, websocket, name)
-    finally:
-        collab.connections.discard(conn)
-
-
-async def _serve(collab: Collab, conn: Connection, websocket: WebSocket, name: Any) -> None:
-    """Join the room and pump frames into it until the socket closes or fails."""
-    registry = collab.registry
-    try:
-        room = await registry.join(name, conn)
-    except (CollabError, StorageError) as exc:
-        conn.fail(exc)
-        await _drain_until_disconnect(websocket)
-        return
-    log.debug("conn %s joined room %s", conn.id, room.key)
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("bytes")
-            try:
-                if data is None:
-                    raise UnsupportedData("text frames are not part of the y-websocket protocol")
-                room.receive(conn, data)
-            except Exception as exc:
-                if classify(exc).http_status == 500:
-                    log.exception("conn %s room %s: unexpected error", conn.id, room.key)
-                conn.fail(exc)
-                await _drain_until_disconnect(websocket)
-                return
-            registry.maybe_compact(room)
-    finally:
-        registry.leave(room, conn)
-
-
-async def _drain_until_disconnect(websocket: WebSocket) -> None:
-    """After asking to close, read until the peer's close arrives (frames are ignored)."""
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
+    async with asyncio.TaskGroup() as tasks:
+        writer = tasks.create_task(conn.run_writer(), name=f"writer {conn.id}")
+        session = await collab.open_session(decision.room, conn)
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if session is not None:
+                    session.on_frame(message.get("bytes"))
+        finally:
+            if session is not None:
+                session.on_close()
+            # The socket is gone: whatever the writer still holds cannot be delivered.
+            writer.cancel()

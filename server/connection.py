@@ -1,9 +1,10 @@
-"""One client socket: a reader (socket -> codec -> room) and a writer (outbox -> socket).
+"""One client socket, as its room sees it: frames go out, and it can be closed.
 
-Sending never awaits the client. With the ``collab.fanout`` transport extension a frame is
-written to the socket's transport at once and the transport's buffer is the outbox; without
-it, frames go through a queue drained by the writer task. Either way, a client whose backlog
-passes ``max_buffered_bytes`` is closed with 1013 and resyncs when it reconnects.
+Sending never awaits the client. On our uvicorn protocol a frame is written to the socket's
+transport at once (:class:`server.transport.FanoutWriter`) and the transport's buffer is the
+outbox; on any other ASGI server frames go through a queue drained by a writer task. Either
+way, a client whose backlog passes ``max_buffered_bytes`` is closed with 1013 and resyncs when
+it reconnects.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, encode
 from server.errors import UNEXPECTED, SlowConsumer, classify, close_reason
-from server.transport import FANOUT_EXTENSION, FanoutWriter, binary_frame
+from server.transport import FanoutWriter, binary_frame
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,37 @@ def error_event(code: int, title: str, detail: str, *, fatal: bool) -> AppEvent:
 class Connection:
     """A client of one room. Created by the endpoint, registered with the room on join."""
 
+    # Thousands of these are alive at once: slots keep each one small.
+    __slots__ = (
+        "_closing",
+        "_fast",
+        "_max_buffered",
+        "_outbox",
+        "_queued_bytes",
+        "_websocket",
+        "app_events",
+        "awareness_clocks",
+        "frames_sent",
+        "id",
+        "on_close",
+        "read_only",
+        "room_name",
+    )
+
     def __init__(
         self,
-        websocket: WebSocket,
         room_name: str,
         *,
         max_buffered_bytes: int,
+        fast: FanoutWriter | None = None,
+        websocket: WebSocket | None = None,
         app_events: bool = False,
         read_only: bool = False,
     ) -> None:
+        """Give ``fast`` (direct path) or ``websocket`` (ASGI fallback, drained by
+        :meth:`run_writer`)."""
+        if fast is None and websocket is None:
+            raise ValueError("a connection needs a fan-out writer or a websocket")
         self.id = next(_ids)
         self.room_name = room_name
         self.app_events = app_events
@@ -74,9 +96,11 @@ class Connection:
         self.frames_sent = 0
         self._websocket = websocket
         self._max_buffered = max_buffered_bytes
-        extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
-        self._fast: FanoutWriter | None = extensions.get(FANOUT_EXTENSION)
-        self._outbox: asyncio.Queue[bytes | _Close] = asyncio.Queue()
+        self._fast = fast
+        # Only the fallback path queues; with the fan-out extension the transport buffers.
+        self._outbox: asyncio.Queue[bytes | _Close] | None = (
+            asyncio.Queue() if self._fast is None else None
+        )
         self._queued_bytes = 0
         self._closing: _Close | None = None
         self.on_close: Callable[[Connection], None] | None = None
@@ -104,6 +128,7 @@ class Connection:
             elif fast.write(frame.wire):
                 self.frames_sent += 1
             return
+        assert self._outbox is not None
         self._queued_bytes += len(frame.payload)
         if self._queued_bytes > self._max_buffered:
             self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
@@ -142,6 +167,7 @@ class Connection:
         if self._fast is not None:
             self._fast.close(code, reason)
             return
+        assert self._outbox is not None
         # Drop the backlog: a closing client resyncs from scratch anyway.
         while not self._outbox.empty():
             self._outbox.get_nowait()
@@ -150,6 +176,8 @@ class Connection:
     async def run_writer(self) -> None:
         """Drain the outbox until a close is requested; then close the socket."""
         websocket = self._websocket
+        assert self._outbox is not None
+        assert websocket is not None
         try:
             while True:
                 item = await self._outbox.get()

@@ -1,24 +1,34 @@
-"""The WebSocket transport: uvicorn's sans-I/O websockets protocol plus a fan-out fast path.
+"""The WebSocket transport: uvicorn's sans-I/O websockets protocol, with a direct path.
 
-ASGI makes every ``send`` an awaited coroutine per recipient. For fan-out that is the
-dominant cost, so this protocol publishes an ASGI extension, ``collab.fanout``, in the
-connection scope: a :class:`FanoutWriter` that writes a pre-encoded frame straight to the
-transport, synchronously, and reports how many bytes are still buffered. A room encodes a
-broadcast frame once (:func:`binary_frame`) and hands the same bytes to every recipient.
-
-Without the extension (another ASGI server, Starlette's TestClient) the connection falls
-back to a bounded queue drained by a writer task; see :mod:`server.connection`.
+ASGI costs, per connection, a task, a receive queue and a stack of middleware frames, and per
+frame a queue hand-off and a task switch; per recipient of a broadcast, an awaited ``send``.
+For the collaboration sockets this protocol skips all of it: when the app registers a
+:class:`DirectHandler` in its lifespan state under :data:`DIRECT_HANDLER`, upgrades to the
+paths it handles are answered here, every complete message is handed to the handler's session
+synchronously, and broadcasts are written with :class:`FanoutWriter`: a frame encoded once
+(:func:`binary_frame`) goes straight to every recipient's transport, with no task and no await
+per recipient. Other paths (and every path when no handler is registered) take the ordinary
+ASGI route, so the protocol stays a drop-in uvicorn ``ws`` implementation.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import struct
-from typing import Any
+from collections.abc import Awaitable
+from http import HTTPStatus
+from typing import Any, Final, Protocol
+from urllib.parse import unquote
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.frames import Opcode
+from websockets.http11 import Request, Response
 
-FANOUT_EXTENSION = "collab.fanout"
+DIRECT_HANDLER: Final = "collab.direct_websocket"
+
+log = logging.getLogger(__name__)
 
 
 def binary_frame(payload: bytes) -> bytes:
@@ -63,26 +73,136 @@ class FanoutWriter:
         self._protocol.close_now(code, reason)
 
 
-class FanoutProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, with the ``collab.fanout`` scope extension.
+class DirectSession(Protocol):
+    """What the direct path feeds: one complete message at a time, then the close."""
 
-    Our frames never use extensions (permessage-deflate is off), are never fragmented and are
-    written only between complete frames of the sans-I/O connection, so bypassing it for data
-    frames keeps the stream valid.
+    def on_frame(self, data: bytes | None) -> None:
+        """A complete binary message, or None for a text message. Must not raise."""
+
+    def on_close(self) -> None:
+        """The socket is gone (closed by either side, or lost)."""
+
+
+class DirectHandler(Protocol):
+    """The app's side of the direct path, found in the lifespan state."""
+
+    def handles(self, path: str) -> bool:
+        """Whether upgrades to ``path`` (percent-decoded) take the direct path."""
+
+    def refuse(self, path: str, query: str) -> tuple[int, dict[str, Any]] | None:
+        """Before the upgrade: an HTTP status and problem+json body to refuse it, or None."""
+
+    def open(self, path: str, query: str, writer: FanoutWriter) -> Awaitable[DirectSession | None]:
+        """After the upgrade: join and return the session (None: it closed the socket)."""
+
+
+class FanoutProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, with the direct path for the handler's paths.
+
+    Our data frames never use extensions (permessage-deflate is off), are never fragmented
+    and are written only between complete frames of the sans-I/O connection, so bypassing it
+    for data frames keeps the stream valid.
     """
 
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None:
-            scope["extensions"][FANOUT_EXTENSION] = FanoutWriter(self)
+    _direct: DirectSession | None = None
+    _direct_pending: list[bytes | None] | None = None
+
+    # -- the upgrade ----------------------------------------------------------------------
+
+    def handle_connect(self, event: Request) -> None:
+        handler: DirectHandler | None = self.app_state.get(DIRECT_HANDLER)
+        raw_path, _, query = event.path.partition("?")
+        path = unquote(raw_path)
+        if handler is None or not handler.handles(path):
+            super().handle_connect(event)
+            return
+        self.request = event
+        response = self.conn.accept(event)
+        if response.status_code != 101:  # not a valid WebSocket handshake
+            self._respond_and_close(response)
+            return
+        refusal = handler.refuse(path, query)
+        if refusal is not None:
+            status, problem = refusal
+            self._respond_and_close(_problem_response(status, problem))
+            return
+        self.handshake_initiated = self.handshake_complete = True
+        self.conn.send_response(response)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.start_keepalive()
+        self._direct_pending = []
+        task = self.loop.create_task(self._open_direct(handler, path, query))
+        # uvicorn owns these tasks: it waits for them, then cancels them, at shutdown.
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _respond_and_close(self, response: Response) -> None:
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.conn.send_response(response)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.close()
+
+    async def _open_direct(self, handler: DirectHandler, path: str, query: str) -> None:
+        try:
+            session = await handler.open(path, query, FanoutWriter(self))
+        except Exception:
+            log.exception("opening %s failed", path)
+            self.close_now(1011, "internal error")
+            return
+        pending, self._direct_pending = self._direct_pending or [], None
+        if session is None:
+            return
+        self._direct = session
+        for data in pending:
+            session.on_frame(data)
+        if self.disconnected:
+            session.on_close()
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def send_receive_event_to_app(self) -> None:
+        if self._direct is None and self._direct_pending is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        message = bytes(data) if self.curr_msg_data_type == "bytes" else None
+        if self.close_sent:
+            return
+        if self._direct is not None:
+            self._direct.on_frame(message)
+        elif self._direct_pending is not None:
+            # Still joining: keep the frames in order (the client's sync step 1 is first).
+            self._direct_pending.append(message)
+
+    def handle_text(self, event: Any) -> None:
+        if self._direct is None and self._direct_pending is None:
+            super().handle_text(event)
+            return
+        # Not decoded as UTF-8: a text frame is refused whatever it holds.
+        self.curr_msg_data_type = "text"
+        self.frames = [event.data]
+        if event.fin:
+            self.send_receive_event_to_app()
+
+    def handle_parser_exception(self) -> None:
+        if self.conn.close_sent is not None:
+            log.warning("closing %d: %s", self.conn.close_sent.code, self.conn.close_sent.reason)
+        super().handle_parser_exception()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._direct is not None:
+            self._direct.on_close()
+
+    # -- closing --------------------------------------------------------------------------
 
     def close_now(self, code: int, reason: str) -> None:
         """Send a close frame without waiting for the write buffer to drain.
 
         ASGI's ``websocket.close`` waits until the transport is writable, which a client that
         stopped reading never lets happen. Here the close frame is queued behind what is
-        buffered, the app is told the socket is gone, and the transport is closed after
+        buffered, the app is told the socket is gone, and the transport is aborted after
         ``close_timeout`` if the peer never answers (RFC 6455 section 7.1.1).
         """
         if self.close_sent or self.disconnected or self.transport.is_closing():
@@ -90,16 +210,35 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self._direct is None and self._direct_pending is None:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
+    # -- the ASGI route -------------------------------------------------------------------
+
     async def send(self, message: Any) -> None:
         await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # The parsed handshake is not needed once answered; with thousands of idle
+            # connections its header objects are a good part of each one's memory.
+            self.request = self.response = None  # type: ignore[assignment]
         # uvicorn's sans-I/O protocol does not mark a denial response (the ASGI
         # websocket.http.response extension) as completing the handshake and then logs a
         # spurious "returned without completing handshake" error when the app returns.
         if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             self.handshake_complete = True
+
+
+def _problem_response(status: int, problem: dict[str, Any]) -> Response:
+    body = json.dumps(problem).encode()
+    headers = Headers(
+        [
+            ("Content-Type", "application/problem+json"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status, HTTPStatus(status).phrase, headers, body)
