@@ -92,7 +92,8 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         log_config=None,
-        log_level=settings.log_level,
+        # uvicorn logs every WebSocket accept at INFO: thousands of lines under load.
+        log_level="debug" if settings.log_level == "debug" else "warning",
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=10,
     )
@@ -105,9 +106,6 @@ def serve(settings: Settings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if settings.log_level != "debug":
-        # uvicorn logs every WebSocket accept at INFO: thousands of lines under load.
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:

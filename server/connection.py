@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, encode
-from server.errors import UNEXPECTED, SlowConsumer, classify, close_reason
+from server.errors import UNEXPECTED, ServerShuttingDown, SlowConsumer, classify, close_reason
 from server.transport import FanoutWriter, binary_frame
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,8 @@ class Connection:
         reason = close_reason(exc)
         if kind is UNEXPECTED:
             log.error("conn %s room %s: internal error", self.id, self.room_name, exc_info=exc)
+        elif isinstance(exc, ServerShuttingDown):
+            log.info("conn %s room %s: closing %d: %s", self.id, self.room_name, 1012, exc)
         else:
             log.warning(
                 "conn %s room %s: closing %d: %s", self.id, self.room_name, kind.close_code, exc
