@@ -72,6 +72,7 @@ class Connection:
         "on_close",
         "read_only",
         "room_name",
+        "updates_received",
     )
 
     def __init__(
@@ -94,6 +95,7 @@ class Connection:
         self.read_only = read_only
         self.awareness_clocks: dict[int, int] = {}
         self.frames_sent = 0
+        self.updates_received = 0
         self._websocket = websocket
         self._max_buffered = max_buffered_bytes
         self._fast = fast

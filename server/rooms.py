@@ -60,6 +60,12 @@ class _Step:
     update: bytes | None = None
     sender: int | None = None
     action: Callable[[], None] | None = None
+    ack: tuple[Connection, int] | None = None
+
+
+def _send_ack(conn: Connection, updates: int) -> None:
+    """Tell ``conn`` that the first ``updates`` update messages it sent are durable."""
+    conn.send_event(AppEvent("ack", {"updates": updates}))
 
 
 class Room:
@@ -176,8 +182,13 @@ class Room:
                 self._held = []
                 self._on_tainted(self)
             raise
+        conn.updates_received += 1
+        ack = (conn, conn.updates_received) if conn.app_events else None
         if effective is not None:
-            self._ship(effective, sender=conn.id)
+            self._ship(effective, sender=conn.id, ack=ack)
+        elif ack is not None:
+            # Nothing new (a duplicate), but the client still learns it is safely stored.
+            self._after_durable(lambda: _send_ack(*ack))
 
     def apply_local(self, edit: Callable[[pycrdt.Doc[Any]], object], reason: str) -> bool:
         """Make a server-side edit (creation on join, REST, restore) and ship it like a
@@ -193,12 +204,15 @@ class Room:
         self._ship(effective, sender=None)
         return True
 
-    def _ship(self, effective: bytes, sender: int | None) -> None:
-        """Journal an effective update, then broadcast it once durable (in order)."""
+    def _ship(
+        self, effective: bytes, sender: int | None, ack: tuple[Connection, int] | None = None
+    ) -> None:
+        """Journal an effective update, then broadcast it (and acknowledge it to its sender)
+        once durable, in order."""
         self.updates_applied += 1
         self.journal_length += 1
         durable = self._store.append(self.key, effective)
-        self._pipeline.append(_Step(durable, update=effective, sender=sender))
+        self._pipeline.append(_Step(durable, update=effective, sender=sender, ack=ack))
         if not durable.done():
             durable.add_done_callback(self._drain)
         elif not self._drain_scheduled:
@@ -315,10 +329,13 @@ class Room:
             step = steps[0]
             assert step.update is not None
             self.broadcast(Frame(encode_update(step.update)), exclude=step.sender)
-            return
-        merged = pycrdt.merge_updates(*(step.update for step in steps if step.update))
-        self.updates_merged += len(steps)
-        self.broadcast(Frame(encode_update(merged)))
+        else:
+            merged = pycrdt.merge_updates(*(step.update for step in steps if step.update))
+            self.updates_merged += len(steps)
+            self.broadcast(Frame(encode_update(merged)))
+        for step in steps:
+            if step.ack is not None:
+                _send_ack(*step.ack)
 
     def fail(self, exc: BaseException) -> None:
         """The journal refused a write: nothing more may be shown from this room's memory.
