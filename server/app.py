@@ -17,14 +17,18 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
+from persistence.content import ContentStore
 from persistence.memory import MemoryRoomStore
+from persistence.mongo import MongoContentStore
 from persistence.ports import RoomStore
 from persistence.sqlite import SqliteRoomStore
+from persistence.sqlite_content import SqliteContentStore
 from server.connection import Connection
 from server.errors import ServerShuttingDown
 from server.registry import RoomRegistry
 from server.sessions import WS_PREFIX, Refusal, Session, admit
 from server.settings import Settings
+from server.snapshots import Snapshotter
 from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,13 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
     )
 
 
+async def open_content_store(settings: Settings) -> ContentStore:
+    """The document content store: MongoDB when ``mongo_url`` is set, else embedded SQLite."""
+    if settings.mongo_url:
+        return MongoContentStore.from_url(settings.mongo_url, settings.mongo_database)
+    return await SqliteContentStore.open(settings.data_dir / "content.sqlite3")
+
+
 async def open_store(settings: Settings) -> RoomStore:
     """The room store the settings ask for (embedded SQLite by default)."""
     if settings.storage == "memory":
@@ -57,10 +68,26 @@ async def open_store(settings: Settings) -> RoomStore:
 class Collab:
     """Everything the app owns while it runs; created and torn down by the lifespan."""
 
-    def __init__(self, settings: Settings, store: RoomStore, tasks: asyncio.TaskGroup) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RoomStore,
+        content: ContentStore,
+        tasks: asyncio.TaskGroup,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.content = content
         self.registry = RoomRegistry(store, settings, tasks)
+        self.snapshots = Snapshotter(
+            content,
+            store,
+            self.registry.live_doc,
+            tasks,
+            idle=settings.snapshot_idle_seconds,
+            max_wait=settings.snapshot_max_wait_seconds,
+        )
+        self.registry.on_change = lambda name: self.snapshots.touched(name.document_id)
         self.connections: set[Connection] = set()
         self.started = time.monotonic()
         self.process = psutil.Process()
@@ -98,8 +125,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         async with contextlib.AsyncExitStack() as stack:
             store = await open_store(settings)
             stack.push_async_callback(store.aclose)
+            content = await open_content_store(settings)
+            stack.push_async_callback(content.aclose)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            collab = Collab(settings, store, tasks)
+            collab = Collab(settings, store, content, tasks)
             app.state.collab = collab
             log.info("collab ready (storage=%s, data_dir=%s)", settings.storage, settings.data_dir)
             try:
@@ -109,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             finally:
                 collab.shutdown_sockets()
                 await collab.registry.close()
+                await collab.snapshots.flush()
 
     app = Starlette(
         routes=[
@@ -132,6 +162,7 @@ async def healthz(request: Request) -> JSONResponse:
             "cpu_seconds": round(cpu.user + cpu.system, 3),
             "rss_bytes": rss,
             **collab.registry.stats(),
+            **collab.snapshots.stats(),
         }
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import socket
 import sys
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.applications import Starlette
 
-from server.app import create_app
+from persistence.errors import StorageError
+from server.app import create_app, open_content_store
 from server.settings import Settings
 from server.transport import FanoutProtocol
 
@@ -42,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["sqlite", "memory"],
         help="sqlite: durable embedded store (default); memory: nothing survives a restart",
     )
+    migrate = commands.add_parser(
+        "migrate",
+        help="create the stores' tables and indexes (idempotent)",
+        description="Create the content store's indexes: MongoDB when COLLAB_MONGO_URL is set, "
+        "else the embedded SQLite file under the data directory. Safe to run again.",
+    )
+    migrate.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     load = commands.add_parser(
         "load",
         help="drive a server with scripted clients (python -m loadtests)",
@@ -53,26 +62,43 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    names = ("host", "port", "data_dir", "log_level", "storage")
     overrides = {
-        key: value
-        for key, value in {
-            "host": args.host,
-            "port": args.port,
-            "data_dir": args.data_dir,
-            "log_level": args.log_level,
-            "storage": args.storage,
-        }.items()
-        if value is not None
+        name: getattr(args, name) for name in names if getattr(args, name, None) is not None
     }
     return Settings(**overrides)
+
+
+def migrate(settings: Settings) -> int:
+    """Create the content store's indexes; prints what it did."""
+    target = "MongoDB" if settings.mongo_url else f"SQLite under {settings.data_dir}"
+
+    async def run() -> None:
+        store = await open_content_store(settings)
+        try:
+            await store.ensure_indexes()
+        finally:
+            await store.aclose()
+
+    try:
+        asyncio.run(run())
+    except (StorageError, ValueError) as exc:
+        print(f"collab migrate: {target}: {exc}", file=sys.stderr)
+        return 1
+    print(f"collab migrate: indexes of the content store ({target}) are in place")
+    return 0
 
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
@@ -134,11 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return load_main(argv[1:], prog="collab load")
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        try:
-            settings = _settings(args)
-        except ValueError as exc:
-            print(f"collab serve: invalid configuration:\n{exc}", file=sys.stderr)
-            return 2
-        return serve(settings)
-    return 2
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        print(f"collab {args.command}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return migrate(settings)
+    return serve(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ class RoomRegistry:
         self._unload_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.rooms_loaded = 0
         self.rooms_unloaded = 0
+        self.on_change: Callable[[RoomName], None] | None = None
 
     # -- joining and leaving --------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class RoomRegistry:
             max_awareness_entries=self._settings.max_awareness_entries,
             on_failure=self._on_room_failure,
             on_tainted=self._on_room_tainted,
+            on_change=self._changed,
             journal_length=journal_length,
         )
 
@@ -181,6 +184,15 @@ class RoomRegistry:
             log.info("document %s: section %s created on join", outline_name, section_id)
         finally:
             self._unload_when_idle(outline)
+
+    def _changed(self, name: RoomName) -> None:
+        if self.on_change is not None:
+            self.on_change(name)
+
+    def live_doc(self, key: str) -> RoomDoc | None:
+        """The in-memory document of a loaded room (None when not loaded or failed)."""
+        room = self._rooms.get(key)
+        return room.doc if room is not None and room.failed is None else None
 
     def _on_room_tainted(self, room: Room) -> None:
         self._tasks.create_task(self._rebuild(room), name=f"rebuild {room.key}")

@@ -81,6 +81,7 @@ class Room:
         max_awareness_entries: int,
         on_failure: Callable[[Room, BaseException], None],
         on_tainted: Callable[[Room], None],
+        on_change: Callable[[RoomName], None] | None = None,
         journal_length: int = 0,
         max_held_messages: int = 10_000,
     ) -> None:
@@ -97,6 +98,7 @@ class Room:
         self._max_awareness_entries = max_awareness_entries
         self._on_failure = on_failure
         self._on_tainted = on_tainted
+        self._on_change = on_change
         self._held: list[tuple[Connection, bytes]] | None = None
         self._max_held = max_held_messages
         self._awareness: dict[int, AwarenessEntry] = {}
@@ -213,6 +215,8 @@ class Room:
         self.journal_length += 1
         durable = self._store.append(self.key, effective)
         self._pipeline.append(_Step(durable, update=effective, sender=sender, ack=ack))
+        if self._on_change is not None:
+            self._on_change(self.name)
         if not durable.done():
             durable.add_done_callback(self._drain)
         elif not self._drain_scheduled:

@@ -45,3 +45,14 @@ class Settings(BaseSettings):
     ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong")
     create_on_join: bool = Field(True, description="joining an unknown room creates it")
     max_awareness_entries: int = Field(64, ge=1, description="entries per awareness update")
+    mongo_url: str | None = Field(
+        None,
+        description="MongoDB URL for the document content; unset: embedded SQLite under data_dir",
+    )
+    mongo_database: str = Field("collab", min_length=1, description="MongoDB database name")
+    snapshot_idle_seconds: float = Field(
+        2.0, ge=0, description="derived content is written this long after the last edit"
+    )
+    snapshot_max_wait_seconds: float = Field(
+        10.0, ge=0, description="...and at the latest this long after the first unwritten edit"
+    )

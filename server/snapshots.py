@@ -1,0 +1,159 @@
+"""The snapshotter: keeps ``business_documents.content`` in step with the live rooms.
+
+Every change to a room of document ``D`` marks ``D`` dirty. The derived content (the
+``content`` field of the schema: markdown, sections[], metadata.wordCount/readingTime) is
+rebuilt from the outline room and every section room, then written to the content store,
+debounced: ``idle`` seconds after the last change, and at the latest ``max_wait`` seconds after
+the first change that is not yet written, never per keystroke. Sections whose room is not
+loaded are read from the room store. A failed write is retried at the next change or the
+next flush; the document stays dirty meanwhile. Shutdown flushes every dirty document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from crdt.document import RoomDoc
+from crdt.errors import InvalidUpdate
+from crdt.ids import RoomName
+from crdt.markdown import BusinessContent, render_business_content
+from crdt.outline import Outline
+from crdt.section import section_text
+from persistence.content import ContentStore
+from persistence.errors import DocumentNotFound, StorageConflict, StorageError
+from persistence.ports import RoomStore
+
+log = logging.getLogger(__name__)
+
+LiveDoc = Callable[[str], RoomDoc | None]
+
+
+class Snapshotter:
+    """Debounced writer of derived content; background work runs in the given task group."""
+
+    def __init__(
+        self,
+        content: ContentStore,
+        rooms: RoomStore,
+        live_doc: LiveDoc,
+        tasks: asyncio.TaskGroup,
+        *,
+        idle: float,
+        max_wait: float,
+    ) -> None:
+        self._content = content
+        self._rooms = rooms
+        self._live_doc = live_doc
+        self._tasks = tasks
+        self._idle = idle
+        self._max_wait = max_wait
+        self._first_change: dict[str, float] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self.snapshots_written = 0
+        self.failures = 0
+
+    def touched(self, document_id: str) -> None:
+        """A room of ``document_id`` changed: (re)arm its debounce timer. Never blocks."""
+        now = time.monotonic()
+        first = self._first_change.setdefault(document_id, now)
+        delay = min(self._idle, max(0.0, first + self._max_wait - now))
+        timer = self._timers.pop(document_id, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[document_id] = loop.call_later(delay, self._start, document_id)
+
+    def _start(self, document_id: str) -> None:
+        self._timers.pop(document_id, None)
+        if document_id in self._running:
+            # One write per document at a time: look again when the current one is done.
+            self._timers[document_id] = asyncio.get_running_loop().call_later(
+                self._idle, self._start, document_id
+            )
+            return
+        task = self._tasks.create_task(self._write(document_id), name=f"snapshot {document_id}")
+        self._running[document_id] = task
+
+    async def _write(self, document_id: str) -> None:
+        started = self._first_change.pop(document_id, None)
+        try:
+            content = await self.render(document_id)
+            await self._store(document_id, content)
+            self.snapshots_written += 1
+        except (StorageError, InvalidUpdate) as exc:
+            self.failures += 1
+            log.warning("document %s: snapshot failed, will retry: %s", document_id, exc)
+            if started is not None:
+                self._first_change.setdefault(document_id, started)
+        finally:
+            del self._running[document_id]
+
+    async def render(self, document_id: str) -> BusinessContent:
+        """The derived content of ``document_id`` as the rooms hold it now."""
+        outline_doc = await self._doc(str(RoomName(document_id)))
+        sections = Outline(outline_doc.doc).sections()
+        pairs = []
+        for section in sections:
+            doc = await self._doc(str(RoomName(document_id, section.id)))
+            pairs.append((section, section_text(doc.doc)))
+        return render_business_content(pairs)
+
+    async def _doc(self, room: str) -> RoomDoc:
+        live = self._live_doc(room)
+        if live is not None:
+            return live
+        doc = RoomDoc()
+        doc.load((await self._rooms.load(room)).updates())
+        return doc
+
+    async def _store(self, document_id: str, content: BusinessContent) -> None:
+        now = datetime.now(UTC)
+        fields: dict[str, Any] = {"content": content.to_dict(), "updatedAt": now}
+        try:
+            await self._content.update("business_documents", document_id, fields)
+        except DocumentNotFound:
+            try:
+                await self._content.insert(
+                    "business_documents", new_document(document_id, content, now)
+                )
+            except StorageConflict:
+                # Created concurrently (REST, another node): update what is there now.
+                await self._content.update("business_documents", document_id, fields)
+
+    async def flush(self) -> None:
+        """Write every dirty document now and wait for running writes (shutdown)."""
+        for document_id in list(self._timers):
+            self._timers.pop(document_id).cancel()
+            self._start(document_id)
+        if self._running:
+            await asyncio.wait(list(self._running.values()))
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "snapshots_written": self.snapshots_written,
+            "snapshot_failures": self.failures,
+            "documents_dirty": len(self._timers) + len(self._running),
+        }
+
+
+def new_document(document_id: str, content: BusinessContent, now: datetime) -> dict[str, Any]:
+    """The ``business_documents`` record of a document first created by joining its rooms."""
+    return {
+        "documentId": document_id,
+        "title": document_id,
+        "type": "custom",
+        "status": "draft",
+        "version": 1,
+        "content": content.to_dict(),
+        "revisions": [],
+        "tags": [],
+        "linkedDocuments": [],
+        "createdAt": now,
+        "updatedAt": now,
+    }
