@@ -26,6 +26,7 @@ from persistence.sqlite_content import SqliteContentStore
 from server.connection import Connection
 from server.errors import ServerShuttingDown
 from server.registry import RoomRegistry
+from server.revisions import Revisions
 from server.sessions import WS_PREFIX, Refusal, Session, admit
 from server.settings import Settings
 from server.snapshots import Snapshotter
@@ -88,6 +89,14 @@ class Collab:
             max_wait=settings.snapshot_max_wait_seconds,
         )
         self.registry.on_change = lambda name: self.snapshots.touched(name.document_id)
+        self.revisions = Revisions(
+            content,
+            self.registry,
+            self.snapshots,
+            keep_inline=settings.revisions_inline,
+            interval=settings.revision_interval_seconds,
+        )
+        self.snapshots.after_write = self.revisions.on_snapshot
         self.connections: set[Connection] = set()
         self.started = time.monotonic()
         self.process = psutil.Process()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pycrdt
+
 from crdt.document import RoomDoc
 from crdt.errors import InvalidUpdate
 from crdt.ids import RoomName
@@ -82,6 +84,17 @@ class RoomRegistry:
         if timer is not None:
             timer.cancel()
         return room
+
+    async def edit(
+        self, name: RoomName, edit: Callable[[pycrdt.Doc[Any]], object], reason: str
+    ) -> bool:
+        """Make a server-side edit to a room, loading it for the edit if needed; the change is
+        journaled and broadcast like a client's. Returns whether anything changed."""
+        room = await self._acquire(name)
+        try:
+            return room.apply_local(edit, reason)
+        finally:
+            self._unload_when_idle(room)
 
     def leave(self, room: Room, conn: Connection) -> None:
         """Remove ``conn``; schedule the room's unloading when it was the last one."""

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     snapshot_idle_seconds: float = Field(
         2.0, ge=0, description="derived content is written this long after the last edit"
     )
+    revision_interval_seconds: float = Field(
+        600.0, gt=0, description="while editing, a revision is cut at most this often"
+    )
+    revisions_inline: int = Field(
+        20, ge=1, le=200, description="recent revisions kept inside the document record"
+    )
     snapshot_max_wait_seconds: float = Field(
         10.0, ge=0, description="...and at the latest this long after the first unwritten edit"
     )

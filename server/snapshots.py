@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +57,8 @@ class Snapshotter:
         self._running: dict[str, asyncio.Task[None]] = {}
         self.snapshots_written = 0
         self.failures = 0
+        # Called after each debounced write (the revision time policy hangs here).
+        self.after_write: Callable[[str], Awaitable[None]] | None = None
 
     def touched(self, document_id: str) -> None:
         """A room of ``document_id`` changed: (re)arm its debounce timer. Never blocks."""
@@ -83,9 +85,9 @@ class Snapshotter:
     async def _write(self, document_id: str) -> None:
         started = self._first_change.pop(document_id, None)
         try:
-            content = await self.render(document_id)
-            await self._store(document_id, content)
-            self.snapshots_written += 1
+            await self.write_now(document_id)
+            if self.after_write is not None:
+                await self.after_write(document_id)
         except (StorageError, InvalidUpdate) as exc:
             self.failures += 1
             log.warning("document %s: snapshot failed, will retry: %s", document_id, exc)
@@ -93,6 +95,13 @@ class Snapshotter:
                 self._first_change.setdefault(document_id, started)
         finally:
             del self._running[document_id]
+
+    async def write_now(self, document_id: str) -> BusinessContent:
+        """Render and store the document's content now (creating its record if needed)."""
+        content = await self.render(document_id)
+        await self._store(document_id, content)
+        self.snapshots_written += 1
+        return content
 
     async def render(self, document_id: str) -> BusinessContent:
         """The derived content of ``document_id`` as the rooms hold it now."""
