@@ -4,6 +4,7 @@ line; the room, the other clients and the stored document are untouched."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import httpx
 import pycrdt
@@ -137,3 +138,17 @@ async def test_compression_is_not_negotiated(start_server: StartServer) -> None:
     async with websockets.connect(f"{server.ws_url}/bad/deflate", compression="deflate") as ws:
         assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+async def test_unreadable_stored_room_refuses_to_open_and_is_not_overwritten(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "corrupt"
+    server = await start_server(data_dir=data_dir)
+    await server.collab.store.compact("doc/sec", b"\x01\x02 not a CRDT state")
+    client = await YClient(server.ws_url, "doc/sec").connect()
+    assert await client.wait_closed() == 1011
+    assert "room unavailable" in client.close_reason
+    stored = await server.collab.store.load("doc/sec")
+    assert stored.snapshot == b"\x01\x02 not a CRDT state"
+    assert stored.journal == ()
