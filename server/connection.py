@@ -67,7 +67,6 @@ class Connection:
         "_websocket",
         "app_events",
         "awareness_clocks",
-        "frames_sent",
         "id",
         "on_close",
         "read_only",
@@ -94,7 +93,6 @@ class Connection:
         self.app_events = app_events
         self.read_only = read_only
         self.awareness_clocks: dict[int, int] = {}
-        self.frames_sent = 0
         self.updates_received = 0
         self._websocket = websocket
         self._max_buffered = max_buffered_bytes
@@ -111,11 +109,6 @@ class Connection:
     def closing(self) -> bool:
         return self._closing is not None
 
-    @property
-    def needs_writer(self) -> bool:
-        """Whether :meth:`run_writer` must run (no fan-out extension on this transport)."""
-        return self._fast is None
-
     def __repr__(self) -> str:
         return f"<Connection {self.id} room={self.room_name!r}>"
 
@@ -127,8 +120,8 @@ class Connection:
         if fast is not None:
             if fast.buffered_bytes() > self._max_buffered:
                 self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
-            elif fast.write(frame.wire):
-                self.frames_sent += 1
+            else:
+                fast.write(frame.wire)
             return
         assert self._outbox is not None
         self._queued_bytes += len(frame.payload)
@@ -190,7 +183,6 @@ class Connection:
                     return
                 self._queued_bytes -= len(item)
                 await websocket.send_bytes(item)
-                self.frames_sent += 1
         except (OSError, RuntimeError, WebSocketDisconnect) as exc:
             # The peer is gone; the reader sees the disconnect and ends the connection.
             log.debug("conn %s room %s: writer stopped: %r", self.id, self.room_name, exc)

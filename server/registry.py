@@ -297,9 +297,6 @@ class RoomRegistry:
                     log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
         self._rooms.clear()
 
-    def rooms(self) -> list[Room]:
-        return list(self._rooms.values())
-
     def stats(self) -> dict[str, Any]:
         rooms = self._rooms.values()
         return {
@@ -308,4 +305,6 @@ class RoomRegistry:
             "rooms_loaded_total": self.rooms_loaded,
             "rooms_unloaded_total": self.rooms_unloaded,
             "updates_applied": sum(room.updates_applied for room in rooms),
+            "updates_merged": sum(room.updates_merged for room in rooms),
+            "frames_broadcast": sum(room.frames_broadcast for room in rooms),
         }

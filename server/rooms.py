@@ -138,10 +138,6 @@ class Room:
             payload = awareness_codec.encode(AwarenessUpdate(tuple(removed)))
             self.broadcast(Frame(encode(AwarenessMessage(payload))))
 
-    @property
-    def idle(self) -> bool:
-        return not self.connections and not self._pipeline
-
     # -- incoming messages ----------------------------------------------------------------
 
     def receive(self, conn: Connection, data: bytes) -> None:
