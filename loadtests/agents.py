@@ -8,10 +8,15 @@ Three roles, from cheapest to most realistic:
   run lasts: this is what lets one generator core hold thousands of listeners.
 * :class:`ApplyingListener` applies every update to its own pycrdt document, as a browser does.
 * :class:`Writer` also types: it inserts one character per edit at its cursor and, if asked,
-  publishes its cursor through awareness after each edit.
+  publishes its cursor through awareness after each edit. In presence storms it publishes
+  awareness only. A writer with ``apply_remote`` off keeps what it receives like a passive
+  listener and applies it only at the end (its inserts then build on its own text only:
+  still valid concurrent edits, at a fraction of the generator's CPU).
 
 Every client answers the server's sync step 1 with the step 2 it is missing, as
-``WebsocketProvider`` does.
+``WebsocketProvider`` does. Clients talk through :mod:`loadtests.wire` (a frame parser that
+costs a few microseconds per frame); a frame seen by many clients of a worker is decoded once
+(:class:`FrameCache`), since the server sends the same bytes to every recipient.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ import hashlib
 import json
 import string
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import pycrdt
-import websockets
-from websockets.asyncio.client import ClientConnection
 
-from loadtests.plan import Batch, ClientPlan, EditRecords, RoomText
+from loadtests import wire
+from loadtests.plan import Batch, ClientPlan, EditRecords, ReceivedRecords, RoomText
 from loadtests.updates import update_header, update_ranges
 from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
@@ -50,20 +55,97 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 # A merged update names a run of clocks; our writers spend one clock per edit, so a run is
 # that many edits. Longer runs are not edits of this run (bounded work per frame).
 MAX_EDITS_PER_RANGE = 4096
+_CACHE_ENTRIES: Final = 50_000
+
+EditKey = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A decoded broadcast frame: what it carries and the edits it names in its room.
+
+    ``kind`` is ``"update"`` (``payload`` is the CRDT update) or ``"awareness"``
+    (``entries`` are its awareness entries). ``keys`` name every ``(room, client, clock)``
+    it carries; ``lasts`` the last clock per client.
+    """
+
+    kind: str
+    payload: bytes
+    keys: tuple[EditKey, ...]
+    lasts: tuple[tuple[int, int], ...]
+    entries: tuple[AwarenessEntry, ...] = ()
+
+
+class FrameCache:
+    """Decoded broadcast frames of one worker, keyed by their bytes (bounded)."""
+
+    def __init__(self, track_awareness: bool) -> None:
+        self.track_awareness = track_awareness
+        self._named: dict[bytes, Named] = {}
+
+    def lookup(self, frame: bytes, room: int, recorder: Recorder) -> Named | None:
+        """What the broadcast ``frame`` carries; None if it is not a broadcast (or is bad)."""
+        named = self._named.get(frame)
+        if named is not None:
+            return named
+        return self._name(frame, room, recorder)
+
+    def _name(self, frame: bytes, room: int, recorder: Recorder) -> Named | None:
+        """Decode ``frame``; cache it if it is an update or awareness broadcast."""
+        try:
+            message = decode(frame)
+        except ProtocolError:
+            recorder.error("malformed_frame")
+            return None
+        named: Named | None = None
+        if isinstance(message, SyncUpdate):
+            try:
+                ranges = update_ranges(message.update)
+            except ProtocolError:
+                recorder.error("malformed_update")
+                return None
+            keys = tuple(
+                (room, client, clock)
+                for client, start, end in ranges
+                for clock in range(start, min(end, start + MAX_EDITS_PER_RANGE))
+            )
+            lasts = tuple((client, end - 1) for client, _, end in ranges)
+            named = Named("update", message.update, keys, lasts)
+        elif isinstance(message, AwarenessMessage):
+            try:
+                entries = awareness_codec.decode(message.payload).entries
+            except ProtocolError:
+                recorder.error("malformed_awareness")
+                return None
+            if self.track_awareness:
+                keys = tuple((room, entry.client_id, entry.clock) for entry in entries)
+                lasts = tuple((entry.client_id, entry.clock) for entry in entries)
+            else:
+                keys, lasts = (), ()
+            named = Named("awareness", message.payload, keys, lasts, entries)
+        else:
+            return None
+        if len(self._named) >= _CACHE_ENTRIES:
+            self._named.clear()
+        self._named[frame] = named
+        return named
 
 
 class Recorder:
     """What the clients of one worker saw since the last batch: edits, frames, errors."""
 
-    def __init__(self, worker: int) -> None:
+    def __init__(self, worker: int, *, track_awareness: bool = False) -> None:
         self.worker = worker
         self.sends = EditRecords()
         self.deliveries = EditRecords()
+        self.received: dict[EditKey, list[float]] = {}
         self.frames = 0
         self.frames_in_window = 0
         self.window: tuple[float, float] | None = None
         self.errors: dict[str, int] = {}
         self.connected = 0
+        self.cache = FrameCache(track_awareness)
+        self.texts: dict[tuple[bytes, ...], str] = {}
 
     def frame(self, when: float) -> None:
         self.frames += 1
@@ -84,12 +166,26 @@ class Recorder:
             deliveries=self.deliveries,
             frames=self.frames,
             errors=self.errors,
+            received=ReceivedRecords.of(self.received),
         )
         self.sends = EditRecords()
         self.deliveries = EditRecords()
+        self.received = {}
         self.frames = 0
         self.errors = {}
         return batch
+
+    def text_of(self, updates: list[bytes]) -> str:
+        """The text of a document made of ``updates``; identical lists are applied once."""
+        key = tuple(updates)
+        text = self.texts.get(key)
+        if text is None:
+            doc: pycrdt.Doc[Any] = pycrdt.Doc()
+            with doc.transaction():
+                for update in updates:
+                    doc.apply_update(update)
+            text = self.texts[key] = str(doc.get("content", type=pycrdt.Text))
+        return text
 
 
 async def sleep_until(deadline: float) -> None:
@@ -119,11 +215,17 @@ class Agent:
         self.connected = False
         self.synced = asyncio.Event()
         self.caught_up = asyncio.Event()
+        self.handshake_seconds = 0.0
+        self.sync_seconds = 0.0
+        self.awareness: dict[int, tuple[int, str]] = {}
         self._seen: dict[int, int] = {}
         self._missing: dict[int, int] | None = None
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._ws: wire.WireProtocol | None = None
         self._closing = False
+        self._resyncing = False
+        self._waiter: tuple[int, int, asyncio.Future[None]] | None = None
+        self._seen_at_drop: dict[int, int] = {}
+        self._since_drop: set[tuple[int, int]] = set()
 
     @property
     def client_id(self) -> int | None:
@@ -133,95 +235,136 @@ class Agent:
     async def connect(self, timeout: float) -> float:
         """Open the socket and complete the sync handshake; return the seconds it took.
 
-        Raises TimeoutError, OSError or websockets.InvalidHandshake; the caller classifies.
+        Raises TimeoutError, OSError or wire.HandshakeError; the caller classifies.
         """
         started = time.monotonic()
+        self.synced.clear()
         async with asyncio.timeout(timeout):
-            self._ws = await websockets.connect(
-                self.url,
-                compression=None,
-                max_size=MAX_FRAME_BYTES,
-                ping_interval=None,
-                open_timeout=None,
-                close_timeout=2,
-            )
-            self._reader = asyncio.create_task(self._read(), name=f"reader {self.plan.index}")
-            await self._ws.send(encode(SyncStep1(self.state_vector())))
+            ws = await wire.connect(self.url, self._on_message, timeout)
+            opened = time.monotonic()
+            self._ws = ws
+            ws.closed.add_done_callback(self._on_closed)
+            await ws.send(encode(SyncStep1(self.state_vector())))
             await self.synced.wait()
+        done = time.monotonic()
+        self.handshake_seconds = opened - started
+        self.sync_seconds = done - opened
         self.connected = True
         self.recorder.connected += 1
-        return time.monotonic() - started
+        return done - started
 
-    async def _read(self) -> None:
-        ws = self._ws
-        assert ws is not None
+    def _on_closed(self, closed: asyncio.Future[int]) -> None:
+        if self.connected:
+            self.connected = False
+            self.recorder.connected -= 1
+        if not self._closing:
+            self.recorder.error(f"closed_by_server_{closed.result()}")
+        self.caught_up.set()
+
+    def _on_message(self, data: bytes | None, when: float) -> None:
         recorder = self.recorder
-        try:
-            async for data in ws:
-                when = time.monotonic()
-                recorder.frame(when)
-                if isinstance(data, str):
-                    recorder.error("text_frame")
-                    continue
-                await self._handle(data, when)
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            if self.connected:
-                self.connected = False
-                recorder.connected -= 1
-            if not self._closing:
-                recorder.error(f"closed_by_server_{ws.close_code}")
-            self.caught_up.set()
+        recorder.frame(when)
+        if data is None:
+            recorder.error("text_frame")
+            return
+        named = recorder.cache.lookup(data, self.plan.room, recorder)
+        if named is None:
+            self._handle(data)
+        elif named.kind == "update":
+            self._apply(named.payload)
+            self._credit(named, when)
+        elif recorder.cache.track_awareness:
+            self._awareness(named, when)
 
-    async def _handle(self, data: bytes, when: float) -> None:
+    def _handle(self, data: bytes) -> None:
+        """Frames that are not broadcasts: the sync handshake, auth, odd messages."""
         try:
             message = decode(data)
         except ProtocolError:
-            self.recorder.error("malformed_frame")
-            return
+            return  # counted by FrameCache.lookup
         match message:
-            case SyncUpdate(update=update):
-                self._delivered(update, when)
             case SyncStep2(update=update):
                 self._apply(update)
+                if self._resyncing:
+                    self._resynced(update)
                 self.synced.set()
             case SyncStep1(state_vector=state_vector):
-                assert self._ws is not None
-                await self._ws.send(encode(SyncStep2(self.missing_for(state_vector))))
+                if self._ws is not None:
+                    with contextlib.suppress(wire.WireClosedError):
+                        self._ws.send_now(encode(SyncStep2(self.missing_for(state_vector))))
             case AuthPermissionDenied():
                 self.recorder.error("permission_denied")
-            case AwarenessMessage():
-                pass  # counted as a frame; cursors are not checked
             case _:
                 self.recorder.error(f"unexpected_{type(message).__name__}")
 
-    def _delivered(self, update: bytes, when: float) -> None:
-        """Record every edit the update carries: one, or several if the server merged them.
+    def _credit(self, named: Named, when: float) -> None:
+        """Record every edit the frame carries: one, or several if the server merged them.
 
         A server that merges updates may send a writer its own edits back (CRDTs ignore
         them); those are not deliveries.
         """
+        own = self.client_id
+        received = self.recorder.received
+        if self._resyncing:
+            self._since_drop.update((key[1], key[2]) for key in named.keys)
+        for key in named.keys:
+            if key[1] == own:
+                continue
+            times = received.get(key)
+            if times is None:
+                received[key] = [when]
+            else:
+                times.append(when)
+        for client, last in named.lasts:
+            if client != own:
+                self._saw(client, last)
+
+    def _resynced(self, update: bytes) -> None:
+        """After a reconnect, the step 2 carries what was missed: credit the edits that came
+        after the drop and did not already arrive as updates (broadcasts can overtake it)."""
+        self._resyncing = False
         try:
             ranges = update_ranges(update)
         except ProtocolError:
             self.recorder.error("malformed_update")
             return
-        self._apply(update)
         own = self.client_id
-        deliveries = self.recorder.deliveries
         room = self.plan.room
+        when = time.monotonic()
+        received = self.recorder.received
+        before, self._seen_at_drop = self._seen_at_drop, {}
+        since, self._since_drop = self._since_drop, set()
         for client, start, end in ranges:
             if client == own:
                 continue
-            for clock in range(start, min(end, start + MAX_EDITS_PER_RANGE)):
-                deliveries.add(room, client, clock, when)
-            self._saw(client, end - 1)
+            first = max(start, before.get(client, -1) + 1)
+            for clock in range(first, min(end, first + MAX_EDITS_PER_RANGE)):
+                if (client, clock) not in since:
+                    received.setdefault((room, client, clock), []).append(when)
+            if end > first:
+                self._saw(client, end - 1)
+
+    def _awareness(self, named: Named, when: float) -> None:
+        for entry in named.entries:
+            if entry.client_id == self.client_id:
+                continue
+            current = self.awareness.get(entry.client_id)
+            if current is None or current[0] <= entry.clock:
+                self.awareness[entry.client_id] = (entry.clock, entry.state)
+        self._credit(named, when)
 
     def _saw(self, client: int, clock: int) -> None:
         seen = self._seen
         if seen.get(client, -1) < clock:
             seen[client] = clock
+        waiter = self._waiter
+        if (
+            waiter is not None
+            and client == waiter[0]
+            and clock >= waiter[1]
+            and not waiter[2].done()
+        ):
+            waiter[2].set_result(None)
         missing = self._missing
         if missing is not None and missing.get(client, clock + 1) <= clock:
             del missing[client]
@@ -234,6 +377,17 @@ class Agent:
         except (ValueError, RuntimeError):
             # pycrdt's errors for bytes it cannot decode or integrate.
             self.recorder.error("invalid_update")
+
+    async def wait_seen(self, client: int, clock: int) -> None:
+        """Wait until an edit of ``client`` at ``clock`` or later has arrived (no timeout)."""
+        if self._seen.get(client, -1) >= clock:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = (client, clock, future)
+        try:
+            await future
+        finally:
+            self._waiter = None
 
     def expect(self, last_clocks: dict[int, int]) -> None:
         """Set ``caught_up`` once each writer's edit at ``last_clocks[writer]`` has arrived.
@@ -249,6 +403,29 @@ class Agent:
         }
         if not missing or not self.connected:
             self.caught_up.set()
+
+    def awareness_text(self) -> str:
+        """The awareness states this client ends with, as a canonical text."""
+        return json.dumps(sorted((client, state) for client, (_, state) in self.awareness.items()))
+
+    # -- reconnect storms -----------------------------------------------------------------
+
+    def drop(self) -> None:
+        """Lose the connection without a closing handshake, as a network failure does."""
+        if self._ws is None:
+            return
+        self._closing = True
+        self._seen_at_drop = dict(self._seen)
+        if self.connected:
+            self.connected = False
+            self.recorder.connected -= 1
+        self._ws.abort()
+
+    async def come_back(self, timeout: float) -> float:
+        """Reconnect and resync from this client's state; returns the seconds it took."""
+        self._closing = False
+        self._resyncing = True
+        return await self.connect(timeout)
 
     # -- what subclasses provide ----------------------------------------------------------
 
@@ -267,17 +444,15 @@ class Agent:
     # -- sending and closing --------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
-        assert self._ws is not None
+        """Send a binary message; raises wire.WireClosedError once the connection is gone."""
+        if self._ws is None:
+            raise wire.WireClosedError(1006)
         await self._ws.send(data)
 
     async def close(self) -> None:
         self._closing = True
         if self._ws is not None:
-            with contextlib.suppress(OSError, websockets.ConnectionClosed):
-                await self._ws.close()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await self._ws.close()
 
 
 class PassiveListener(Agent):
@@ -291,11 +466,7 @@ class PassiveListener(Agent):
         self._updates.append(update)
 
     def final_text(self) -> str:
-        doc: pycrdt.Doc[Any] = pycrdt.Doc()
-        with doc.transaction():
-            for update in self._updates:
-                doc.apply_update(update)
-        return str(doc.get("content", type=pycrdt.Text))
+        return self.recorder.text_of(self._updates)
 
 
 class ApplyingListener(Agent):
@@ -324,12 +495,23 @@ class ApplyingListener(Agent):
 class Writer(ApplyingListener):
     """Types one character per edit at its own cursor; optionally publishes the cursor."""
 
-    def __init__(self, plan: ClientPlan, base_url: str, query: str, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        plan: ClientPlan,
+        base_url: str,
+        query: str,
+        recorder: Recorder,
+        *,
+        apply_remote: bool = True,
+    ) -> None:
         super().__init__(plan, base_url, query, recorder)
+        self.apply_remote = apply_remote
+        self._later: list[bytes] = []
         self._local: list[bytes] = []
         self._remote = False
         self._cursor = 0
         self._awareness_clock = 0
+        self.own_awareness: tuple[int, str] | None = None
         self._char = _ALPHABET[plan.index % len(_ALPHABET)]
         self.last_clock: int | None = None
         self.schedule_lag: list[float] = []
@@ -344,11 +526,32 @@ class Writer(ApplyingListener):
             self._local.append(event.update)
 
     def receive_update(self, update: bytes) -> None:
+        if not self.apply_remote and self.synced.is_set():
+            self._later.append(update)
+            return
         self._remote = True
         try:
             self.doc.apply_update(update)
         finally:
             self._remote = False
+
+    def final_text(self) -> str:
+        later, self._later = self._later, []
+        if later:
+            self._remote = True
+            try:
+                with self.doc.transaction():
+                    for update in later:
+                        self.doc.apply_update(update)
+            finally:
+                self._remote = False
+        return str(self.text)
+
+    def awareness_text(self) -> str:
+        states = {client: state for client, (_, state) in self.awareness.items()}
+        if self.own_awareness is not None:
+            states[self.client_id] = self.own_awareness[1]
+        return json.dumps(sorted(states.items()))
 
     def place_cursor(self, fraction: float) -> None:
         self._cursor = int(len(self.text) * fraction)
@@ -369,6 +572,15 @@ class Writer(ApplyingListener):
         if cursor:
             await self.send(self._awareness_frame(position + 1))
 
+    async def publish_presence(self) -> None:
+        """Presence storms: one awareness update (a cursor move), timed like an edit."""
+        self._cursor += 1
+        frame = self._awareness_frame(self._cursor)
+        when = time.monotonic()
+        await self.send(frame)
+        self.recorder.sends.add(self.plan.room, self.client_id, self._awareness_clock, when)
+        self.last_clock = self._awareness_clock
+
     def _awareness_frame(self, index: int) -> bytes:
         self._awareness_clock += 1
         state = json.dumps(
@@ -376,34 +588,49 @@ class Writer(ApplyingListener):
             separators=(",", ":"),
         )
         entry = AwarenessEntry(self.client_id, self._awareness_clock, state)
+        self.own_awareness = (self._awareness_clock, state)
         payload = awareness_codec.encode(AwarenessUpdate((entry,)))
         return encode(AwarenessMessage(payload))
 
-    async def type_until(self, t_start: float, t_end: float, rate: float, cursor: bool) -> None:
+    async def type_until(
+        self, t_start: float, t_end: float, rate: float, cursor: bool, *, presence: bool = False
+    ) -> None:
         """Edit at ``rate`` per second from ``t_start`` (plus a phase) until ``t_end``.
 
         Open loop: a late edit is sent at once and the schedule is kept, so a slow server
         shows up as latency, not as fewer edits. ``schedule_lag`` records how late each was.
+        A writer whose connection is down (reconnect storms) skips the edits due meanwhile.
         """
         interval = 1.0 / rate
         due = t_start + interval * ((self.plan.index * 0.618034) % 1.0)
-        while due < t_end and self.connected:
+        while due < t_end:
             await sleep_until(due)
             now = time.monotonic()
             if now >= t_end:
                 break  # the timer fired late: every edit stays inside the measured window
-            self.schedule_lag.append(max(0.0, now - due))
-            try:
-                await self.edit(cursor)
-            except websockets.ConnectionClosed:
-                self.recorder.error("send_failed")
+            if self.connected:
+                self.schedule_lag.append(max(0.0, now - due))
+                try:
+                    await (self.publish_presence() if presence else self.edit(cursor))
+                except wire.WireClosedError:
+                    if not self.plan.drops:
+                        self.recorder.error("send_failed")
+                        return
+            elif not self.plan.drops:
                 return
             due += interval
 
 
-def make_agent(plan: ClientPlan, base_url: str, query: str, recorder: Recorder) -> Agent:
+def make_agent(
+    plan: ClientPlan,
+    base_url: str,
+    query: str,
+    recorder: Recorder,
+    *,
+    writers_apply: bool = True,
+) -> Agent:
     if plan.role == "writer":
-        return Writer(plan, base_url, query, recorder)
+        return Writer(plan, base_url, query, recorder, apply_remote=writers_apply)
     if plan.role == "applying":
         return ApplyingListener(plan, base_url, query, recorder)
     return PassiveListener(plan, base_url, query, recorder)

@@ -17,14 +17,15 @@ from pathlib import Path
 import psutil
 
 from loadtests.harness import ServerProcess
+from loadtests.kinds import AnyResult, run_scenario
 from loadtests.report import (
     PlotUnavailableError,
-    format_table,
+    format_result,
     plot,
     require_matplotlib,
     write_json,
 )
-from loadtests.runner import RunError, RunOptions, RunResult, run_load
+from loadtests.runner import RunError, RunOptions
 from loadtests.scenario import (
     SCENARIO_DIR,
     LoadConfigError,
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)
         return EXIT_FAILED
-    print(format_table(result))
+    print(format_result(result))
     if args.out:
         write_json(result, args.out)
         print(f"JSON result: {args.out}")
@@ -178,20 +179,20 @@ def _check_options(args: argparse.Namespace) -> None:
         require_matplotlib()
 
 
-def _run(scenario: Scenario, url: str | None, args: argparse.Namespace) -> RunResult:
+def _run(scenario: Scenario, url: str | None, args: argparse.Namespace) -> AnyResult:
     progress = None if args.quiet else progress_printer()
     options = RunOptions(workers=args.workers, server_pid=args.server_pid, progress=progress)
     if url is not None:
-        return _finish_line(run_load(scenario, url, options), progress)
+        return _finish_line(run_scenario(scenario, url, options), progress)
     with (
         tempfile.TemporaryDirectory(prefix="collab-load-") as data_dir,
         ServerProcess(Path(data_dir), cpu=args.server_cpu) as server,
     ):
         options = RunOptions(workers=args.workers, server_pid=server.pid, progress=progress)
-        return _finish_line(run_load(scenario, server.ws_url, options), progress)
+        return _finish_line(run_scenario(scenario, server.ws_url, options), progress)
 
 
-def _finish_line(result: RunResult, progress: Callable[[str], None] | None) -> RunResult:
+def _finish_line(result: AnyResult, progress: Callable[[str], None] | None) -> AnyResult:
     if progress is not None and sys.stderr.isatty():
         sys.stderr.write("\n")
     return result

@@ -134,6 +134,8 @@ class Collector:
             self._add_send((room, client, clock), when)
         for room, client, clock, when in batch.deliveries.rows():
             self._add_delivery((room, client, clock), when)
+        for key, times in batch.received.groups():
+            self._add_group(key, times)
 
     def _add_send(self, key: EditKey, when: float) -> None:
         self.sent[key] = when
@@ -164,6 +166,31 @@ class Collector:
             self.unmatched.setdefault(key, []).append(when)
             return
         self.delivery_latencies.append(when - sent)
+        self._check_complete(key)
+
+    def _add_group(self, key: EditKey, times: list[float]) -> None:
+        """Several deliveries of one edit (to different receivers), as a worker grouped them."""
+        count = len(times)
+        self.deliveries += count
+        self.recent_deliveries += count
+        t_start = self.t_start
+        bins = self.bins
+        for when in times:
+            index = int(when - t_start)
+            if 0 <= index < len(bins):
+                bins[index].deliveries += 1
+        latest = max(times)
+        state = self.received.get(key)
+        if state is None:
+            self.received[key] = [float(count), latest]
+        else:
+            state[0] += count
+            state[1] = max(state[1], latest)
+        sent = self.sent.get(key)
+        if sent is None:
+            self.unmatched.setdefault(key, []).extend(times)
+            return
+        self.delivery_latencies.extend([when - sent for when in times])
         self._check_complete(key)
 
     def _check_complete(self, key: EditKey) -> None:

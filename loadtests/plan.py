@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from loadtests.scenario import Scenario
 
@@ -35,6 +35,8 @@ class ClientPlan:
     room_name: str
     role: Role
     connect_at: float
+    drops: bool = False
+    """Reconnect storms: this client drops its connection and comes back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,49 @@ class EditRecords:
 
     def rows(self) -> zip[tuple[int, int, int, float]]:
         return zip(self.rooms, self.clients, self.clocks, self.times, strict=True)
+
+
+class ReceivedRecords:
+    """Deliveries grouped by edit: per ``(room, client_id, clock)``, every receipt time.
+
+    Listeners of a big room receive the same edit hundreds of times; grouping the receipts
+    by edit in the worker keeps the per-delivery work down to one list append there and one
+    subtraction in the coordinator.
+    """
+
+    __slots__ = ("clients", "clocks", "counts", "rooms", "times")
+
+    def __init__(self) -> None:
+        self.rooms = array("I")
+        self.clients = array("Q")
+        self.clocks = array("Q")
+        self.counts = array("I")
+        self.times = array("d")
+
+    @classmethod
+    def of(cls, grouped: dict[tuple[int, int, int], list[float]]) -> ReceivedRecords:
+        records = cls()
+        for (room, client, clock), times in grouped.items():
+            records.rooms.append(room)
+            records.clients.append(client)
+            records.clocks.append(clock)
+            records.counts.append(len(times))
+            records.times.extend(times)
+        return records
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def groups(self) -> list[tuple[tuple[int, int, int], list[float]]]:
+        out = []
+        start = 0
+        times = self.times
+        for room, client, clock, count in zip(
+            self.rooms, self.clients, self.clocks, self.counts, strict=True
+        ):
+            out.append(((room, client, clock), times[start : start + count].tolist()))
+            start += count
+        return out
 
 
 # -- coordinator -> worker --------------------------------------------------------------------
@@ -115,6 +160,10 @@ class Connected:
     worker: int
     connected_by_room: dict[int, int]
     connect_seconds: list[float]
+    handshake_seconds: list[float] = field(default_factory=list)
+    """TCP connect + WebSocket upgrade, per connected client."""
+    sync_seconds: list[float] = field(default_factory=list)
+    """From sending sync step 1 to applying the server's sync step 2."""
 
 
 @dataclass(slots=True)
@@ -126,6 +175,7 @@ class Batch:
     deliveries: EditRecords
     frames: int
     errors: dict[str, int] = field(default_factory=dict)
+    received: ReceivedRecords = field(default_factory=ReceivedRecords)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +187,8 @@ class Stopped:
     cpu_seconds: float
     frames_in_window: int
     schedule_lag_seconds: list[float]
+    reconnect: dict[str, Any] = field(default_factory=dict)
+    """Reconnect storms: ``dropped``, ``returned`` and ``resync_seconds`` of this worker."""
 
 
 @dataclass(frozen=True, slots=True)

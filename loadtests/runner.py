@@ -62,6 +62,9 @@ class RunOptions:
     server_pid: int | None = None
     progress: Callable[[str], None] | None = None
     seed: int | None = None
+    fresh_join: bool = True
+    """Check convergence with a fresh client joining each room at the end. Off for servers
+    that keep no document (a bare relay): the clients' texts are still compared."""
 
 
 @dataclass(slots=True)
@@ -83,6 +86,8 @@ class RunResult:
     server: dict[str, Any] | None
     generator: dict[str, Any]
     timeseries: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """What a kind adds: ``reconnect`` (dropped, returned, resync_ms)."""
 
     @property
     def converged(self) -> bool:
@@ -106,6 +111,7 @@ class RunResult:
             "server": self.server,
             "generator": self.generator,
             "timeseries": self.timeseries,
+            "extra": self.extra,
         }
 
 
@@ -121,8 +127,16 @@ def plan_clients(scenario: Scenario, run_id: str) -> list[ClientPlan]:
             if not scenario.idle and slot < scenario.writers_per_room:
                 role = "writer"
             rank = slot * scenario.rooms + room
-            plans.append(ClientPlan(index, room, name, role, scenario.ramp_up * rank / total))
+            drops = scenario.kind == "reconnect" and _chosen(slot, scenario.reconnect_fraction)
+            plans.append(
+                ClientPlan(index, room, name, role, scenario.ramp_up * rank / total, drops)
+            )
     return plans
+
+
+def _chosen(slot: int, fraction: float) -> bool:
+    """Spread a fraction of each room's slots evenly (golden-ratio sequence)."""
+    return fraction >= 1 or (slot * 0.618034 + 0.5) % 1.0 < fraction
 
 
 def run_load(scenario: Scenario, base_url: str, options: RunOptions | None = None) -> RunResult:
@@ -255,7 +269,21 @@ class Coordinator:
             server=server,
             generator=self._generator_stats(stopped, own_seconds),
             timeseries=[slot.to_json() for slot in self.collector.bins],
+            extra=self._extra(stopped),
         )
+
+    def _extra(self, stopped: dict[int, Stopped]) -> dict[str, Any]:
+        if self.scenario.kind != "reconnect":
+            return {}
+        reports = [report.reconnect for report in stopped.values()]
+        seconds = [value for report in reports for value in report.get("resync_seconds", [])]
+        return {
+            "reconnect": {
+                "dropped": sum(report.get("dropped", 0) for report in reports),
+                "returned": sum(report.get("returned", 0) for report in reports),
+                "resync_ms": LatencySummary.of(seconds).to_json(),
+            }
+        }
 
     def _drain(self, stopped: dict[int, Stopped]) -> dict[int, Drained]:
         expected: dict[int, dict[int, int]] = {}
@@ -265,7 +293,11 @@ class Coordinator:
         names = {client.room: client.room_name for client in self.clients}
         per_worker = math.ceil(self.scenario.rooms / self.worker_count)
         for conn, worker in self.conns.items():
-            fresh = {room: names[room] for room in names if room % self.worker_count == worker}
+            fresh = {
+                room: names[room]
+                for room in names
+                if room % self.worker_count == worker and self.options.fresh_join
+            }
             conn.send(Drain(expected, fresh, self.scenario.drain_timeout))
         timeout = self.scenario.drain_timeout + per_worker * self.scenario.connect_timeout
         return self._await_all(Drained, timeout + _READY_TIMEOUT)
@@ -394,11 +426,16 @@ class Coordinator:
         }
 
     def _clients_stats(self, connected: dict[int, Connected]) -> dict[str, Any]:
-        seconds = [value for report in connected.values() for value in report.connect_seconds]
+        reports = connected.values()
+        seconds = [value for report in reports for value in report.connect_seconds]
+        handshake = [value for report in reports for value in report.handshake_seconds]
+        sync = [value for report in reports for value in report.sync_seconds]
         return {
             "planned": len(self.clients),
             "connected": len(seconds),
             "connect_ms": LatencySummary.of(seconds).to_json(),
+            "handshake_ms": LatencySummary.of(handshake).to_json(),
+            "sync_ms": LatencySummary.of(sync).to_json(),
         }
 
     def _edit_stats(self, stopped: dict[int, Stopped]) -> dict[str, Any]:
@@ -450,14 +487,17 @@ class Coordinator:
         edits = self.collector.sent_by_room.get(room, 0)
         if len(texts) < planned:
             return f"only {len(texts)} of {planned} clients were connected"
-        if fresh is None:
+        if fresh is None and self.options.fresh_join:
             return "no fresh client could join at the end"
         if len({text.digest for text in texts}) > 1:
-            return "clients ended with different texts"
-        if texts[0] != fresh:
+            what = "awareness states" if self.scenario.kind == "presence" else "texts"
+            return f"clients ended with different {what}"
+        if fresh is not None and texts[0] != fresh:
             return "a fresh client sees a different text than the room's clients"
-        if fresh.length != edits:
-            return f"the text has {fresh.length} characters for {edits} one-character edits"
+        if self.scenario.kind == "presence":
+            return ""
+        if texts[0].length != edits:
+            return f"the text has {texts[0].length} characters for {edits} one-character edits"
         return ""
 
     def _generator_stats(self, stopped: dict[int, Stopped], own_seconds: float) -> dict[str, Any]:

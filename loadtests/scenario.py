@@ -27,10 +27,25 @@ MAX_EDITS_PER_SECOND: Final = 100.0
 MAX_TOTAL_EDITS_PER_SECOND: Final = 20_000.0
 MAX_DRAIN_TIMEOUT: Final = 120.0
 MAX_CONNECT_TIMEOUT: Final = 60.0
+MAX_HISTORY_EDITS: Final = 100_000
+MAX_LATE_JOINERS: Final = 100
+MAX_STAGES: Final = 20
+MAX_RECONNECT_DELAY: Final = 30.0
+
+KINDS: Final = ("editing", "presence", "reconnect", "herd", "saturation", "cold_load")
+"""What a scenario does (``kind``); see docs/loadtests.md. ``editing`` is the default."""
+
+# Keys that only mean something for one kind: giving them to another kind is an error.
+_KIND_KEYS: Final = {
+    "reconnect": ("reconnect_at", "reconnect_fraction", "reconnect_delay"),
+    "saturation": ("stage_rates", "p99_limit_ms"),
+    "cold_load": ("history_edits", "late_joiners", "ingest_window", "reload"),
+}
 
 SCENARIO_DIR: Final = Path(__file__).parent / "scenarios"
 
 Listeners = Literal["passive", "applying"]
+Kind = Literal["editing", "presence", "reconnect", "herd", "saturation", "cold_load"]
 
 _ROOM_CHARS: Final = re.compile(r"[A-Za-z0-9_/-]{1,129}")
 _TEMPLATE_FIELDS: Final = {"run", "room"}
@@ -67,6 +82,17 @@ class Scenario:
     query: str = ""
     connect_timeout: float = 10.0
     drain_timeout: float = 10.0
+    kind: Kind = "editing"
+    writers_apply: bool = True
+    reconnect_at: float = 2.0
+    reconnect_fraction: float = 0.5
+    reconnect_delay: float = 1.0
+    stage_rates: tuple[float, ...] = ()
+    p99_limit_ms: float = 100.0
+    history_edits: int = 20_000
+    late_joiners: int = 5
+    ingest_window: int = 1_000
+    reload: bool = False
 
     @property
     def total_clients(self) -> int:
@@ -84,7 +110,15 @@ class Scenario:
         return self.room_template.format(run=run_id, room=index)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["stage_rates"] = list(self.stage_rates)
+        return values
+
+    def stage(self, rate: float) -> Scenario:
+        """One stage of a saturation run: an editing scenario at ``rate`` edits/s per writer."""
+        return dataclasses.replace(
+            self, kind="editing", edits_per_second=rate, name=f"{self.name}@{rate:g}"
+        )
 
 
 _FIELDS: Final = {field.name: field for field in dataclasses.fields(Scenario)}
@@ -129,10 +163,13 @@ def parse_scenario(data: Mapping[str, Any], source: str = "scenario") -> Scenari
                 values[key] = checked
     if not problems:
         problems.extend(_check_values(values))
+        problems.extend(_check_kind(values))
     if problems:
         raise ScenarioError(f"{source}: invalid scenario:\n  - " + "\n  - ".join(problems))
     if values.get("idle"):
         values.setdefault("writers_per_room", 0)
+    if values.get("kind") == "cold_load":
+        values.setdefault("rooms", 1)
     return Scenario(**values)
 
 
@@ -163,6 +200,13 @@ def _check_type(key: str, value: Any, problems: list[str]) -> Any:
             problems.append(f"{key!r} must be an integer, not {value!r}")
             return None
         return value
+    if expected == "tuple[float, ...]":
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(item, int | float) and not isinstance(item, bool) for item in value
+        ):
+            problems.append(f"{key!r} must be a list of numbers, not {value!r}")
+            return None
+        return tuple(float(item) for item in value)
     if expected == "bool":
         if not isinstance(value, bool):
             problems.append(f"{key!r} must be true or false, not {value!r}")
@@ -182,6 +226,76 @@ def _check_values(values: dict[str, Any]) -> list[str]:
     problems.extend(_check_template(scenario.room_template))
     if any(char in scenario.query for char in "#/ "):
         problems.append("'query' must be a URL query string without '#', '/' or spaces")
+    return problems
+
+
+def _check_kind(values: dict[str, Any]) -> list[str]:
+    """The keys and bounds that depend on ``kind``."""
+    kind = values.get("kind", "editing")
+    if kind not in KINDS:
+        return [f"'kind' must be one of {', '.join(KINDS)}, not {kind!r}"]
+    problems = [
+        f"{key!r} only applies to kind {owner!r}"
+        for owner, keys in _KIND_KEYS.items()
+        if owner != kind
+        for key in keys
+        if key in values
+    ]
+    scenario = Scenario(**{"duration": 1.0, **values})
+    if scenario.idle and kind != "editing":
+        problems.append("'idle' only applies to kind 'editing'")
+    if kind in ("presence", "reconnect", "saturation") and scenario.writers_per_room < 1:
+        problems.append(f"kind {kind!r} needs 'writers_per_room' of at least 1")
+    if kind == "herd" and scenario.ramp_up != 0:
+        problems.append("a herd joins at one instant: leave out 'ramp_up' (it must be 0)")
+    if kind == "reconnect":
+        problems.extend(_check_reconnect(scenario))
+    elif kind == "saturation":
+        problems.extend(_check_stages(scenario))
+    elif kind == "cold_load":
+        problems.extend(_check_cold_load(scenario))
+    return problems
+
+
+def _check_reconnect(scenario: Scenario) -> list[str]:
+    problems = []
+    if not 0 <= scenario.reconnect_at < scenario.duration:
+        problems.append("'reconnect_at' must be >= 0 and before the end of 'duration'")
+    if not 0 < scenario.reconnect_fraction <= 1:
+        problems.append("'reconnect_fraction' must be > 0 and <= 1")
+    if not 0 <= scenario.reconnect_delay <= MAX_RECONNECT_DELAY:
+        problems.append(f"'reconnect_delay' must be between 0 and {MAX_RECONNECT_DELAY:g} s")
+    return problems
+
+
+def _check_stages(scenario: Scenario) -> list[str]:
+    rates = scenario.stage_rates
+    problems = []
+    if not 1 <= len(rates) <= MAX_STAGES:
+        problems.append(f"'stage_rates' must list 1 to {MAX_STAGES} rates (edits/s per writer)")
+    elif any(not 0 < rate <= MAX_EDITS_PER_SECOND for rate in rates):
+        problems.append(f"every rate of 'stage_rates' must be > 0 and <= {MAX_EDITS_PER_SECOND:g}")
+    elif list(rates) != sorted(set(rates)):
+        problems.append("'stage_rates' must increase")
+    elif max(rates) * scenario.total_writers > MAX_TOTAL_EDITS_PER_SECOND:
+        problems.append(f"the last stage exceeds {MAX_TOTAL_EDITS_PER_SECOND:g} edits/s in total")
+    if len(rates) * scenario.duration > MAX_DURATION:
+        problems.append(f"stages x duration must be <= {MAX_DURATION:g} s")
+    if not 0 < scenario.p99_limit_ms <= 10_000:
+        problems.append("'p99_limit_ms' must be > 0 and <= 10000")
+    return problems
+
+
+def _check_cold_load(scenario: Scenario) -> list[str]:
+    problems = []
+    if not 1 <= scenario.history_edits <= MAX_HISTORY_EDITS:
+        problems.append(f"'history_edits' must be between 1 and {MAX_HISTORY_EDITS}")
+    if not 0 <= scenario.late_joiners <= MAX_LATE_JOINERS:
+        problems.append(f"'late_joiners' must be between 0 and {MAX_LATE_JOINERS}")
+    if not 1 <= scenario.ingest_window <= MAX_HISTORY_EDITS:
+        problems.append(f"'ingest_window' must be between 1 and {MAX_HISTORY_EDITS}")
+    if scenario.rooms > 10:
+        problems.append("a cold load uses at most 10 rooms (one after the other)")
     return problems
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import random
 import signal
 import time
@@ -19,6 +21,7 @@ from typing import TypeVar
 import uvloop
 import websockets
 
+from loadtests import wire
 from loadtests.agents import Agent, Recorder, Writer, make_agent, sleep_until, text_digest
 from loadtests.client import YClient
 from loadtests.plan import (
@@ -63,18 +66,33 @@ class Worker:
         self.plan = plan
         self.scenario = plan.scenario
         self.conn = conn
-        self.recorder = Recorder(plan.worker)
+        self.presence = plan.scenario.kind == "presence"
+        self.recorder = Recorder(plan.worker, track_awareness=self.presence)
         self.random = random.Random(plan.seed)
         self.agents: list[Agent] = [
-            make_agent(client, plan.base_url, plan.scenario.query, self.recorder)
+            make_agent(
+                client,
+                plan.base_url,
+                plan.scenario.query,
+                self.recorder,
+                writers_apply=plan.scenario.writers_apply,
+            )
             for client in plan.clients
         ]
+        self.dropped = 0
+        self.returned = 0
+        self.resync_seconds: list[float] = []
         self.writers = [agent for agent in self.agents if isinstance(agent, Writer)]
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.conn.fileno(), self._on_command)
+        # uvloop makes a watched fd non-blocking, and a pipe shares that flag between its two
+        # directions: a batch larger than the socket buffer would then be cut short by
+        # BlockingIOError in the middle of a pickle, desynchronising the stream. The loop only
+        # polls this fd, so it may stay blocking.
+        os.set_blocking(self.conn.fileno(), True)
         try:
             self.conn.send(Ready(self.plan.worker))
             connect = await self._next(Connect)
@@ -137,8 +155,17 @@ class Worker:
             if agent.connected:
                 by_room[agent.plan.room] = by_room.get(agent.plan.room, 0) + 1
         seconds = [result for result in results if result is not None]
+        connected = [agent for agent in self.agents if agent.connected]
         self._flush()
-        self.conn.send(Connected(self.plan.worker, by_room, seconds))
+        self.conn.send(
+            Connected(
+                self.plan.worker,
+                by_room,
+                seconds,
+                [agent.handshake_seconds for agent in connected],
+                [agent.sync_seconds for agent in connected],
+            )
+        )
 
     async def _connect(self, agent: Agent, at: float, timeout: float) -> float | None:
         await sleep_until(at)
@@ -146,9 +173,9 @@ class Worker:
             return await agent.connect(timeout)
         except TimeoutError:
             self.recorder.error("connect_timeout")
-        except websockets.InvalidStatus as exc:
-            self.recorder.error(f"connect_http_{exc.response.status_code}")
-        except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
+        except wire.HandshakeError as exc:
+            self.recorder.error(f"connect_http_{exc.status}")
+        except (OSError, wire.WireError) as exc:
             self.recorder.error(f"connect_{type(exc).__name__}")
         await agent.close()
         return None
@@ -165,9 +192,15 @@ class Worker:
                 for writer in self.writers:
                     tasks.create_task(
                         writer.type_until(
-                            go.t_start, go.t_end, scenario.edits_per_second, scenario.cursor
+                            go.t_start,
+                            go.t_end,
+                            scenario.edits_per_second,
+                            scenario.cursor,
+                            presence=self.presence,
                         )
                     )
+                if scenario.kind == "reconnect":
+                    tasks.create_task(self._storm(go.t_start + scenario.reconnect_at))
         await sleep_until(go.t_end)
         cpu_seconds = time.process_time() - cpu_started
         last_clocks: dict[int, dict[int, int]] = {}
@@ -177,9 +210,45 @@ class Worker:
             if writer.last_clock is not None:
                 room = last_clocks.setdefault(writer.plan.room, {})
                 room[writer.client_id] = writer.last_clock
+        reconnect = {}
+        if scenario.kind == "reconnect":
+            reconnect = {
+                "dropped": self.dropped,
+                "returned": self.returned,
+                "resync_seconds": self.resync_seconds,
+            }
         return Stopped(
-            self.plan.worker, last_clocks, cpu_seconds, self.recorder.frames_in_window, lags
+            self.plan.worker,
+            last_clocks,
+            cpu_seconds,
+            self.recorder.frames_in_window,
+            lags,
+            reconnect,
         )
+
+    async def _storm(self, at: float) -> None:
+        """Reconnect storm: the chosen clients drop at one instant and come back together."""
+        await sleep_until(at)
+        leaving = [agent for agent in self.agents if agent.plan.drops and agent.connected]
+        for agent in leaving:
+            agent.drop()
+        self.dropped = len(leaving)
+        await asyncio.sleep(self.scenario.reconnect_delay)
+        timeout = self.scenario.connect_timeout
+        results = await asyncio.gather(
+            *(self._come_back(agent, timeout) for agent in leaving), return_exceptions=False
+        )
+        self.resync_seconds = [seconds for seconds in results if seconds is not None]
+        self.returned = len(self.resync_seconds)
+
+    async def _come_back(self, agent: Agent, timeout: float) -> float | None:
+        try:
+            return await agent.come_back(timeout)
+        except TimeoutError:
+            self.recorder.error("reconnect_timeout")
+        except (OSError, wire.WireError) as exc:
+            self.recorder.error(f"reconnect_{type(exc).__name__}")
+        return None
 
     async def _drain(self, drain: Drain) -> Drained:
         for agent in self.agents:
@@ -193,7 +262,8 @@ class Worker:
         texts: dict[int, list[RoomText]] = {}
         for agent in self.agents:
             if agent.synced.is_set():
-                texts.setdefault(agent.plan.room, []).append(text_digest(agent.final_text()))
+                final = agent.awareness_text() if self.presence else agent.final_text()
+                texts.setdefault(agent.plan.room, []).append(text_digest(final))
         fresh: dict[int, RoomText] = {}
         for room, name in drain.fresh_rooms.items():
             text = await self._fresh_text(name)
@@ -207,9 +277,18 @@ class Worker:
         try:
             await client.connect(self.scenario.connect_timeout)
             await asyncio.wait_for(client.synced.wait(), self.scenario.connect_timeout)
+            if self.presence:
+                return await self._fresh_awareness(client)
             return text_digest(str(client.text))
         except (TimeoutError, OSError, websockets.WebSocketException) as exc:
             self.recorder.error(f"fresh_join_{type(exc).__name__}")
             return None
         finally:
             await client.close()
+
+    async def _fresh_awareness(self, client: YClient) -> RoomText:
+        """The awareness states a joining client is given (servers send them on join)."""
+        publishers = self.scenario.writers_per_room
+        with contextlib.suppress(TimeoutError):
+            await client.wait_for(lambda: len(client.awareness) >= publishers, timeout=2.0)
+        return text_digest(json.dumps(sorted(client.awareness.items())))

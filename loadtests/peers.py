@@ -1,0 +1,360 @@
+"""The servers the benchmark compares: collab and its peers, each in its own process.
+
+Every server is started pinned to one CPU (``taskset``) on a free loopback port and exposes
+the same three things to the benchmark: ``ws_url`` (the base URL rooms are appended to),
+``pid`` (for its CPU and RSS) and ``stop()``. The peers:
+
+* ``collab``: ``collab serve`` on embedded defaults (:class:`~loadtests.harness.ServerProcess`).
+* ``collab-services``: collab with real Redis and PostgreSQL. The server has no Redis or
+  PostgreSQL roles yet, so this entry is reported as unavailable and never started.
+* ``pycrdt-websocket``: the Python peer from PyPI, in its own virtualenv under
+  ``loadtests/results/peers/`` (created on first use, pinned versions), served by a small
+  script written here: ``pycrdt.websocket.WebsocketServer`` behind ``websockets.serve``, one
+  room per path, on uvloop.
+* ``node``: the reference ``@y/websocket-server`` (``tests/interop/node_modules``, pinned by
+  ``tests/interop/package.json``; ``npm ci`` there installs it).
+* ``relay``: :mod:`loadtests.relay`, a bare ``websockets`` broadcast relay on uvloop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from loadtests.harness import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = Path(__file__).resolve().parent / "results" / "peers"
+INTEROP_DIR = ROOT / "tests" / "interop"
+
+PYCRDT_WEBSOCKET_PINS = (
+    "pycrdt-websocket==0.16.5",
+    "pycrdt==0.14.13",
+    "pycrdt-store==0.1.5",
+    "anyio==4.16.0",
+    "websockets==17.4",
+    "uvloop==0.23.0",
+)
+NODE_PACKAGE = "@y/websocket-server"
+# No ".py": the script is not part of this repository's code (type checkers walk loadtests/).
+SCRIPT_NAME = "pycrdt_server.script"
+_START_TIMEOUT = 30.0
+_INSTALL_TIMEOUT = 300.0
+
+PYCRDT_SERVER_SCRIPT = '''\
+"""pycrdt-websocket behind websockets.serve, one room per path (written by loadtests.peers)."""
+import logging
+import sys
+
+import anyio
+from pycrdt.websocket import WebsocketServer
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+
+class Channel:
+    """The pycrdt Channel protocol over a websockets server connection."""
+
+    def __init__(self, ws):
+        self._ws = ws
+        self._path = ws.request.path
+
+    @property
+    def path(self):
+        return self._path
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration() from None
+
+    async def send(self, message):
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed:
+            pass
+
+    async def recv(self):
+        return bytes(await self._ws.recv())
+
+
+async def main(port):
+    async with WebsocketServer(log=logging.getLogger("pycrdt")) as server:
+
+        async def handler(ws):
+            await server.serve(Channel(ws))
+
+        async with serve(
+            handler, "127.0.0.1", port, compression=None, max_size=None, ping_interval=None
+        ):
+            print(f"pycrdt-websocket listening on 127.0.0.1:{port}", flush=True)
+            await anyio.sleep_forever()
+
+
+logging.basicConfig(level=logging.WARNING)
+anyio.run(main, int(sys.argv[1]), backend_options={"use_uvloop": True})
+'''
+
+
+class PeerUnavailableError(RuntimeError):
+    """This server cannot run here; the message says why (reported, not fatal)."""
+
+
+class Server(Protocol):
+    @property
+    def ws_url(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    def stop(self, timeout: float = 15.0) -> int: ...
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class CommandServer:
+    """A server command on a free port, pinned with taskset; ready once it accepts TCP."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cpu: int | None,
+        path: str = "/ws",
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.port = free_port()
+        self.argv = [part.replace("{port}", str(self.port)) for part in argv]
+        if cpu is not None:
+            self.argv = ["taskset", "-c", str(cpu), *self.argv]
+        self.path = path
+        self.env = {
+            key: value.replace("{port}", str(self.port)) for key, value in (env or {}).items()
+        }
+        self.cwd = cwd
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{self.path}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> CommandServer:
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start:\n" + "\n".join(self.lines[-20:]))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)  # a child process offers nothing better to wait on
+        self.stop()
+        raise RuntimeError(f"{self.name} did not listen on port {self.port}")
+
+    def _read(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._reader is not None:
+            self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+    def __enter__(self) -> CommandServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class CollabServer:
+    """``collab serve`` on embedded defaults in a temporary data directory."""
+
+    def __init__(self, cpu: int | None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="collab-bench-")
+        self._server = ServerProcess(Path(self._dir.name), cpu=cpu)
+
+    @property
+    def ws_url(self) -> str:
+        return self._server.ws_url
+
+    @property
+    def pid(self) -> int:
+        return self._server.pid
+
+    def start(self) -> CollabServer:
+        try:
+            self._server.start()
+        except BaseException:
+            self._dir.cleanup()
+            raise
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int:
+        try:
+            return self._server.stop(timeout)
+        finally:
+            self._dir.cleanup()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpec:
+    """How to start one kind of server; ``stateless`` servers keep no document."""
+
+    name: str
+    label: str
+    stateless: bool = False
+
+    def prepare(self) -> None:
+        """Install what the server needs (once); raise PeerUnavailableError if impossible."""
+        if self.name == "collab-services":
+            raise PeerUnavailableError("unavailable: the server has no Redis/PostgreSQL roles yet")
+        if self.name == "pycrdt-websocket":
+            pycrdt_websocket_python()
+        elif self.name == "node":
+            node_server_command()
+
+    def server(self, cpu: int | None) -> CollabServer | CommandServer:
+        if self.name == "collab":
+            return CollabServer(cpu)
+        if self.name == "pycrdt-websocket":
+            python = pycrdt_websocket_python()
+            script = python.parent.parent / SCRIPT_NAME
+            return CommandServer(self.name, [str(python), str(script), "{port}"], cpu=cpu)
+        if self.name == "node":
+            return CommandServer(
+                self.name,
+                node_server_command(),
+                cpu=cpu,
+                env={"HOST": "127.0.0.1", "PORT": "{port}"},
+                cwd=INTEROP_DIR,
+            )
+        if self.name == "relay":
+            argv = [sys.executable, "-m", "loadtests.relay", "--port", "{port}"]
+            return CommandServer(self.name, argv, cpu=cpu, cwd=ROOT)
+        raise PeerUnavailableError(f"unknown server {self.name!r}")
+
+
+PEERS = (
+    PeerSpec("collab", "collab (embedded defaults)"),
+    PeerSpec("collab-services", "collab (Redis + PostgreSQL)"),
+    PeerSpec("pycrdt-websocket", "pycrdt-websocket 0.16.5"),
+    PeerSpec("node", f"{NODE_PACKAGE} (Node)"),
+    PeerSpec("relay", "bare relay (websockets)", stateless=True),
+)
+PEER_NAMES = tuple(spec.name for spec in PEERS)
+
+
+def peer(name: str) -> PeerSpec:
+    for spec in PEERS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def pycrdt_websocket_python() -> Path:
+    """The peer environment's python, created under loadtests/results/peers/ on first use."""
+    env_dir = PEERS_DIR / "pycrdt-websocket-0.16.5"
+    python = env_dir / "bin" / "python"
+    marker = env_dir / "installed.json"
+    if not marker.exists() or json.loads(marker.read_text()) != list(PYCRDT_WEBSOCKET_PINS):
+        base = getattr(sys, "_base_executable", sys.executable)
+        try:
+            subprocess.run([base, "-m", "venv", str(env_dir)], check=True, timeout=120)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", *PYCRDT_WEBSOCKET_PINS],
+                check=True,
+                timeout=_INSTALL_TIMEOUT,
+                capture_output=True,
+            )
+        except (subprocess.SubprocessError, OSError) as exc:
+            raise PeerUnavailableError(
+                f"unavailable: cannot install pycrdt-websocket: {exc}"
+            ) from exc
+        marker.write_text(json.dumps(list(PYCRDT_WEBSOCKET_PINS)))
+    (env_dir / SCRIPT_NAME).write_text(PYCRDT_SERVER_SCRIPT)
+    return python
+
+
+def node_server_command() -> list[str]:
+    """``node <bin of @y/websocket-server>``; runs ``npm ci`` in tests/interop if needed."""
+    node = shutil.which("node")
+    if node is None:
+        raise PeerUnavailableError("unavailable: node is not on PATH")
+    package_dir = INTEROP_DIR / "node_modules" / "@y" / "websocket-server"
+    if not (package_dir / "package.json").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise PeerUnavailableError("unavailable: npm is not on PATH")
+        try:
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=INTEROP_DIR,
+                check=True,
+                timeout=_INSTALL_TIMEOUT,
+                capture_output=True,
+            )
+        except (subprocess.SubprocessError, OSError) as exc:
+            raise PeerUnavailableError(f"unavailable: npm ci failed: {exc}") from exc
+    package = json.loads((package_dir / "package.json").read_text())
+    return [node, str(package_dir / package["bin"]["y-websocket-server"])]
