@@ -118,10 +118,8 @@ class Connection:
             return
         fast = self._fast
         if fast is not None:
-            if fast.buffered_bytes() > self._max_buffered:
+            if not fast.write(frame.wire, self._max_buffered):
                 self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
-            else:
-                fast.write(frame.wire)
             return
         assert self._outbox is not None
         self._queued_bytes += len(frame.payload)

@@ -55,18 +55,22 @@ class FanoutWriter:
     def __init__(self, protocol: FanoutProtocol) -> None:
         self._protocol = protocol
 
-    def write(self, frame: bytes) -> bool:
-        """Write an encoded frame; False if the connection is closing (nothing written)."""
-        protocol = self._protocol
-        transport = protocol.transport
-        if protocol.close_sent or protocol.disconnected or transport.is_closing():
-            return False
-        transport.write(frame)
-        return True
+    def write(self, frame: bytes, max_buffered: int) -> bool:
+        """Write an encoded frame, unless the client is more than ``max_buffered`` bytes
+        behind: then nothing is written and False returned. A closing connection drops it.
 
-    def buffered_bytes(self) -> int:
-        """Bytes written but not yet accepted by the kernel (the client's backlog)."""
-        return self._protocol.transport.get_write_buffer_size()
+        The buffer is measured only once the transport has asked us to pause (its high-water
+        mark is passed): on the hot path that is one attribute read, not a call.
+        """
+        protocol = self._protocol
+        if protocol.close_sent or protocol.disconnected:
+            return True
+        transport = protocol.transport
+        if protocol.paused and transport.get_write_buffer_size() > max_buffered:
+            return False
+        if not transport.is_closing():
+            transport.write(frame)
+        return True
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake now, without waiting for the buffer to drain."""
@@ -106,6 +110,15 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
 
     _direct: DirectSession | None = None
     _direct_pending: list[bytes | None] | None = None
+    paused = False  # the transport passed its high-water mark (see FanoutWriter.write)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        super().resume_writing()
 
     # -- the upgrade ----------------------------------------------------------------------
 
