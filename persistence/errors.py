@@ -27,3 +27,14 @@ class DocumentNotFound(StorageError):
 
 class DocumentTooLarge(StorageError):
     """The document would exceed MongoDB's 16 MB limit; the write was not carried out."""
+
+
+class RecordNotFound(StorageError):
+    """The row addressed (a user, a role...) is not stored; nothing was changed."""
+
+
+class SchemaOutdated(StorageError):
+    """The database lacks tables or columns this code needs: migrations were not applied.
+
+    Run ``persistence.relational.migrate`` (``collab migrate``); retrying without it fails again.
+    """

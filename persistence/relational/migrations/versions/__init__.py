@@ -1,0 +1,1 @@
+"""Alembic revisions of the relational schema, oldest first (``v0001_...``)."""
