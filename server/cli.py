@@ -13,6 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from persistence.errors import StorageError
+from persistence.relational import migrate as migrate_relational
 from server.app import create_app, open_content_store
 from server.settings import Settings
 from server.transport import FanoutProtocol
@@ -46,9 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate = commands.add_parser(
         "migrate",
-        help="create the stores' tables and indexes (idempotent)",
-        description="Create the content store's indexes: MongoDB when COLLAB_MONGO_URL is set, "
-        "else the embedded SQLite file under the data directory. Safe to run again.",
+        help="upgrade the database schemas and indexes (idempotent)",
+        description="Upgrade the relational schema (PostgreSQL when COLLAB_POSTGRES_URL is set) "
+        "and create the content store's indexes (MongoDB when COLLAB_MONGO_URL is set); either "
+        "defaults to an embedded SQLite file under the data directory. Safe to run again.",
     )
     migrate.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     load = commands.add_parser(
@@ -70,10 +72,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def migrate(settings: Settings) -> int:
-    """Create the content store's indexes; prints what it did."""
-    target = "MongoDB" if settings.mongo_url else f"SQLite under {settings.data_dir}"
+    """Upgrade the relational schema and create the content store's indexes; idempotent."""
+    relational = "PostgreSQL" if settings.postgres_url else f"SQLite under {settings.data_dir}"
+    content = "MongoDB" if settings.mongo_url else f"SQLite under {settings.data_dir}"
 
-    async def run() -> None:
+    async def run_content() -> None:
         store = await open_content_store(settings)
         try:
             await store.ensure_indexes()
@@ -81,11 +84,18 @@ def migrate(settings: Settings) -> int:
             await store.aclose()
 
     try:
-        asyncio.run(run())
+        applied = asyncio.run(migrate_relational(settings.relational_url))
     except (StorageError, ValueError) as exc:
-        print(f"collab migrate: {target}: {exc}", file=sys.stderr)
+        print(f"collab migrate: relational schema ({relational}): {exc}", file=sys.stderr)
         return 1
-    print(f"collab migrate: indexes of the content store ({target}) are in place")
+    done = f"applied {', '.join(applied)}" if applied else "already up to date"
+    print(f"collab migrate: relational schema ({relational}): {done}")
+    try:
+        asyncio.run(run_content())
+    except (StorageError, ValueError) as exc:
+        print(f"collab migrate: content store ({content}): {exc}", file=sys.stderr)
+        return 1
+    print(f"collab migrate: content store ({content}): indexes in place")
     return 0
 
 

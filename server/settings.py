@@ -50,6 +50,18 @@ class Settings(BaseSettings):
         description="MongoDB URL for the document content; unset: embedded SQLite under data_dir",
     )
     mongo_database: str = Field("collab", min_length=1, description="MongoDB database name")
+    postgres_url: str | None = Field(
+        None,
+        description="PostgreSQL URL for users, permissions, audit...; unset: embedded SQLite",
+    )
+
+    @property
+    def relational_url(self) -> str:
+        """The relational database: PostgreSQL when configured, else a file under data_dir."""
+        if self.postgres_url:
+            return self.postgres_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'relational.sqlite3').resolve()}"
+
     snapshot_idle_seconds: float = Field(
         2.0, ge=0, description="derived content is written this long after the last edit"
     )

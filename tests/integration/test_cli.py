@@ -12,9 +12,15 @@ from server.cli import main
 
 def test_migrate_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--data-dir", str(tmp_path)]) == 0
+    first = capsys.readouterr().out
+    assert "relational schema" in first
+    assert "applied 0001" in first
     assert main(["migrate", "--data-dir", str(tmp_path)]) == 0
-    assert "are in place" in capsys.readouterr().out
+    second = capsys.readouterr().out
+    assert "already up to date" in second
+    assert "indexes in place" in second
     assert (tmp_path / "content.sqlite3").exists()
+    assert (tmp_path / "relational.sqlite3").exists()
 
 
 def test_invalid_configuration_is_refused_clearly(
