@@ -103,6 +103,7 @@ class Room:
         self._max_held = max_held_messages
         self._awareness: dict[int, AwarenessEntry] = {}
         self._awareness_owner: dict[int, int] = {}
+        self._awareness_out: list[tuple[int, bytes | None, list[AwarenessEntry]]] = []
         self._pipeline: deque[_Step] = deque()
         self._drain_scheduled = False
         self.updates_merged = 0
@@ -129,6 +130,8 @@ class Room:
         """Remove a connection and broadcast the removal of the awareness states it owned."""
         if self.connections.pop(conn.id, None) is None:
             return
+        # Whatever this connection published this turn goes out before its removal.
+        self._flush_awareness()
         removed = []
         for client_id, clock in conn.awareness_clocks.items():
             self._awareness_owner.pop(client_id, None)
@@ -260,12 +263,37 @@ class Room:
                 self._awareness[entry.client_id] = entry
                 owners[entry.client_id] = conn.id
                 conn.awareness_clocks[entry.client_id] = entry.clock
-        if len(accepted) == len(update.entries):
-            # The frame was just decoded, so it is well formed: relay it as received.
-            self.broadcast(Frame(data), exclude=conn.id)
-        elif accepted:
-            kept = awareness_codec.encode(AwarenessUpdate(tuple(accepted)))
-            self.broadcast(Frame(encode(AwarenessMessage(kept))), exclude=conn.id)
+        if not accepted:
+            return
+        # The frame was just decoded, so it is well formed: relayable as received.
+        raw = data if len(accepted) == len(update.entries) else None
+        self._awareness_out.append((conn.id, raw, accepted))
+        if len(self._awareness_out) == 1:
+            # Relay at the end of this loop turn: a cursor storm then costs one frame per
+            # recipient per turn instead of one per cursor move.
+            asyncio.get_running_loop().call_soon(self._flush_awareness)
+
+    def _flush_awareness(self) -> None:
+        """Relay the awareness accepted this turn: one update alone goes as received to all
+        but its sender; several are merged (latest entry per client) into one frame for all
+        (y-protocols ignores a client's own state coming back at the same clock)."""
+        batch, self._awareness_out = self._awareness_out, []
+        if not batch:
+            return
+        if len(batch) == 1:
+            sender, raw, entries = batch[0]
+            if raw is None:
+                raw = encode(
+                    AwarenessMessage(awareness_codec.encode(AwarenessUpdate(tuple(entries))))
+                )
+            self.broadcast(Frame(raw), exclude=sender)
+            return
+        latest: dict[int, AwarenessEntry] = {}
+        for _, _, entries in batch:
+            for entry in entries:
+                latest[entry.client_id] = entry
+        payload = awareness_codec.encode(AwarenessUpdate(tuple(latest.values())))
+        self.broadcast(Frame(encode(AwarenessMessage(payload))))
 
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
