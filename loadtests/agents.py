@@ -345,13 +345,25 @@ class Agent:
                 self._saw(client, end - 1)
 
     def _awareness(self, named: Named, when: float) -> None:
+        """An awareness entry supersedes every earlier clock of its client (y-protocols keeps
+        only the latest state), so a server that merges a storm of cursor moves delivers all
+        the moves up to that clock at once: credit them all."""
+        received = self.recorder.received
+        room = self.plan.room
         for entry in named.entries:
-            if entry.client_id == self.client_id:
+            client = entry.client_id
+            if client == self.client_id:
                 continue
-            current = self.awareness.get(entry.client_id)
+            current = self.awareness.get(client)
             if current is None or current[0] <= entry.clock:
-                self.awareness[entry.client_id] = (entry.clock, entry.state)
-        self._credit(named, when)
+                self.awareness[client] = (entry.clock, entry.state)
+            seen = self._seen.get(client)
+            first = (
+                entry.clock if seen is None else max(seen + 1, entry.clock - MAX_EDITS_PER_RANGE)
+            )
+            for clock in range(first, entry.clock + 1):
+                received.setdefault((room, client, clock), []).append(when)
+            self._saw(client, entry.clock)
 
     def _saw(self, client: int, clock: int) -> None:
         seen = self._seen

@@ -19,7 +19,6 @@ from starlette.websockets import WebSocket
 from crdt.ids import RoomName
 from persistence.content import ContentStore
 from persistence.memory import MemoryRoomStore
-from persistence.mongo import MongoContentStore
 from persistence.ports import RoomStore
 from persistence.sqlite import SqliteRoomStore
 from persistence.sqlite_content import SqliteContentStore
@@ -55,6 +54,9 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
 async def open_content_store(settings: Settings) -> ContentStore:
     """The document content store: MongoDB when ``mongo_url`` is set, else embedded SQLite."""
     if settings.mongo_url:
+        # Imported only when configured: pymongo weighs tens of MB of memory.
+        from persistence.mongo import MongoContentStore
+
         return MongoContentStore.from_url(settings.mongo_url, settings.mongo_database)
     return await SqliteContentStore.open(settings.data_dir / "content.sqlite3")
 

@@ -13,7 +13,6 @@ import uvicorn
 from starlette.applications import Starlette
 
 from persistence.errors import StorageError
-from persistence.relational import migrate as migrate_relational
 from server.app import create_app, open_content_store
 from server.settings import Settings
 from server.transport import FanoutProtocol
@@ -82,6 +81,9 @@ def migrate(settings: Settings) -> int:
             await store.ensure_indexes()
         finally:
             await store.aclose()
+
+    # Imported here: SQLAlchemy and Alembic weigh tens of MB the server does not need yet.
+    from persistence.relational import migrate as migrate_relational
 
     try:
         applied = asyncio.run(migrate_relational(settings.relational_url))
