@@ -127,14 +127,20 @@ class Collab:
             conn.fail(ServerShuttingDown("server shutting down"))
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the ASGI app. Nothing starts until the lifespan runs."""
+def create_app(
+    settings: Settings | None = None, *, room_store: RoomStore | None = None
+) -> Starlette:
+    """Build the ASGI app. Nothing starts until the lifespan runs.
+
+    ``room_store`` replaces the store the settings name (tests inject failing stores); the
+    app then closes it at shutdown like its own.
+    """
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
-            store = await open_store(settings)
+            store = room_store if room_store is not None else await open_store(settings)
             stack.push_async_callback(store.aclose)
             content = await open_content_store(settings)
             stack.push_async_callback(content.aclose)

@@ -20,6 +20,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from loadtests.harness import ServerProcess
+from persistence.ports import RoomStore
 from server.app import Collab, create_app
 from server.cli import uvicorn_config
 from server.settings import Settings
@@ -71,11 +72,11 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     """
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
-    async def start(**overrides: Any) -> LiveServer:
+    async def start(*, room_store: RoomStore | None = None, **overrides: Any) -> LiveServer:
         values: dict[str, Any] = {"data_dir": tmp_path / f"data{len(running)}", "port": 0}
         values.update(overrides)
         settings = Settings(**values)
-        app = create_app(settings)
+        app = create_app(settings, room_store=room_store)
         config = uvicorn_config(app, settings)
         config.loop = "none"
         server = uvicorn.Server(config)

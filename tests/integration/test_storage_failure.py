@@ -1,0 +1,58 @@
+"""A journal that refuses writes: nothing unsaved is shown, clients are told (1011), and their
+edits arrive once storage is back and they reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+
+from loadtests.client import YClient
+from persistence.errors import StorageUnavailable
+from persistence.memory import MemoryRoomStore
+from persistence.ports import StoredRoom
+from tests.conftest import StartServer
+
+
+class FlakyStore(MemoryRoomStore):
+    """A memory store whose appends fail while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    def append(self, room: str, update: bytes) -> asyncio.Future[None]:
+        if not self.failing:
+            return super().append(room, update)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_exception(StorageUnavailable("disk on fire"))
+        return future
+
+    async def load(self, room: str) -> StoredRoom:
+        if self.failing:
+            raise StorageUnavailable("disk on fire")
+        return await super().load(room)
+
+
+async def test_failed_journal_write_closes_the_room_and_nothing_is_lost(
+    start_server: StartServer,
+) -> None:
+    store = FlakyStore()
+    server = await start_server(room_store=store)
+    writer = await YClient(server.ws_url, "flaky/s").__aenter__()
+    async with YClient(server.ws_url, "flaky/s") as reader:
+        await writer.insert(0, "saved ")
+        await reader.wait_for(lambda: str(reader.text) == "saved ")
+        store.failing = True
+        await writer.insert(len(writer.text), "unsaved")
+        # The update could not be journaled: it is never relayed, and the room closes.
+        assert await reader.wait_closed() == 1011
+        assert await writer.wait_closed() == 1011
+        assert str(reader.text) == "saved "
+        # While storage is down the room refuses to open rather than start empty.
+        refused = await YClient(server.ws_url, "flaky/s").connect()
+        assert await refused.wait_closed() == 1011
+    store.failing = False
+    # The writer's client still holds its edit and sends it when it reconnects.
+    back = YClient(server.ws_url, "flaky/s")
+    back.doc.apply_update(writer.doc.get_update())
+    async with back, YClient(server.ws_url, "flaky/s") as fresh:
+        await fresh.wait_for(lambda: str(fresh.text) == "saved unsaved")
