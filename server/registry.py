@@ -9,6 +9,7 @@ overwriting the stored document with an empty one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ class RoomRegistry:
         self._unload_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.rooms_loaded = 0
         self.rooms_unloaded = 0
+        self._retired: collections.Counter[str] = collections.Counter()
         self.on_change: Callable[[RoomName], None] | None = None
 
     # -- joining and leaving --------------------------------------------------------------
@@ -224,6 +226,7 @@ class RoomRegistry:
     def _on_room_failure(self, room: Room, exc: BaseException) -> None:
         if self._rooms.get(room.key) is room:
             del self._rooms[room.key]
+            self._retire(room)
         timer = self._unload_timers.pop(room.key, None)
         if timer is not None:
             timer.cancel()
@@ -270,6 +273,7 @@ class RoomRegistry:
         finally:
             if self._rooms.get(room.key) is room:
                 del self._rooms[room.key]
+                self._retire(room)
             del self._unloading[room.key]
             self.rooms_unloaded += 1
             done.set_result(None)
@@ -297,14 +301,24 @@ class RoomRegistry:
                     log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
         self._rooms.clear()
 
+    def _retire(self, room: Room) -> None:
+        """Keep an unloaded room's counters in the totals."""
+        self._retired["updates_applied_total"] += room.updates_applied
+        self._retired["updates_merged_total"] += room.updates_merged
+        self._retired["frames_broadcast_total"] += room.frames_broadcast
+
     def stats(self) -> dict[str, Any]:
+        """Gauges of the loaded rooms and totals since the server started."""
         rooms = self._rooms.values()
         return {
             "rooms": len(self._rooms),
             "connections": sum(len(room.connections) for room in rooms),
             "rooms_loaded_total": self.rooms_loaded,
             "rooms_unloaded_total": self.rooms_unloaded,
-            "updates_applied": sum(room.updates_applied for room in rooms),
-            "updates_merged": sum(room.updates_merged for room in rooms),
-            "frames_broadcast": sum(room.frames_broadcast for room in rooms),
+            "updates_applied_total": self._retired["updates_applied_total"]
+            + sum(room.updates_applied for room in rooms),
+            "updates_merged_total": self._retired["updates_merged_total"]
+            + sum(room.updates_merged for room in rooms),
+            "frames_broadcast_total": self._retired["frames_broadcast_total"]
+            + sum(room.frames_broadcast for room in rooms),
         }

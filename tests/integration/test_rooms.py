@@ -224,3 +224,20 @@ async def test_dead_socket_is_dropped_by_keepalive(start_server: StartServer) ->
         assert server.collab.registry.stats()["connections"] == 0
     finally:
         writer.close()
+
+
+async def test_healthz_totals_survive_room_unloads(start_server: StartServer) -> None:
+    server = await start_server(room_idle_seconds=0)
+    registry = server.collab.registry
+    unloaded = asyncio.create_task(registry.wait_unloaded("count/s"))
+    async with YClient(server.ws_url, "count/s") as writer:
+        await writer.insert(0, "a")
+        async with YClient(server.ws_url, "count/s") as peer:
+            await peer.wait_for(lambda: str(peer.text) == "a")
+    await asyncio.wait_for(unloaded, 10)
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(server.http_url + "/healthz")).json()
+    assert stats["rooms"] == 0
+    # The section's edit and the outline's creation entries, both rooms now unloaded.
+    assert stats["updates_applied_total"] >= 2
+    assert stats["frames_broadcast_total"] >= 1
