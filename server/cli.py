@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.applications import Starlette
 
-from persistence.errors import StorageError
+from persistence.errors import SchemaOutdated, StorageConflict, StorageError
+from server import admin
 from server.app import create_app, open_content_store
 from server.settings import Settings
 from server.transport import FanoutProtocol
@@ -52,6 +53,35 @@ def _parser() -> argparse.ArgumentParser:
         "defaults to an embedded SQLite file under the data directory. Safe to run again.",
     )
     migrate.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    user = commands.add_parser("user", help="manage users (add, list)")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_commands.add_parser("add", help="add a user")
+    add.add_argument("--email", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=admin.ROLES)
+    add.add_argument("--department")
+    add.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    listing = user_commands.add_parser("list", help="list users")
+    listing.add_argument("--role", choices=admin.ROLES)
+    listing.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    token = commands.add_parser("token", help="access tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    issue = token_commands.add_parser(
+        "issue",
+        help="print a signed access token for a user",
+        description="Print an HS256 token signed with COLLAB_JWT_SECRET (on an embedded "
+        "install without it, with the secret generated in the data directory).",
+    )
+    issue.add_argument("--user", required=True, metavar="EMAIL")
+    issue.add_argument("--ttl", default="24h", help="lifetime: 3600, 15m, 24h, 7d (24h)")
+    issue.add_argument(
+        "--doc",
+        action="append",
+        default=[],
+        metavar="DOCUMENT_ID",
+        help="limit the token to this document (repeatable); default: no limit",
+    )
+    issue.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     load = commands.add_parser(
         "load",
         help="drive a server with scripted clients (python -m loadtests)",
@@ -63,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("host", "port", "data_dir", "log_level", "storage")
+    names = ("host", "port", "data_dir", "log_level", "storage")  # given only by some commands
     overrides = {
         name: getattr(args, name) for name in names if getattr(args, name, None) is not None
     }
@@ -179,4 +209,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "migrate":
         return migrate(settings)
+    if args.command in ("user", "token"):
+        return _operator(args, settings)
     return serve(settings)
+
+
+def _operator(args: argparse.Namespace, settings: Settings) -> int:
+    """``collab user ...`` and ``collab token issue``: one call each, clear errors."""
+    name = f"collab {args.command}"
+    try:
+        if args.command == "token":
+            ttl = admin.parse_duration(args.ttl)
+            user, token = asyncio.run(admin.issue_token(settings, args.user, ttl, args.doc))
+            print(token)
+            print(f"{name}: token for {user.email}, valid {args.ttl}", file=sys.stderr)
+        elif args.user_command == "add":
+            added = asyncio.run(
+                admin.add_user(settings, args.email, args.name, args.role, args.department)
+            )
+            print(f"{added.id}\t{added.email}\t{added.role}")
+        else:
+            for listed in asyncio.run(admin.list_users(settings, args.role)):
+                print(f"{listed.id}\t{listed.email}\t{listed.name}\t{listed.role}\t{listed.status}")
+    except SchemaOutdated:
+        print(f"{name}: the database is not migrated: run 'collab migrate' first", file=sys.stderr)
+        return 1
+    except StorageConflict:
+        print(f"{name}: a user with that email already exists", file=sys.stderr)
+        return 1
+    except (ValueError, LookupError, PermissionError, StorageError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="MongoDB URL for the document content; unset: embedded SQLite under data_dir",
     )
     mongo_database: str = Field("collab", min_length=1, description="MongoDB database name")
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 secret for access tokens (>= 32 bytes); embedded: generated"
+    )
+    jwt_public_key: SecretStr | None = Field(
+        None, description="PEM public key to verify RS256 tokens issued elsewhere"
+    )
     postgres_url: str | None = Field(
         None,
         description="PostgreSQL URL for users, permissions, audit...; unset: embedded SQLite",
