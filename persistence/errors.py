@@ -38,3 +38,7 @@ class SchemaOutdated(StorageError):
 
     Run ``persistence.relational.migrate`` (``collab migrate``); retrying without it fails again.
     """
+
+
+class ValueTooLarge(StorageError, ValueError):
+    """A value exceeds the port's size limit (the caller's fault); nothing was written."""
