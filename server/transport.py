@@ -27,6 +27,8 @@ from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 
 DIRECT_HANDLER: Final = "collab.direct_websocket"
+# Messages a client may send while its room is still loading.
+MAX_PENDING_FRAMES: Final = 256
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,6 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         if handler is None or not handler.handles(path):
             super().handle_connect(event)
             return
-        self.request = event
         response = self.conn.accept(event)
         if response.status_code != 101:  # not a valid WebSocket handshake
             self._respond_and_close(response)
@@ -185,7 +186,12 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         if self._direct is not None:
             self._direct.on_frame(message)
         elif self._direct_pending is not None:
-            # Still joining: keep the frames in order (the client's sync step 1 is first).
+            # Still joining: keep the frames in order (the client's sync step 1 is first),
+            # but not without bound while a room takes its time to load.
+            if len(self._direct_pending) >= MAX_PENDING_FRAMES:
+                log.warning("closing 1013: %d messages before the room opened", MAX_PENDING_FRAMES)
+                self.close_now(1013, "overloaded: too many messages before the room opened")
+                return
             self._direct_pending.append(message)
 
     def handle_text(self, event: Any) -> None:

@@ -9,6 +9,7 @@ from loadtests.client import YClient
 from persistence.errors import StorageUnavailable
 from persistence.memory import MemoryRoomStore
 from persistence.ports import StoredRoom
+from protocol.ysync import QueryAwareness
 from tests.conftest import StartServer
 
 
@@ -56,3 +57,29 @@ async def test_failed_journal_write_closes_the_room_and_nothing_is_lost(
     back.doc.apply_update(writer.doc.get_update())
     async with back, YClient(server.ws_url, "flaky/s") as fresh:
         await fresh.wait_for(lambda: str(fresh.text) == "saved unsaved")
+
+
+class SlowStore(MemoryRoomStore):
+    """A memory store whose loads wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def load(self, room: str) -> StoredRoom:
+        await self.release.wait()
+        return await super().load(room)
+
+
+async def test_messages_while_a_room_loads_are_bounded(start_server: StartServer) -> None:
+    store = SlowStore()
+    server = await start_server(room_store=store)
+    flooder = await YClient(server.ws_url, "slow/s").connect()
+    patient = await YClient(server.ws_url, "slow/s").connect()
+    for _ in range(300):
+        await flooder.send(QueryAwareness())
+    assert await flooder.wait_closed() == 1013
+    store.release.set()
+    # The patient client's early messages were kept and answered once the room opened.
+    await asyncio.wait_for(patient.synced.wait(), 10)
+    await patient.close()
