@@ -1,0 +1,267 @@
+"""Throwaway Redis servers for the contract suites (a pytest plugin: ``pytest_plugins``).
+
+``redis_url`` gives the URL of the Redis the session's tests share:
+
+* ``COLLAB_TEST_REDIS_URL`` when it is set. Tests then never flush anything: each test
+  works under a key prefix of its own (``collab-test-<run>-<n>:``) and the session deletes
+  exactly the keys under ``collab-test-<run>-`` when it ends.
+* otherwise a ``redis-server`` of its own (``redis-server`` on PATH, or
+  ``COLLAB_TEST_REDIS_SERVER``) on a free port of 127.0.0.1, in a temporary directory, with
+  no RDB snapshots and AOF on with ``appendfsync always`` (as production runs it), killed
+  and removed when the session ends. Never the Redis on the default port.
+
+``redis_servers`` starts dedicated servers for one test (killed when it ends): the tests
+that restart Redis or need AOF off use them. Readiness is the "Ready to accept connections"
+line of the server's log (read from its stdout), not a sleep-and-poll. A session killed
+with -9 leaves its servers behind: the next session kills them (only processes whose
+command line names a ``collab-redis-*`` directory of a dead owner) and removes the
+directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+REDIS_URL_ENV = "COLLAB_TEST_REDIS_URL"
+RUN_ID = uuid.uuid4().hex[:8]
+RUN_PREFIX = f"collab-test-{RUN_ID}-"
+ROOT_PREFIX = "collab-redis-"
+OWNER_FILE = "owner.pid"
+SERVER_PID_FILE = "server.pid"
+START_TIMEOUT = 20.0
+READY_LINE = "Ready to accept connections"
+
+_prefix_count = 0
+
+
+def next_prefix() -> str:
+    """A key prefix no other test of any run uses."""
+    global _prefix_count
+    _prefix_count += 1
+    return f"{RUN_PREFIX}{_prefix_count}:"
+
+
+def redis_binary() -> str | None:
+    configured = os.environ.get("COLLAB_TEST_REDIS_SERVER")
+    if configured:
+        return configured
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ThrowawayRedis:
+    """A ``redis-server`` child process with its data in ``root``; restartable in place."""
+
+    def __init__(self, binary: str, root: Path, *, aof: bool = True) -> None:
+        self.binary = binary
+        self.root = root
+        self.aof = aof
+        self.port = 0
+        self._process: subprocess.Popen[str] | None = None
+        self._drain: threading.Thread | None = None
+        self._log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        return [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.root),
+            "--save", "",
+            "--appendonly", "yes" if self.aof else "no",
+            "--appendfsync", "always",
+            "--daemonize", "no",
+            "--logfile", "",
+            "--pidfile", str(self.root / SERVER_PID_FILE),
+        ]  # fmt: skip
+
+    def _launch(self) -> bool:
+        """Start the server and wait for its ready line; False if it exited first."""
+        process = subprocess.Popen(
+            self._command(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self._process = process
+        settled = threading.Event()  # ready, or exited
+        accepted: list[bool] = []
+
+        def drain() -> None:
+            # Reads the log until the server exits, so its pipe never fills up.
+            assert process.stdout is not None
+            with process.stdout:
+                for line in process.stdout:
+                    self._log.append(line)
+                    if READY_LINE in line:
+                        accepted.append(True)
+                        settled.set()
+            settled.set()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        if not settled.wait(START_TIMEOUT):
+            self.kill()
+            raise RuntimeError(f"redis-server not ready in {START_TIMEOUT}s:\n{self.log()}")
+        return bool(accepted)
+
+    def start(self) -> None:
+        (self.root / OWNER_FILE).write_text(str(os.getpid()))
+        for _ in range(3):  # the free port may be taken between probing and binding
+            self.port = _free_port()
+            if self._launch():
+                return
+        raise RuntimeError(f"redis-server did not start:\n{self.log()}")
+
+    def restart(self) -> None:
+        """Start again on the same port and directory (it reloads its AOF)."""
+        if not self._launch():
+            raise RuntimeError(f"redis-server did not restart:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL, like a crash: only what was fsynced to the AOF survives."""
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait(START_TIMEOUT)
+        if self._drain is not None:
+            self._drain.join(START_TIMEOUT)  # it closes the pipe at end of file
+        self._process = None
+        self._drain = None
+
+    def stop(self) -> None:
+        try:
+            self.kill()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def log(self) -> str:
+        return "".join(self._log[-40:])
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap_stale_servers() -> None:
+    """Kill the servers of dead test sessions (checked by command line) and remove their
+    directories; servers of sessions still running are left alone."""
+    for root in Path(tempfile.gettempdir()).glob(f"{ROOT_PREFIX}*"):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _process_alive(owner):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((root / SERVER_PID_FILE).read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if any(b"redis-server" in part for part in cmdline) and str(root).encode() in cmdline:
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_throwaway(*, aof: bool = True) -> ThrowawayRedis:
+    binary = redis_binary()
+    if binary is None:
+        pytest.fail(
+            "no redis-server found: install Redis, set COLLAB_TEST_REDIS_SERVER, or set "
+            f"{REDIS_URL_ENV} (the restart and AOF-off tests still need redis-server)"
+        )
+    server = ThrowawayRedis(binary, Path(tempfile.mkdtemp(prefix=ROOT_PREFIX)), aof=aof)
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _delete_run_keys(url: str) -> None:
+    """Delete exactly the keys this run wrote on a shared server (by prefix)."""
+    client = redis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{RUN_PREFIX}*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of the Redis this session's tests share (see the module docstring)."""
+    configured = os.environ.get(REDIS_URL_ENV)
+    if configured:
+        try:
+            yield configured
+        finally:
+            _delete_run_keys(configured)
+        return
+    _reap_stale_servers()
+    server = start_throwaway(aof=True)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_key_prefix() -> str:
+    """A key prefix of this test's own (``collab-test-<run>-<n>:``)."""
+    return next_prefix()
+
+
+StartRedis = Callable[..., ThrowawayRedis]
+
+
+@pytest.fixture
+def redis_servers() -> Iterator[StartRedis]:
+    """Factory: ``redis_servers(aof=...)`` starts a dedicated server for this test."""
+    started: list[ThrowawayRedis] = []
+
+    def start(*, aof: bool = True) -> ThrowawayRedis:
+        server = start_throwaway(aof=aof)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
