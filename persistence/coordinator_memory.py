@@ -35,7 +35,9 @@ from persistence.coordinator_values import (
     JournalEntry,
     Lock,
     Presence,
+    check_connection,
     check_count,
+    check_join,
     check_section,
     check_timeout,
     check_token,
@@ -106,12 +108,7 @@ class MemoryPresence:
         connection_id: str,
         ttl: float,
     ) -> Presence:
-        check_document_id(document_id)
-        check_section(section_id)
-        check_token(user_id, "user id")
-        check_token(node_id, "node id")
-        check_token(connection_id, "connection id")
-        ttl = check_ttl(ttl)
+        ttl = check_join(document_id, section_id, user_id, node_id, connection_id, ttl)
         now = self._shared.now()
         self._revive(node_id, now, ttl)
         entry = Presence(document_id, section_id, user_id, node_id, connection_id, now)
@@ -122,8 +119,7 @@ class MemoryPresence:
 
     async def leave(self, document_id: str, node_id: str, connection_id: str) -> bool:
         check_document_id(document_id)
-        check_token(node_id, "node id")
-        check_token(connection_id, "connection id")
+        check_connection(node_id, connection_id)
         self._shared.now()
         entries = self.entries.get(document_id, {})
         removed = entries.pop((node_id, connection_id), None) is not None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from crdt.ids import check_section_id
+from crdt.ids import check_document_id, check_section_id
 from persistence.errors import StorageCorrupted, ValueTooLarge
 
 JsonObject = dict[str, Any]
@@ -245,3 +245,25 @@ def decode_object(data: bytes | str, what: str) -> JsonObject:
     if not isinstance(value, dict):
         raise StorageCorrupted(f"stored {what} is not a JSON object")
     return value
+
+
+def check_join(
+    document_id: str,
+    section_id: str | None,
+    user_id: str,
+    node_id: str,
+    connection_id: str,
+    ttl: float,
+) -> float:
+    """Check the arguments of ``presence.join`` (every adapter); returns the checked ttl."""
+    check_document_id(document_id)
+    check_section(section_id)
+    check_token(user_id, "user id")
+    check_connection(node_id, connection_id)
+    return check_ttl(ttl)
+
+
+def check_connection(node_id: str, connection_id: str) -> None:
+    """Check a (node, connection) pair, the key of a presence entry."""
+    check_token(node_id, "node id")
+    check_token(connection_id, "connection id")

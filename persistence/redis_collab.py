@@ -18,6 +18,8 @@ from persistence.coordinator_values import (
     Cursor,
     Lock,
     Presence,
+    check_connection,
+    check_join,
     check_section,
     check_token,
     check_ttl,
@@ -77,12 +79,7 @@ class RedisPresence:
         connection_id: str,
         ttl: float,
     ) -> Presence:
-        check_document_id(document_id)
-        check_section(section_id)
-        check_token(user_id, "user id")
-        check_token(node_id, "node id")
-        check_token(connection_id, "connection id")
-        ttl = check_ttl(ttl)
+        ttl = check_join(document_id, section_id, user_id, node_id, connection_id, ttl)
         now = self._link.clock()
         entry = Presence(document_id, section_id, user_id, node_id, connection_id, now)
         value = encode_json(
@@ -105,8 +102,7 @@ class RedisPresence:
 
     async def leave(self, document_id: str, node_id: str, connection_id: str) -> bool:
         check_document_id(document_id)
-        check_token(node_id, "node id")
-        check_token(connection_id, "connection id")
+        check_connection(node_id, connection_id)
         args = [self._link.prefix, node_id, connection_id, document_id]
         keys = _doc_keys(self._link, document_id)
         return bool(await self._link.run("PRESENCE_LEAVE", "presence leave", keys, args))
