@@ -53,6 +53,7 @@ class Snapshotter:
         self._idle = idle
         self._max_wait = max_wait
         self._first_change: dict[str, float] = {}
+        self._last_change: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self.snapshots_written = 0
@@ -61,15 +62,28 @@ class Snapshotter:
         self.after_write: Callable[[str], Awaitable[None]] | None = None
 
     def touched(self, document_id: str) -> None:
-        """A room of ``document_id`` changed: (re)arm its debounce timer. Never blocks."""
+        """A room of ``document_id`` changed. Called for every edit: it only notes the time,
+        and arms one timer per dirty document (not one per keystroke). Never blocks."""
         now = time.monotonic()
-        first = self._first_change.setdefault(document_id, now)
-        delay = min(self._idle, max(0.0, first + self._max_wait - now))
-        timer = self._timers.pop(document_id, None)
-        if timer is not None:
-            timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[document_id] = loop.call_later(delay, self._start, document_id)
+        self._last_change[document_id] = now
+        self._first_change.setdefault(document_id, now)
+        if document_id not in self._timers:
+            loop = asyncio.get_running_loop()
+            delay = min(self._idle, self._max_wait)
+            self._timers[document_id] = loop.call_later(delay, self._due, document_id)
+
+    def _due(self, document_id: str) -> None:
+        """The timer fired: write now if idle long enough (or waited too long), else re-arm."""
+        now = time.monotonic()
+        due = min(
+            self._last_change.get(document_id, now) + self._idle,
+            self._first_change.get(document_id, now) + self._max_wait,
+        )
+        if due > now:
+            loop = asyncio.get_running_loop()
+            self._timers[document_id] = loop.call_later(due - now, self._due, document_id)
+            return
+        self._start(document_id)
 
     def _start(self, document_id: str) -> None:
         self._timers.pop(document_id, None)
@@ -84,6 +98,7 @@ class Snapshotter:
 
     async def _write(self, document_id: str) -> None:
         started = self._first_change.pop(document_id, None)
+        self._last_change.pop(document_id, None)
         try:
             await self.write_now(document_id)
             if self.after_write is not None:

@@ -53,3 +53,30 @@ async def test_snapshot_reads_unloaded_sections_from_storage(start_server: Start
     stored = await collab.content.get("business_documents", "memo")
     assert stored is not None
     assert [s["content"] for s in stored["content"]["sections"]] == ["first section", "second"]
+
+
+async def test_continuous_typing_is_snapshotted_after_max_wait(start_server: StartServer) -> None:
+    """Idle never comes while someone types; max-wait still bounds how stale content gets."""
+    server = await start_server(snapshot_idle_seconds=30, snapshot_max_wait_seconds=0.2)
+    collab = server.collab
+    written = asyncio.Event()
+
+    async def note(document_id: str) -> None:
+        written.set()
+
+    collab.snapshots.after_write = note
+    async with YClient(server.ws_url, "busy/s") as editor:
+
+        async def type_steadily() -> None:
+            while True:  # an edit every 10 ms: never idle for 30 s
+                await editor.insert(0, "x")
+                await asyncio.sleep(0.01)
+
+        typing = asyncio.create_task(type_steadily())
+        try:
+            await asyncio.wait_for(written.wait(), 10)
+        finally:
+            typing.cancel()
+    stored = await collab.content.get("business_documents", "busy")
+    assert stored is not None
+    assert stored["content"]["sections"][0]["content"].startswith("x")
