@@ -25,6 +25,9 @@ from server.app import Collab, create_app
 from server.cli import uvicorn_config
 from server.settings import Settings
 
+# Throwaway PostgreSQL and Redis servers, for every test folder.
+pytest_plugins = ("tests.services.postgres", "tests.services.redis")
+
 
 @pytest.fixture(scope="session")
 def collab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:

@@ -37,7 +37,6 @@ from persistence.coordinator_values import (
 from persistence.errors import StorageClosed, ValueTooLarge
 from persistence.redis import RedisCoordinator
 
-pytest_plugins = ("tests.contract.redis_server",)
 pytestmark = pytest.mark.timeout(30)
 
 SHORT = 0.5  # a TTL that expires within the test (real seconds for Redis)

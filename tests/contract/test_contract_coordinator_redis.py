@@ -3,7 +3,7 @@ values, AOF reporting, unreachable servers and a Redis crash while appending.
 
 The key-layout and corruption tests run on the session's Redis under a key prefix of their
 own; the restart and AOF tests start dedicated ``redis-server`` processes (see
-``redis_server.py``), because they kill or reconfigure the server.
+``tests/services/redis.py``), because they kill or reconfigure the server.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from persistence.errors import StorageCorrupted, StorageUnavailable
 from persistence.redis import RedisCoordinator
 
 if TYPE_CHECKING:
-    from tests.contract.redis_server import StartRedis
+    from tests.services.redis import StartRedis
 
-pytest_plugins = ("tests.contract.redis_server",)
 pytestmark = pytest.mark.timeout(30)
 
 HOUR_MS = 3_600_000

@@ -26,7 +26,7 @@ from persistence.relational import (
     UserChanges,
     UserQuery,
 )
-from tests.contract.conftest import T0, Relational
+from tests.services.postgres import T0, Relational
 
 HOUR = timedelta(hours=1)
 # Strings that would change a query's meaning if they were spliced into SQL.

@@ -49,7 +49,7 @@ from persistence.relational.schema import notifications as notifications_table
 from persistence.relational.schema import permissions as permissions_table
 from persistence.relational.schema import roles as roles_table
 from persistence.relational.schema import users as users_table
-from tests.contract.conftest import RELATIONAL_BACKENDS, T0, Relational
+from tests.services.postgres import RELATIONAL_BACKENDS, T0, Relational
 
 SCHEMA_INDEXES = {
     "audit_logs": {"idx_user_action_created", "idx_resource_created"},

@@ -1,4 +1,4 @@
-"""Fixtures of the contract suites: a throwaway PostgreSQL server for the session.
+"""Fixtures for tests that need PostgreSQL: a throwaway server for the session.
 
 ``postgres_server`` gives the URL of a PostgreSQL server the tests may create databases on:
 
