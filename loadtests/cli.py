@@ -8,9 +8,11 @@ complete (a worker crashed, the server could not be started).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -96,6 +98,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="allow a target that is not on the loopback interface",
     )
+    parser.add_argument(
+        "--token-env",
+        metavar="VAR",
+        default="COLLAB_LOAD_TOKEN",
+        help="environment variable holding the access token the clients present "
+        "(default COLLAB_LOAD_TOKEN; unset: no token, for --start-server or an insecure-dev "
+        "server); kept out of the command line and the scenario file",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
@@ -138,6 +148,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         scenario = load_scenario(args.scenario, parse_overrides(args.overrides))
+        token = os.environ.get(args.token_env)
+        if token:
+            query = f"token={urllib.parse.quote(token, safe='')}"
+            scenario = dataclasses.replace(
+                scenario, query=f"{scenario.query}&{query}" if scenario.query else query
+            )
         url = None if args.start_server else check_target(args.url, allow_remote=args.allow_remote)
         _check_options(args)
         if args.generator_cpus:

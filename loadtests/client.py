@@ -33,8 +33,19 @@ from protocol.ysync import (
 class YClient:
     """One connection to one room, with its own pycrdt document (root text ``content``)."""
 
-    def __init__(self, base_url: str, room: str, *, query: str = "") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        room: str,
+        *,
+        query: str = "",
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if token is not None:
+            query = f"{query}&token={token}" if query else f"token={token}"
         self.url = f"{base_url}/{room}" + (f"?{query}" if query else "")
+        self.headers = headers or {}
         self.room = room
         self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self.text = self.doc.get("content", type=pycrdt.Text)
@@ -65,7 +76,10 @@ class YClient:
     async def connect(self, timeout: float = 10.0) -> YClient:
         """Open the socket and send sync step 1; ``synced`` is set on the server's step 2."""
         self._ws = await asyncio.wait_for(
-            websockets.connect(self.url, max_size=None, compression=None), timeout
+            websockets.connect(
+                self.url, max_size=None, compression=None, additional_headers=self.headers
+            ),
+            timeout,
         )
         self._reader = asyncio.create_task(self._read(), name=f"reader {self.url}")
         with contextlib.suppress(websockets.ConnectionClosed):

@@ -17,9 +17,19 @@ from types import TracebackType
 _LISTENING = re.compile(r"collab listening on http://(?P<host>[^ ]+):(?P<port>\d+)")
 
 
+BENCH_ENV = {
+    "COLLAB_INSECURE_DEV": "true",
+    "COLLAB_RATE_MESSAGES_PER_SECOND": "10000000",
+    "COLLAB_RATE_CONNECTS_PER_MINUTE": "10000000",
+    "COLLAB_RATE_REQUESTS_PER_MINUTE": "10000000",
+}
+
+
 class ServerProcess:
     """A collab server in a child process, its log lines kept in memory.
 
+    The server runs in insecure-dev mode with rate limits out of the way (a benchmark's
+    thousands of clients are all the one development user) unless ``env`` says otherwise.
     ``start()`` returns once ``/healthz`` answers. Use as a context manager, or call
     ``stop()`` (SIGTERM, then SIGKILL after ``timeout``) / ``kill()`` (SIGKILL at once).
     """
@@ -35,7 +45,7 @@ class ServerProcess:
     ) -> None:
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
-        self.env = env or {}
+        self.env = {**BENCH_ENV, **(env or {})}
         self.requested_port = port
         self.cpu = cpu
         self.port = 0

@@ -12,7 +12,14 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from persistence.relational import NewUser, User, UserQuery, open_relational
+from persistence.relational import (
+    NewUser,
+    RelationalStores,
+    User,
+    UserQuery,
+    migrate,
+    open_relational,
+)
 from server.auth import MIN_SECRET_BYTES, TokenService
 from server.settings import Settings
 
@@ -53,18 +60,42 @@ def token_service(settings: Settings) -> TokenService:
     return TokenService(secret=token_secret(settings), public_key=public_key)
 
 
+async def open_stores(settings: Settings) -> RelationalStores:
+    """The relational stores; the embedded database is migrated first (it is ours), a
+    PostgreSQL one must have been migrated with ``collab migrate``."""
+    if not settings.postgres_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await migrate(settings.relational_url)
+    return await open_relational(settings.relational_url)
+
+
+def first_admin_hint(settings: Settings) -> str:
+    """What an operator runs to get the first admin token of a fresh install."""
+    where = (
+        ""
+        if settings.data_dir == Settings.model_fields["data_dir"].default
+        else (f" --data-dir {settings.data_dir}")
+    )
+    return (
+        "No admin user exists yet. Create one and get a token to sign in with:\n"
+        f"  collab user add{where} --email you@example.com --name 'Your Name' --role admin\n"
+        f"  collab token issue{where} --user you@example.com --ttl 24h\n"
+        "(or run with --insecure-dev for a local development server without tokens)"
+    )
+
+
 async def add_user(
     settings: Settings, email: str, name: str, role: str, department: str | None
 ) -> User:
     """Add a user; ValueError for bad fields, StorageConflict for a taken email."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    async with await open_relational(settings.relational_url) as stores:
+    async with await open_stores(settings) as stores:
         return await stores.users.add(NewUser(email, name, role, department))
 
 
 async def list_users(settings: Settings, role: str | None) -> list[User]:
-    async with await open_relational(settings.relational_url) as stores:
+    async with await open_stores(settings) as stores:
         users: list[User] = []
         offset = 0
         while True:
@@ -80,7 +111,7 @@ async def issue_token(
 ) -> tuple[User, str]:
     """A token for the active user ``email``; LookupError if there is no such user,
     PermissionError if the user is not active."""
-    async with await open_relational(settings.relational_url) as stores:
+    async with await open_stores(settings) as stores:
         user = await stores.users.get_by_email(email)
     if user is None:
         raise LookupError(f"no user with email {email!r} (add one with: collab user add)")

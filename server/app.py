@@ -7,28 +7,46 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psutil
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
 from persistence.content import ContentStore
+from persistence.errors import StorageConflict, StorageError
 from persistence.memory import MemoryRoomStore
 from persistence.ports import RoomStore
+from persistence.relational import AuditEntry, DataAccessEntry
 from persistence.sqlite import SqliteRoomStore
 from persistence.sqlite_content import SqliteContentStore
-from server.connection import Connection
-from server.errors import ServerShuttingDown
+from protocol.ysync import AuthPermissionDenied, encode
+from server.access import DOCUMENTS, AccessControl, Right, may_create
+from server.api import api_routes
+from server.api.common import exception_handlers
+from server.auth import AuthError
+from server.authn import Principal
+from server.connection import Connection, Frame
+from server.errors import (
+    CollabError,
+    PermissionDenied,
+    RateLimited,
+    RoomNotFound,
+    ServerShuttingDown,
+)
+from server.guard import Guard
+from server.limits import MessageLimiter
 from server.registry import RoomRegistry
 from server.revisions import Revisions
-from server.sessions import WS_PREFIX, Refusal, Session, admit
+from server.services import Services, open_services
+from server.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.settings import Settings
-from server.snapshots import Snapshotter
+from server.snapshots import Snapshotter, new_document
 from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
@@ -77,11 +95,21 @@ class Collab:
         store: RoomStore,
         content: ContentStore,
         tasks: asyncio.TaskGroup,
+        services: Services,
     ) -> None:
         self.settings = settings
         self.store = store
         self.content = content
+        self.relational = services.relational
+        self.coordinator = services.coordinator
+        self.authn = services.authn
+        self.audit = services.audit
+        self.edits = services.edits
+        self.access = AccessControl(
+            content, services.relational.permissions, ttl=settings.access_cache_seconds
+        )
         self.registry = RoomRegistry(store, settings, tasks)
+        self.registry.on_edit = self._count_edit
         self.snapshots = Snapshotter(
             content,
             store,
@@ -100,14 +128,58 @@ class Collab:
         )
         self.snapshots.after_write = self.revisions.on_snapshot
         self.connections: set[Connection] = set()
+        self.guard = Guard(self)
+        self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()
         self.process = psutil.Process()
         self.accepting = True
+        self._limits = {
+            "edit": (settings.rate_messages_per_second * 10, 10.0),
+            "connect": (settings.rate_connects_per_minute, 60.0),
+            "rest": (settings.rate_requests_per_minute, 60.0),
+        }
 
-    async def open_session(self, room: RoomName, conn: Connection) -> Session | None:
-        """Register the connection and join its room (None: it was closed with the error)."""
+    def admit(
+        self, path: str, query: str, headers: dict[str, str], client: str | None
+    ) -> Admission | Refusal:
+        return admit(
+            path,
+            query,
+            headers,
+            accepting=self.accepting,
+            authn=self.authn,
+            allowed_origins=self.settings.allowed_origins,
+            client=client,
+        )
+
+    async def limit(self, principal: Principal, action: str) -> None:
+        """Count one ``action`` of the user; RateLimited when over the limit."""
+        limit, window = self._limits[action]
+        decision = await self.coordinator.rate_limits.hit(principal.user_id, action, limit, window)
+        if not decision.allowed:
+            raise RateLimited(
+                f"more than {limit} {action} actions in {window:g} s; retry in "
+                f"{decision.retry_after:.1f} s",
+                decision.retry_after,
+            )
+
+    async def open_session(self, admission: Admission, conn: Connection) -> Session | None:
+        """Authenticate, authorize, register the connection and join its room (None: it
+        was closed with the error)."""
+        try:
+            principal = await self.authn.principal(
+                admission.identity, ip=admission.ip, user_agent=admission.user_agent
+            )
+            await self.limit(principal, "connect")
+            right = await self._join_right(principal, admission.room)
+        except (CollabError, AuthError, StorageError) as exc:
+            conn.fail(exc)
+            return None
+        conn.principal = principal
+        conn.right = right
+        conn.read_only = right < Right.EDIT
         self.connections.add(conn)
-        session = await Session.open(self.registry, room, conn)
+        session = await Session.open(self.registry, admission.room, conn, self.messages)
         if session is None:
             self.connections.discard(conn)
             return None
@@ -119,7 +191,89 @@ class Collab:
                 chained(closing)
 
         conn.on_close = on_close
+        if conn.read_only:
+            conn.send(Frame(encode(AuthPermissionDenied("read-only: you may not edit"))))
+        self.audit.access(
+            DataAccessEntry(
+                user_id=principal.uuid,
+                document_id=admission.room.document_id,
+                access_type="join",
+                data_sensitivity=await self._sensitivity(admission.room.document_id),
+            )
+        )
         return session
+
+    async def _join_right(self, principal: Principal, room: RoomName) -> Right:
+        document_id = room.document_id
+        facts = await self.access.document(document_id)
+        if facts is None:
+            # No record yet: joining creates the document, if this user may create them.
+            if not (self.settings.create_on_join and may_create(principal.subject)):
+                raise RoomNotFound(
+                    f"document {document_id} does not exist"
+                    + ("" if self.settings.create_on_join else " (creation on join is off)")
+                )
+            await self.create_document(document_id, principal)
+        right = await self.access.right(principal.subject, document_id)
+        if right < Right.VIEW:
+            raise PermissionDenied(f"you may not view document {document_id}")
+        return right
+
+    async def create_document(
+        self, document_id: str, principal: Principal, fields: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store the record of a new document owned by ``principal``; StorageConflict when
+        the id is taken."""
+        now = datetime.now(UTC)
+        record = new_document(document_id, await self.snapshots.render(document_id), now)
+        record.update(
+            owner=principal.user_id,
+            createdBy=principal.user_id,
+            updatedBy=principal.user_id,
+            contributors=[],
+            permissions={"view": [], "edit": [], "comment": []},
+        )
+        record.update(fields or {})
+        try:
+            stored = await self.content.insert(DOCUMENTS, record)
+        except StorageConflict:
+            if fields is not None:
+                raise
+            existing = await self.content.get(DOCUMENTS, document_id)
+            if existing is None:
+                raise
+            return dict(existing)
+        finally:
+            self.access.forget(document_id)
+        self.audit.record(
+            AuditEntry(
+                user_id=principal.uuid,
+                action="create",
+                resource_type="business_document",
+                resource_id=document_id,
+                changes={"title": record.get("title")},
+                ip_address=principal.ip,
+                user_agent=principal.user_agent,
+            )
+        )
+        return dict(stored)
+
+    async def _sensitivity(self, document_id: str) -> str | None:
+        facts = await self.access.document(document_id)  # cached since the join checked it
+        return facts.sensitivity if facts is not None else None
+
+    def _count_edit(self, conn: Connection, name: RoomName, inserted: int, deleted: int) -> None:
+        principal = conn.principal
+        if principal is not None:
+            self.edits.count(
+                principal.uuid,
+                name.document_id,
+                name.section_id,
+                inserted=inserted,
+                deleted=deleted,
+                ip=principal.ip,
+                user_agent=principal.user_agent,
+            )
 
     def shutdown_sockets(self) -> None:
         self.accepting = False
@@ -140,19 +294,28 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
+            services = await open_services(settings, stack)
             store = room_store if room_store is not None else await open_store(settings)
             stack.push_async_callback(store.aclose)
             content = await open_content_store(settings)
             stack.push_async_callback(content.aclose)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            collab = Collab(settings, store, content, tasks)
+            collab = Collab(settings, store, content, tasks, services)
             app.state.collab = collab
-            log.info("collab ready (storage=%s, data_dir=%s)", settings.storage, settings.data_dir)
+            collab.guard.start(tasks)
+            log.info(
+                "collab ready (storage=%s, data_dir=%s, relational=%s, coordinator=%s)",
+                settings.storage,
+                settings.data_dir,
+                services.relational.backend,
+                "redis" if settings.redis_url else "in-process",
+            )
             try:
                 # uvicorn hands this state to every connection's protocol: that is how our
                 # WebSocket protocol finds the direct path's handler.
                 yield {"collab": collab, DIRECT_HANDLER: DirectWebSockets(collab)}
             finally:
+                collab.guard.stop()
                 collab.shutdown_sockets()
                 await collab.registry.close()
                 await collab.snapshots.flush()
@@ -161,8 +324,10 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             WebSocketRoute("/ws/{room:path}", websocket_endpoint),
+            Mount("/api", routes=api_routes()),
         ],
         lifespan=lifespan,
+        exception_handlers=exception_handlers(),
     )
     return app
 
@@ -193,30 +358,34 @@ class DirectWebSockets:
     def handles(self, path: str) -> bool:
         return path.startswith(WS_PREFIX)
 
-    def refuse(self, path: str, query: str) -> tuple[int, dict[str, Any]] | None:
-        decision = admit(path, query, accepting=self._collab.accepting)
+    def admit(
+        self, path: str, query: str, headers: dict[str, str], client: str | None
+    ) -> tuple[int, dict[str, Any]] | Admission:
+        decision = self._collab.admit(path, query, headers, client)
         if isinstance(decision, Refusal):
             return decision.status, problem_body(decision.status, decision.title, decision.detail)
-        return None
+        return decision
 
-    async def open(self, path: str, query: str, writer: FanoutWriter) -> Session | None:
-        decision = admit(path, query, accepting=self._collab.accepting)
-        if isinstance(decision, Refusal):  # the server began shutting down meanwhile
-            writer.close(1012, decision.title)
+    async def open(self, ticket: Admission, writer: FanoutWriter) -> Session | None:
+        collab = self._collab
+        if not collab.accepting:  # the server began shutting down meanwhile
+            writer.close(1012, "server restarting")
             return None
         conn = Connection(
-            str(decision.room),
-            max_buffered_bytes=self._collab.settings.max_buffered_bytes,
+            str(ticket.room),
+            max_buffered_bytes=collab.settings.max_buffered_bytes,
             fast=writer,
-            app_events=decision.app_events,
+            app_events=ticket.app_events,
         )
-        return await self._collab.open_session(decision.room, conn)
+        return await collab.open_session(ticket, conn)
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """The ASGI route to the rooms, for servers without our protocol (and TestClient)."""
     collab: Collab = websocket.app.state.collab
-    decision = admit(websocket.url.path, websocket.url.query, accepting=collab.accepting)
+    headers = {k.lower(): v for k, v in websocket.headers.items()}
+    client = websocket.client.host if websocket.client is not None else None
+    decision = collab.admit(websocket.url.path, websocket.url.query, headers, client)
     if isinstance(decision, Refusal):
         await websocket.send_denial_response(
             problem(decision.status, decision.title, decision.detail)
@@ -231,7 +400,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     async with asyncio.TaskGroup() as tasks:
         writer = tasks.create_task(conn.run_writer(), name=f"writer {conn.id}")
-        session = await collab.open_session(decision.room, conn)
+        session = await collab.open_session(decision, conn)
         try:
             while True:
                 message = await websocket.receive()

@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
     serve.add_argument(
+        "--insecure-dev",
+        action="store_const",
+        const=True,
+        help="DEVELOPMENT ONLY: accept requests without a token, as a local admin "
+        "(COLLAB_INSECURE_DEV); never where anyone else can reach the server",
+    )
+    serve.add_argument(
         "--storage",
         choices=["sqlite", "memory"],
         help="sqlite: durable embedded store (default); memory: nothing survives a restart",
@@ -93,7 +100,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("host", "port", "data_dir", "log_level", "storage")  # given only by some commands
+    names = (
+        "host",
+        "port",
+        "data_dir",
+        "log_level",
+        "storage",
+        "insecure_dev",
+    )  # given only by some commands
     overrides = {
         name: getattr(args, name) for name in names if getattr(args, name, None) is not None
     }

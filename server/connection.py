@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, encode
+from server.authn import Principal
 from server.errors import UNEXPECTED, ServerShuttingDown, SlowConsumer, classify, close_reason
 from server.transport import FanoutWriter, binary_frame
 
@@ -69,7 +70,9 @@ class Connection:
         "awareness_clocks",
         "id",
         "on_close",
+        "principal",
         "read_only",
+        "right",
         "room_name",
         "updates_received",
     )
@@ -83,6 +86,7 @@ class Connection:
         websocket: WebSocket | None = None,
         app_events: bool = False,
         read_only: bool = False,
+        principal: Principal | None = None,
     ) -> None:
         """Give ``fast`` (direct path) or ``websocket`` (ASGI fallback, drained by
         :meth:`run_writer`)."""
@@ -92,6 +96,8 @@ class Connection:
         self.room_name = room_name
         self.app_events = app_events
         self.read_only = read_only
+        self.principal = principal
+        self.right = 0  # the server.access.Right the connection was last granted
         self.awareness_clocks: dict[int, int] = {}
         self.updates_received = 0
         self._websocket = websocket

@@ -12,6 +12,7 @@ from crdt.errors import InvalidUpdate
 from crdt.ids import InvalidRoomName
 from persistence.errors import StorageError
 from protocol.errors import MalformedMessage, MessageTooLarge
+from server.auth import AuthError
 
 
 class CollabError(Exception):
@@ -42,6 +43,18 @@ class ServerShuttingDown(CollabError):
     """The server is restarting; reconnect later."""
 
 
+class RateLimited(CollabError):
+    """Too many actions of one kind by one user; ``retry_after`` seconds until allowed."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermissionDenied(CollabError):
+    """The user is known but lacks the right this needs (HTTP 403, close 4403)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorKind:
     close_code: int
@@ -56,6 +69,9 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (InvalidUpdate, ErrorKind(1007, 400, "invalid CRDT update")),
     (UnsupportedData, ErrorKind(1003, 400, "unsupported data")),
     (InvalidRoomName, ErrorKind(4400, 400, "invalid room name")),
+    (AuthError, ErrorKind(4401, 401, "unauthenticated")),
+    (PermissionDenied, ErrorKind(4403, 403, "forbidden")),
+    (RateLimited, ErrorKind(4429, 429, "too many requests")),
     (RoomNotFound, ErrorKind(4404, 404, "room not found")),
     (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
     (StorageError, ErrorKind(1011, 503, "storage unavailable")),

@@ -50,6 +50,8 @@ class RoomRegistry:
         self.rooms_unloaded = 0
         self._retired: collections.Counter[str] = collections.Counter()
         self.on_change: Callable[[RoomName], None] | None = None
+        # Called after a client's update changed a room: (connection, room, inserted, deleted).
+        self.on_edit: Callable[[Connection, RoomName, int, int], None] | None = None
 
     # -- joining and leaving --------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class RoomRegistry:
             on_failure=self._on_room_failure,
             on_tainted=self._on_room_tainted,
             on_change=self._changed,
+            on_edit=self.on_edit,
             journal_length=journal_length,
         )
 

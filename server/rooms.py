@@ -14,6 +14,7 @@ no trace and the other clients only notice a short delay.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from crdt.document import RoomDoc
 from crdt.errors import CrdtError, InvalidUpdate
 from crdt.ids import RoomName
 from crdt.origins import ClientOrigin, ServerOrigin
+from crdt.section import TextTally
 from persistence.errors import StorageError
 from persistence.ports import RoomStore
 from protocol import awareness as awareness_codec
@@ -68,6 +70,26 @@ def _send_ack(conn: Connection, updates: int) -> None:
     conn.send_event(AppEvent("ack", {"updates": updates}))
 
 
+_IDENTITY_KEYS = ("id", "userId", "email")
+
+
+def _claims_own_identity(state: str, conn: Connection) -> bool:
+    """Whether an awareness state's ``user`` field, if it names a user (``id``, ``userId``
+    or ``email``), names the connection's own user. States without such a field (a name and
+    a colour, as y-websocket demos send) pass: the server knows who each connection is."""
+    principal = conn.principal
+    if principal is None or '"user"' not in state:
+        return True
+    try:
+        user = json.loads(state).get("user")
+    except (ValueError, AttributeError):
+        return True  # not a JSON object: it claims nothing
+    if not isinstance(user, dict):
+        return True
+    own = {"id": principal.user_id, "userId": principal.user_id, "email": principal.email}
+    return all(user.get(key) in (None, own[key]) for key in _IDENTITY_KEYS)
+
+
 class Room:
     """The live state of one room. Every method is synchronous: the room never awaits."""
 
@@ -82,6 +104,7 @@ class Room:
         on_failure: Callable[[Room, BaseException], None],
         on_tainted: Callable[[Room], None],
         on_change: Callable[[RoomName], None] | None = None,
+        on_edit: Callable[[Connection, RoomName, int, int], None] | None = None,
         journal_length: int = 0,
         max_held_messages: int = 10_000,
     ) -> None:
@@ -99,6 +122,8 @@ class Room:
         self._on_failure = on_failure
         self._on_tainted = on_tainted
         self._on_change = on_change
+        self._on_edit = on_edit
+        self._tally = TextTally(doc.doc) if on_edit is not None and name.section_id else None
         self._held: list[tuple[Connection, bytes]] | None = None
         self._max_held = max_held_messages
         self._awareness: dict[int, AwarenessEntry] = {}
@@ -184,6 +209,9 @@ class Room:
                 self._on_tainted(self)
             raise
         conn.updates_received += 1
+        if self._on_edit is not None and effective is not None:
+            inserted, deleted = self._tally.take() if self._tally is not None else (0, 0)
+            self._on_edit(conn, self.name, inserted, deleted)
         ack = (conn, conn.updates_received) if conn.app_events else None
         if effective is not None:
             self._ship(effective, sender=conn.id, ack=ack)
@@ -199,6 +227,8 @@ class Room:
         doc = self.doc.doc
         with doc.transaction(origin=ServerOrigin(reason)):
             edit(doc)
+        if self._tally is not None:
+            self._tally.take()  # server edits are audited by whoever asked for them
         effective = self.doc.local_changes()
         if effective is None:
             return False
@@ -251,6 +281,23 @@ class Room:
         for entry in update.entries:
             if owners.get(entry.client_id, conn.id) != conn.id:
                 continue
+            if (
+                conn.read_only
+                and conn.awareness_clocks
+                and entry.client_id not in (conn.awareness_clocks)
+            ):
+                # A read-only connection publishes for one client id: its own.
+                continue
+            if not entry.removed and not _claims_own_identity(entry.state, conn):
+                conn.send_event(
+                    error_event(
+                        4403,
+                        "awareness refused",
+                        "awareness may not claim another user's identity",
+                        fatal=False,
+                    )
+                )
+                continue
             current = self._awareness.get(entry.client_id)
             if current is not None and entry.clock < current.clock:
                 continue
@@ -298,6 +345,9 @@ class Room:
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
         self.doc = doc
+        if self._tally is not None:
+            self._tally.close()
+            self._tally = TextTally(doc.doc)
         held, self._held = self._held or [], None
         for conn, data in held:
             if conn.id not in self.connections:

@@ -9,13 +9,17 @@ name gets HTTP 400); a session then feeds each frame to the room, synchronously.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from crdt.ids import InvalidRoomName, RoomName, parse_room_name
 from persistence.errors import StorageError
+from server.auth import AuthError, Identity
+from server.authn import Authenticator, origin_allowed
 from server.connection import Connection
-from server.errors import CollabError, UnsupportedData, classify
+from server.errors import CollabError, RateLimited, UnsupportedData, classify
+from server.limits import MessageLimiter
 from server.registry import RoomRegistry
 from server.rooms import Room
 
@@ -35,14 +39,30 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """An upgrade accepted: the room to join and the connection's options."""
+    """An upgrade accepted: the room to join, the connection's options, and who asks (the
+    verified token; None in insecure-dev mode without one)."""
 
     room: RoomName
     app_events: bool
+    identity: Identity | None = None
+    ip: str | None = None
+    user_agent: str | None = None
 
 
-def admit(path: str, query_string: str, *, accepting: bool) -> Admission | Refusal:
-    """Decide on an upgrade to ``path`` (already percent-decoded) before accepting it."""
+def admit(
+    path: str,
+    query_string: str,
+    headers: Mapping[str, str],
+    *,
+    accepting: bool,
+    authn: Authenticator,
+    allowed_origins: Sequence[str],
+    client: str | None = None,
+) -> Admission | Refusal:
+    """Decide on an upgrade to ``path`` (already percent-decoded) before accepting it, with
+    no I/O: the room name, the Origin, the token's signature, expiry and scope. The user
+    and their rights are checked once the socket is open (:meth:`Collab.open_session`).
+    ``headers`` are keyed in lower case."""
     if not path.startswith(WS_PREFIX):
         return Refusal(404, "not found")
     try:
@@ -51,23 +71,48 @@ def admit(path: str, query_string: str, *, accepting: bool) -> Admission | Refus
         return Refusal(400, "invalid room name", str(exc))
     if not accepting:
         return Refusal(503, "server restarting")
+    origin = headers.get("origin")
+    if not origin_allowed(origin, headers.get("host"), allowed_origins):
+        log.warning("refusing upgrade to %s: Origin %r is not allowed", path, origin)
+        return Refusal(403, "origin not allowed", f"Origin {origin!r} may not open sockets here")
+    try:
+        identity = authn.identify(headers, query_string)
+    except AuthError as exc:
+        log.info("refusing upgrade to %s from %s: %s", path, client, exc)
+        return Refusal(401, "unauthenticated", str(exc))
+    if identity is not None and not identity.may_open(room.document_id):
+        return Refusal(403, "forbidden", "the token is scoped to other documents")
     query = parse_qs(query_string)
     events = query.get("events", [""])[-1] in {"1", "true", "yes"}
-    return Admission(room, events)
+    return Admission(room, events, identity, client, headers.get("user-agent"))
 
 
 class Session:
     """A connection joined to its room."""
 
-    __slots__ = ("conn", "registry", "room")
+    __slots__ = ("conn", "limiter", "registry", "room", "user_id")
 
-    def __init__(self, registry: RoomRegistry, room: Room, conn: Connection) -> None:
+    def __init__(
+        self,
+        registry: RoomRegistry,
+        room: Room,
+        conn: Connection,
+        limiter: MessageLimiter | None = None,
+    ) -> None:
         self.registry = registry
         self.room = room
         self.conn = conn
+        self.limiter = limiter
+        self.user_id = conn.principal.user_id if conn.principal is not None else ""
 
     @classmethod
-    async def open(cls, registry: RoomRegistry, name: RoomName, conn: Connection) -> Session | None:
+    async def open(
+        cls,
+        registry: RoomRegistry,
+        name: RoomName,
+        conn: Connection,
+        limiter: MessageLimiter | None = None,
+    ) -> Session | None:
         """Join the room; on failure the connection is closed with the error's code."""
         try:
             room = await registry.join(name, conn)
@@ -75,7 +120,7 @@ class Session:
             conn.fail(exc)
             return None
         log.debug("conn %s joined room %s", conn.id, room.key)
-        return cls(registry, room, conn)
+        return cls(registry, room, conn, limiter)
 
     def on_frame(self, data: bytes | None) -> None:
         """Handle one complete message (``None`` for a text message). Never raises: bad input
@@ -84,6 +129,10 @@ class Session:
         if conn.closing:
             return
         try:
+            if self.limiter is not None:
+                wait = self.limiter.hit(self.user_id)
+                if wait:
+                    raise RateLimited(f"too many messages; retry in {wait:.0f} s", wait)
             if data is None:
                 raise UnsupportedData("text frames are not part of the y-websocket protocol")
             self.room.receive(conn, data)

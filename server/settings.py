@@ -68,6 +68,43 @@ class Settings(BaseSettings):
             return self.postgres_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'relational.sqlite3').resolve()}"
 
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for presence, locks, sessions, rate limits and the change "
+        "stream; unset: in-process",
+    )
+    insecure_dev: bool = Field(
+        False,
+        description="DEVELOPMENT ONLY: accept requests without a token as a local admin",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser Origins allowed to open sockets and call the API, besides the "
+        "server's own; '*' allows any (JSON list, e.g. '[\"https://app.example.com\"]')",
+    )
+    session_cookie: str = Field(
+        "collab_session", min_length=1, description="name of the session cookie"
+    )
+    access_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=4.0,
+        description="how long a user's status and rights are cached; changes reach open "
+        "connections within twice this plus the recheck interval (under 5 s)",
+    )
+    rate_messages_per_second: int = Field(
+        200,
+        ge=1,
+        description="socket messages (updates, awareness...) a user may send per second, "
+        "counted per node over 10 s windows",
+    )
+    rate_connects_per_minute: int = Field(
+        600, ge=1, description="sockets a user may open per minute"
+    )
+    rate_requests_per_minute: int = Field(
+        1200, ge=1, description="REST requests a user may make per minute"
+    )
+
     snapshot_idle_seconds: float = Field(
         2.0, ge=0, description="derived content is written this long after the last edit"
     )

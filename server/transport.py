@@ -95,10 +95,14 @@ class DirectHandler(Protocol):
     def handles(self, path: str) -> bool:
         """Whether upgrades to ``path`` (percent-decoded) take the direct path."""
 
-    def refuse(self, path: str, query: str) -> tuple[int, dict[str, Any]] | None:
-        """Before the upgrade: an HTTP status and problem+json body to refuse it, or None."""
+    def admit(
+        self, path: str, query: str, headers: dict[str, str], client: str | None
+    ) -> tuple[int, dict[str, Any]] | object:
+        """Before the upgrade (no I/O): an HTTP status and problem+json body to refuse it,
+        or an admission ticket handed to :meth:`open`. ``headers`` are keyed in lower case;
+        ``client`` is the peer's address."""
 
-    def open(self, path: str, query: str, writer: FanoutWriter) -> Awaitable[DirectSession | None]:
+    def open(self, ticket: Any, writer: FanoutWriter) -> Awaitable[DirectSession | None]:
         """After the upgrade: join and return the session (None: it closed the socket)."""
 
 
@@ -135,9 +139,14 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         if response.status_code != 101:  # not a valid WebSocket handshake
             self._respond_and_close(response)
             return
-        refusal = handler.refuse(path, query)
-        if refusal is not None:
-            status, problem = refusal
+        headers: dict[str, str] = {}
+        for name, value in event.headers.raw_items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        client = self.client[0] if self.client else None
+        ticket = handler.admit(path, query, headers, client)
+        if isinstance(ticket, tuple):
+            status, problem = ticket
             self._respond_and_close(_problem_response(status, problem))
             return
         self.handshake_initiated = self.handshake_complete = True
@@ -145,7 +154,7 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.start_keepalive()
         self._direct_pending = []
-        task = self.loop.create_task(self._open_direct(handler, path, query))
+        task = self.loop.create_task(self._open_direct(handler, path, ticket))
         # uvicorn owns these tasks: it waits for them, then cancels them, at shutdown.
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -156,9 +165,9 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.transport.close()
 
-    async def _open_direct(self, handler: DirectHandler, path: str, query: str) -> None:
+    async def _open_direct(self, handler: DirectHandler, path: str, ticket: object) -> None:
         try:
-            session = await handler.open(path, query, FanoutWriter(self))
+            session = await handler.open(ticket, FanoutWriter(self))
         except Exception:
             log.exception("opening %s failed", path)
             self.close_now(1011, "internal error")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from loadtests.harness import ServerProcess
 from persistence.ports import RoomStore
+from persistence.relational import NewUser, User
 from server.app import Collab, create_app
 from server.cli import uvicorn_config
 from server.settings import Settings
@@ -32,7 +33,9 @@ pytest_plugins = ("tests.services.postgres", "tests.services.redis")
 @pytest.fixture(scope="session")
 def collab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A ``collab serve`` child process on embedded defaults, shared by the session."""
-    with ServerProcess(tmp_path_factory.mktemp("collab-server")) as server:
+    with ServerProcess(
+        tmp_path_factory.mktemp("collab-server"), env={"COLLAB_INSECURE_DEV": "true"}
+    ) as server:
         yield server
 
 
@@ -63,6 +66,19 @@ class LiveServer:
         collab: Collab = self.app.state.collab
         return collab
 
+    async def add_user(self, email: str, role: str = "analyst", name: str = "") -> User:
+        """A new active user of this server."""
+        return await self.collab.relational.users.add(
+            NewUser(email, name or email.partition("@")[0], role)
+        )
+
+    def token(
+        self, user: User, *, ttl: float = 3600, documents: Iterable[str] | None = None
+    ) -> str:
+        """A signed access token for ``user``."""
+        scope = frozenset(documents) if documents is not None else None
+        return self.collab.authn.tokens.issue(str(user.id), ttl=ttl, documents=scope)
+
 
 StartServer = Callable[..., Awaitable[LiveServer]]
 
@@ -71,12 +87,18 @@ StartServer = Callable[..., Awaitable[LiveServer]]
 async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     """Factory: ``await start_server(**settings)`` runs uvicorn in this event loop.
 
+    Servers run in insecure-dev mode (no token needed) unless ``insecure_dev=False`` is
+    given; tests of authentication add users and issue tokens through the LiveServer.
     Every server it started is shut down (lifespan and all) when the test ends.
     """
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(*, room_store: RoomStore | None = None, **overrides: Any) -> LiveServer:
-        values: dict[str, Any] = {"data_dir": tmp_path / f"data{len(running)}", "port": 0}
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / f"data{len(running)}",
+            "port": 0,
+            "insecure_dev": True,
+        }
         values.update(overrides)
         settings = Settings(**values)
         app = create_app(settings, room_store=room_store)

@@ -24,7 +24,7 @@ def _edit(text: str) -> bytes:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Any:
-    app = create_app(Settings(data_dir=tmp_path, storage="memory"))
+    app = create_app(Settings(data_dir=tmp_path, storage="memory", insecure_dev=True))
     with TestClient(app) as test_client:
         yield test_client
 

@@ -1,0 +1,12 @@
+"""The REST API under ``/api``: JSON in and out, problem+json errors (``docs/api.md``)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+
+def api_routes() -> list[BaseRoute]:
+    """Every route of the API, relative to ``/api``."""
+    from server.api import audit, auth, documents
+
+    return [*auth.routes, *documents.routes, *audit.routes]

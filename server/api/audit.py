@@ -1,0 +1,130 @@
+"""Audit and data-access trails over REST, for admins and managers.
+
+* ``GET /api/audit``: ``audit_logs`` newest first; filters ``user`` (id), ``action``,
+  ``resourceType``, ``resource``, ``since`` / ``until`` (ISO 8601), ``limit`` (1-500),
+  ``cursor`` (from the previous page's ``nextCursor``).
+* ``GET /api/audit/access``: ``data_access_logs``; filters ``user``, ``document``,
+  ``accessType``, ``since``, ``until``, ``limit``, ``cursor``.
+
+Both flush the audit pipeline first, so a caller sees the entries of its own past requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from persistence.relational import AccessQuery, AuditQuery
+from server.api.common import ApiError, authenticated, collab_of, query_int
+from server.authn import Principal
+
+READERS = frozenset({"admin", "manager"})
+_AUDIT_FILTERS = frozenset({"user", "action", "resourceType", "resource", "since", "until"})
+_ACCESS_FILTERS = frozenset({"user", "document", "accessType", "since", "until"})
+
+
+async def _reader(request: Request, filters: frozenset[str]) -> Principal:
+    principal = await authenticated(request)
+    if principal.role not in READERS:
+        raise ApiError(403, "forbidden", "the audit trail is for admins and managers")
+    unknown = set(request.query_params) - filters - {"limit", "cursor"}
+    if unknown:
+        raise ApiError(400, "unknown query parameter", ", ".join(sorted(unknown)))
+    return principal
+
+
+def _user(request: Request) -> uuid.UUID | None:
+    raw = request.query_params.get("user")
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(400, "invalid query parameter", "user must be a user id") from None
+
+
+def _moment(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, "invalid query parameter", f"{name} must be ISO 8601") from None
+    if moment.tzinfo is None:
+        raise ApiError(400, "invalid query parameter", f"{name} needs a time zone")
+    return moment
+
+
+def _json(entry: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(entry):
+        value = getattr(entry, field.name)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        parts = field.name.split("_")
+        out[parts[0] + "".join(p.title() for p in parts[1:])] = value
+    return out
+
+
+async def audit_log(request: Request) -> JSONResponse:
+    await _reader(request, _AUDIT_FILTERS)
+    collab = collab_of(request)
+    params = request.query_params
+    try:
+        query = AuditQuery(
+            user_id=_user(request),
+            action=params.get("action") or None,
+            resource_type=params.get("resourceType") or None,
+            resource_id=params.get("resource") or None,
+            since=_moment(request, "since"),
+            until=_moment(request, "until"),
+            limit=query_int(request, "limit", 50, 1, 500),
+            cursor=params.get("cursor") or None,
+        )
+    except ValueError as exc:
+        raise ApiError(400, "invalid query", str(exc)) from exc
+    await collab.audit.flush()
+    try:
+        page = await collab.relational.audit.query(query)
+    except ValueError as exc:
+        raise ApiError(400, "invalid query", str(exc)) from exc
+    return JSONResponse({"items": [_json(e) for e in page.items], "nextCursor": page.next_cursor})
+
+
+async def access_log(request: Request) -> JSONResponse:
+    await _reader(request, _ACCESS_FILTERS)
+    collab = collab_of(request)
+    params = request.query_params
+    try:
+        query = AccessQuery(
+            user_id=_user(request),
+            document_id=params.get("document") or None,
+            access_type=params.get("accessType") or None,
+            since=_moment(request, "since"),
+            until=_moment(request, "until"),
+            limit=query_int(request, "limit", 50, 1, 500),
+            cursor=params.get("cursor") or None,
+        )
+    except ValueError as exc:
+        raise ApiError(400, "invalid query", str(exc)) from exc
+    await collab.audit.flush()
+    try:
+        page = await collab.relational.audit.query_access(query)
+    except ValueError as exc:
+        raise ApiError(400, "invalid query", str(exc)) from exc
+    return JSONResponse({"items": [_json(e) for e in page.items], "nextCursor": page.next_cursor})
+
+
+routes = [
+    Route("/audit", audit_log, methods=["GET"]),
+    Route("/audit/access", access_log, methods=["GET"]),
+]

@@ -1,0 +1,304 @@
+"""What every REST endpoint shares: authentication, the access check, JSON bodies, errors.
+
+Endpoints are plain Starlette handlers. Each starts with :func:`authenticated` (or
+:func:`require`, which also checks the caller's right on a document through the one
+authorization function of :mod:`server.access`) and reads its body with :func:`read_json`
+into a pydantic model that forbids unknown fields. Errors are raised, never returned: the
+handlers installed by :func:`exception_handlers` turn them into RFC 9457 problem+json
+responses with the right status (400 bad JSON or id, 401, 403, 404, 409, 413, 415, 422 with
+the field errors, 429 with Retry-After, 503 when a store is unavailable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from crdt.ids import InvalidIdError, check_document_id
+from persistence.errors import (
+    DocumentNotFound,
+    RecordNotFound,
+    StorageConflict,
+    StorageError,
+    ValueTooLarge,
+)
+from persistence.relational import AuditEntry, DataAccessEntry
+from server.access import Right
+from server.auth import AuthError
+from server.authn import Principal, origin_allowed
+from server.errors import PermissionDenied, RateLimited
+
+if TYPE_CHECKING:
+    from server.app import Collab
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    """An error answered as problem+json: ``status``, a short ``title``, a ``detail``."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+class Model(BaseModel):
+    """Base of request bodies: unknown fields are an error, strings are stripped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra or {})
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
+
+
+def collab_of(request: Request) -> Collab:
+    collab: Collab = request.app.state.collab
+    return collab
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+async def authenticated(request: Request) -> Principal:
+    """The caller, authenticated once per request (401 / 403 / 429 otherwise).
+
+    Also checks the Origin header of browser requests and counts the request against the
+    caller's REST rate limit."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    collab = collab_of(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if not origin_allowed(
+        headers.get("origin"), headers.get("host"), collab.settings.allowed_origins
+    ):
+        raise ApiError(403, "origin not allowed", f"Origin {headers.get('origin')!r}")
+    principal = await collab.authn.authenticate(headers, request.url.query, ip=client_ip(request))
+    await collab.limit(principal, "rest")
+    request.state.principal = principal
+    return principal
+
+
+def document_id_of(value: object) -> str:
+    """A document id from a path parameter; 400 when it is not a valid id."""
+    try:
+        return check_document_id(value)
+    except InvalidIdError as exc:
+        raise ApiError(400, "invalid document id", str(exc)) from exc
+
+
+async def require(request: Request, document_id: str, right: Right) -> tuple[Principal, Right]:
+    """Authenticate and check the caller has ``right`` on the document.
+
+    A caller who may not even view it gets 404 (its existence is not disclosed); one who
+    may view it but lacks ``right`` gets 403. Returns the principal and its actual right.
+    """
+    principal = await authenticated(request)
+    collab = collab_of(request)
+    if not principal.may_open(document_id):
+        raise ApiError(403, "forbidden", "the token is scoped to other documents")
+    actual = await collab.access.right(principal.subject, document_id)
+    if actual < Right.VIEW:
+        raise ApiError(404, "document not found", f"no document {document_id!r}")
+    if actual < right:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this needs the {right.label} right on the document; you have {actual.label}",
+        )
+    return principal, actual
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """The request body as ``model``: 415 unless JSON, 413 past 1 MiB, 400 for malformed
+    JSON, 422 with the field errors when it does not fit the model (unknown fields too)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported media type", "send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "body too large", f"at most {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "body too large", f"at most {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed JSON", str(exc)) from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_problem(exc) from exc
+
+
+def validation_problem(exc: ValidationError) -> ApiError:
+    errors = [
+        {"field": ".".join(str(p) for p in error["loc"]) or "(body)", "message": error["msg"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return ApiError(422, "invalid request", summary, extra={"errors": errors})
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid query parameter", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid query parameter", f"{name} must be in {low}..{high}")
+    return value
+
+
+def audit(
+    request: Request,
+    principal: Principal,
+    action: str,
+    resource_type: str,
+    resource_id: str | None = None,
+    changes: Any = None,
+    *,
+    error: str | None = None,
+) -> None:
+    """Queue an audit entry for a mutating action (never blocks)."""
+    collab_of(request).audit.record(
+        AuditEntry(
+            user_id=principal.uuid,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            changes=changes,
+            ip_address=principal.ip,
+            user_agent=principal.user_agent,
+            status="failure" if error is not None else "success",
+            error_message=error or None,
+        )
+    )
+
+
+def access_logged(
+    request: Request,
+    principal: Principal,
+    document_id: str,
+    access_type: str,
+    sensitivity: str | None,
+) -> None:
+    """Queue a data-access entry (a read or an export of a document)."""
+    collab_of(request).audit.access(
+        DataAccessEntry(
+            user_id=principal.uuid,
+            document_id=document_id,
+            access_type=access_type,
+            data_sensitivity=sensitivity,
+        )
+    )
+
+
+def exception_handlers() -> dict[
+    Any, Callable[[Request, Exception], Coroutine[Any, Any, Response]]
+]:
+    """Starlette exception handlers mapping our errors to problem+json."""
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            exc.status, exc.title, exc.detail, headers=exc.headers, extra=exc.extra
+        )
+
+    async def auth_error(request: Request, exc: Exception) -> Response:
+        return problem_response(
+            401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        return problem_response(403, "forbidden", str(exc))
+
+    async def limited(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RateLimited)
+        retry = max(1, round(exc.retry_after + 0.5))
+        return problem_response(
+            429,
+            "too many requests",
+            str(exc),
+            headers={"Retry-After": str(retry)},
+            extra={"retryAfter": exc.retry_after},
+        )
+
+    async def storage(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, DocumentNotFound | RecordNotFound):
+            return problem_response(404, "not found", str(exc))
+        if isinstance(exc, StorageConflict):
+            return problem_response(409, "conflict", str(exc))
+        if isinstance(exc, ValueTooLarge):
+            return problem_response(413, "too large", str(exc))
+        log.error("%s %s: storage error: %s", request.method, request.url.path, exc)
+        return problem_response(503, "storage unavailable", str(exc), headers={"Retry-After": "5"})
+
+    async def http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return problem_response(exc.status_code, exc.detail or "error", headers=exc.headers)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return problem_response(500, "internal error")
+
+    return {
+        ApiError: api_error,
+        AuthError: auth_error,
+        PermissionDenied: forbidden,
+        RateLimited: limited,
+        StorageError: storage,
+        HTTPException: http,
+        Exception: unexpected,
+    }
+
+
+def new_id() -> str:
+    """A fresh document id (32 hex characters: valid as a room id)."""
+    return uuid.uuid4().hex

@@ -1,0 +1,90 @@
+"""The services the server runs on besides its rooms: relational stores (users, rights,
+audit), the coordinator (sessions, rate limits, presence...), authentication and the audit
+pipeline. Embedded by default; each switches to the real service when its URL is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass
+
+from persistence.coordinator import Coordinator
+from persistence.coordinator_memory import MemoryCoordinator
+from persistence.relational import RelationalStores, UserQuery, migrate, open_relational
+from server.admin import first_admin_hint, token_service
+from server.audit import AuditTrail, EditTally
+from server.authn import Authenticator, ensure_dev_user
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSECURE_BANNER = (
+    "INSECURE DEVELOPMENT MODE (--insecure-dev): requests without a token act as the local "
+    "admin dev@localhost. Never run this where anyone else can reach the server."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    relational: RelationalStores
+    coordinator: Coordinator
+    authn: Authenticator
+    audit: AuditTrail
+    edits: EditTally
+
+
+async def open_coordinator(settings: Settings) -> Coordinator:
+    """Redis when ``redis_url`` is set (checked with a first command), else in-process."""
+    if not settings.redis_url:
+        return MemoryCoordinator()
+    # Imported only when configured.
+    from persistence.redis import RedisCoordinator
+
+    coordinator = RedisCoordinator.from_url(settings.redis_url)
+    try:
+        report = await coordinator.durability()
+    except BaseException:
+        await coordinator.aclose()
+        raise
+    if not report.durable:
+        log.warning("Redis is not durable (%s)", report.detail)
+    return coordinator
+
+
+async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) -> Services:
+    """Open every service; ``stack`` closes them in reverse order."""
+    if settings.insecure_dev:
+        for line in ("!" * 78, INSECURE_BANNER, "!" * 78):
+            log.warning("%s", line)
+    url = settings.relational_url
+    if not settings.postgres_url:
+        # The embedded database is ours: keep it at the schema this code needs.
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await migrate(url)
+    relational = await open_relational(url)
+    stack.push_async_callback(relational.aclose)
+    await relational.check_schema()
+    coordinator = await open_coordinator(settings)
+    stack.push_async_callback(coordinator.aclose)
+    dev_user = await ensure_dev_user(relational.users) if settings.insecure_dev else None
+    admins = await relational.users.find(UserQuery(role="admin", status="active", limit=1))
+    if admins.total == 0:
+        # Printed whatever the log level: the operator of a fresh install needs it.
+        print(first_admin_hint(settings), file=sys.stderr, flush=True)
+    authn = Authenticator(
+        token_service(settings),
+        relational.users,
+        coordinator.sessions,
+        cookie_name=settings.session_cookie,
+        dev_user=dev_user,
+        cache_ttl=settings.access_cache_seconds,
+    )
+    audit = AuditTrail(relational.audit)
+    await audit.start()
+    stack.push_async_callback(audit.aclose)
+    edits = EditTally(audit)
+    await edits.start()
+    stack.push_async_callback(edits.aclose)  # closes first: its last rows reach the trail
+    return Services(relational, coordinator, authn, audit, edits)
