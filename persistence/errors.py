@@ -42,3 +42,10 @@ class SchemaOutdated(StorageError):
 
 class ValueTooLarge(StorageError, ValueError):
     """A value exceeds the port's size limit (the caller's fault); nothing was written."""
+
+
+class StorageMisconfigured(StorageError):
+    """The backend runs with settings under which the port's guarantees cannot hold (e.g. a
+    Redis that does not fsync its AOF on every write). Not transient: retrying fails again
+    until an operator changes the configuration; the message says what to change.
+    """

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,10 +22,12 @@ from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
 from persistence.content import ContentStore
+from persistence.coordinator import Coordinator
 from persistence.errors import StorageConflict, StorageError
 from persistence.memory import MemoryRoomStore
 from persistence.ports import RoomStore
 from persistence.relational import AuditEntry, DataAccessEntry
+from persistence.service_store import ServiceRoomStore, require_durable
 from persistence.sqlite import SqliteRoomStore
 from persistence.sqlite_content import SqliteContentStore
 from protocol.ysync import AuthPermissionDenied, encode
@@ -50,6 +55,8 @@ from server.snapshots import Snapshotter, new_document
 from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
+
+NODE_ID = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{socket.gethostname()}.{os.getpid()}")[:128]
 
 
 def problem_body(status: int, title: str, detail: str = "") -> dict[str, Any]:
@@ -79,10 +86,16 @@ async def open_content_store(settings: Settings) -> ContentStore:
     return await SqliteContentStore.open(settings.data_dir / "content.sqlite3")
 
 
-async def open_store(settings: Settings) -> RoomStore:
-    """The room store the settings ask for (embedded SQLite by default)."""
+async def open_store(
+    settings: Settings, coordinator: Coordinator, content: ContentStore
+) -> RoomStore:
+    """The room store the settings ask for: the Redis change stream + the content store in
+    service mode (``redis_url`` set; Redis must be durable), else embedded SQLite."""
     if settings.storage == "memory":
         return MemoryRoomStore()
+    if settings.redis_url:
+        require_durable(await coordinator.durability())
+        return ServiceRoomStore(coordinator.journal, content, origin=NODE_ID)
     return await SqliteRoomStore.open(settings.data_dir / "rooms.sqlite3")
 
 
@@ -109,7 +122,8 @@ class Collab:
             content, services.relational.permissions, ttl=settings.access_cache_seconds
         )
         self.registry = RoomRegistry(store, settings, tasks)
-        self.registry.on_edit = self._count_edit
+        if self.edits is not None:
+            self.registry.on_edit = self._count_edit
         self.snapshots = Snapshotter(
             content,
             store,
@@ -264,7 +278,7 @@ class Collab:
 
     def _count_edit(self, conn: Connection, name: RoomName, inserted: int, deleted: int) -> None:
         principal = conn.principal
-        if principal is not None:
+        if principal is not None and self.edits is not None:
             self.edits.count(
                 principal.uuid,
                 name.document_id,
@@ -295,10 +309,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             services = await open_services(settings, stack)
-            store = room_store if room_store is not None else await open_store(settings)
-            stack.push_async_callback(store.aclose)
             content = await open_content_store(settings)
             stack.push_async_callback(content.aclose)
+            store = room_store or await open_store(settings, services.coordinator, content)
+            stack.push_async_callback(store.aclose)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             collab = Collab(settings, store, content, tasks, services)
             app.state.collab = collab
@@ -345,6 +359,7 @@ async def healthz(request: Request) -> JSONResponse:
             "rss_bytes": rss,
             **collab.registry.stats(),
             **collab.snapshots.stats(),
+            "audit": collab.audit.stats(),
         }
     )
 

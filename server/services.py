@@ -8,11 +8,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from persistence.coordinator import Coordinator
 from persistence.coordinator_memory import MemoryCoordinator
-from persistence.relational import RelationalStores, UserQuery, migrate, open_relational
+from persistence.relational import (
+    AccessQuery,
+    AuditEntry,
+    AuditQuery,
+    CursorPage,
+    DataAccessEntry,
+    RelationalStores,
+    UserQuery,
+    migrate,
+    open_relational,
+)
 from server.admin import first_admin_hint, token_service
 from server.audit import AuditTrail, EditTally
 from server.authn import Authenticator, ensure_dev_user
@@ -32,7 +43,7 @@ class Services:
     coordinator: Coordinator
     authn: Authenticator
     audit: AuditTrail
-    edits: EditTally
+    edits: EditTally | None
 
 
 async def open_coordinator(settings: Settings) -> Coordinator:
@@ -81,10 +92,32 @@ async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) ->
         dev_user=dev_user,
         cache_ttl=settings.access_cache_seconds,
     )
-    audit = AuditTrail(relational.audit)
+    audit = AuditTrail(relational.audit if settings.audit else NullAuditStore())
     await audit.start()
     stack.push_async_callback(audit.aclose)
-    edits = EditTally(audit)
-    await edits.start()
-    stack.push_async_callback(edits.aclose)  # closes first: its last rows reach the trail
+    edits: EditTally | None = None
+    if settings.audit:
+        edits = EditTally(audit)
+        await edits.start()
+        stack.push_async_callback(edits.aclose)  # closes first: its last rows reach the trail
+    else:
+        log.warning("audit is off (COLLAB_AUDIT=false): no audit or data-access rows are written")
     return Services(relational, coordinator, authn, audit, edits)
+
+
+class NullAuditStore:
+    """Where audit rows go when audit is off (``COLLAB_AUDIT=false``): nowhere."""
+
+    async def append(self, entries: Sequence[AuditEntry]) -> None:
+        return None
+
+    async def append_access(
+        self, entries: Sequence[DataAccessEntry], *, batch_size: int = 500
+    ) -> int:
+        return 0
+
+    async def query(self, query: AuditQuery) -> CursorPage[AuditEntry]:
+        return CursorPage([], None)
+
+    async def query_access(self, query: AccessQuery) -> CursorPage[DataAccessEntry]:
+        return CursorPage([], None)

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     session_cookie: str = Field(
         "collab_session", min_length=1, description="name of the session cookie"
     )
+    audit: bool = Field(
+        True,
+        description="write audit and data-access rows; turn off only to measure what they cost",
+    )
     access_cache_seconds: float = Field(
         2.0,
         ge=0,

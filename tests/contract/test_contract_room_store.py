@@ -1,40 +1,86 @@
-"""The RoomStore contract, run against every adapter."""
+"""The RoomStore contract, run against every adapter.
+
+Adapters: the embedded SQLite one, the in-process one, and the service-mode one
+(:class:`persistence.service_store.ServiceRoomStore`) twice: over the Redis coordinator's
+change stream (the session's throwaway ``redis-server``, under a key prefix of the test's
+own) with the embedded SQLite content store, and over the in-process coordinator's journal
+with the Mongo content store on mongomock. Service-mode behaviour beyond the port (the trim
+across sections, Redis crashes, the durability check) is in ``test_service_store.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
+from persistence.content import ContentStore
+from persistence.coordinator import ChangeJournal
+from persistence.coordinator_memory import MemoryCoordinator
 from persistence.errors import StorageClosed, StorageCorrupted, StorageUnavailable
 from persistence.memory import MemoryRoomStore
+from persistence.mongo import MongoContentStore
 from persistence.ports import RoomStore
+from persistence.redis import RedisCoordinator
+from persistence.service_store import ServiceRoomStore
 from persistence.sqlite import SqliteRoomStore
+from persistence.sqlite_content import SqliteContentStore
+from tests.contract.mongomock_async import AsyncMockClient
 
 Factory = Callable[[], Awaitable[RoomStore]]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+async def _service_backends(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, stack: AsyncExitStack
+) -> tuple[ChangeJournal, ContentStore]:
+    """The journal and the content store a service-mode store runs on (closed by ``stack``)."""
+    states: ContentStore
+    if kind == "service-redis":
+        url: str = request.getfixturevalue("redis_url")
+        prefix: str = request.getfixturevalue("redis_key_prefix")
+        redis = await stack.enter_async_context(RedisCoordinator.from_url(url, prefix=prefix))
+        states = await stack.enter_async_context(
+            await SqliteContentStore.open(tmp_path / "content.sqlite3")
+        )
+        return redis.journal, states
+    memory = await stack.enter_async_context(MemoryCoordinator())
+    client = AsyncMockClient()
+    stack.push_async_callback(client.close)
+    states = await stack.enter_async_context(MongoContentStore(client["collab_test"]))
+    await states.ensure_indexes()
+    return memory.journal, states
+
+
+@pytest.fixture(params=["sqlite", "memory", "service-redis", "service-memory-mongomock"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
-    """Opens stores of one adapter; for sqlite, every store opened shares one file."""
+    """Opens stores of one adapter; every store opened shares one backend (one SQLite file;
+    for service mode one journal and one content store)."""
     opened: list[RoomStore] = []
     memory = MemoryRoomStore()
+    async with AsyncExitStack() as stack:
+        backends: tuple[ChangeJournal, ContentStore] | None = None
 
-    async def factory() -> RoomStore:
-        store: RoomStore
-        if request.param == "sqlite":
-            store = await SqliteRoomStore.open(tmp_path / "rooms.sqlite3")
-        else:
-            store = memory
-        opened.append(store)
-        return store
+        async def factory() -> RoomStore:
+            nonlocal backends
+            store: RoomStore
+            if request.param == "sqlite":
+                store = await SqliteRoomStore.open(tmp_path / "rooms.sqlite3")
+            elif request.param == "memory":
+                store = memory
+            else:
+                if backends is None:
+                    backends = await _service_backends(request.param, request, tmp_path, stack)
+                store = ServiceRoomStore(*backends, origin="node-test")
+            opened.append(store)
+            return store
 
-    yield factory
-    for store in opened:
-        await store.aclose()
+        yield factory
+        for store in opened:
+            await store.aclose()
 
 
 async def test_unknown_room_loads_empty(open_store: Factory) -> None:
