@@ -185,8 +185,26 @@ class Collab:
                 admission.identity, ip=admission.ip, user_agent=admission.user_agent
             )
             await self.limit(principal, "connect")
-            right = await self._join_right(principal, admission.room)
         except (CollabError, AuthError, StorageError) as exc:
+            conn.fail(exc)
+            return None
+        try:
+            right = await self._join_right(principal, admission.room)
+        except (CollabError, StorageError) as exc:
+            if isinstance(exc, PermissionDenied | RoomNotFound):
+                self.audit.record(
+                    AuditEntry(
+                        user_id=principal.uuid,
+                        action="join",
+                        resource_type="business_document",
+                        resource_id=admission.room.document_id,
+                        changes={"room": str(admission.room)},
+                        ip_address=principal.ip,
+                        user_agent=principal.user_agent,
+                        status="failure",
+                        error_message=str(exc) or type(exc).__name__,
+                    )
+                )
             conn.fail(exc)
             return None
         conn.principal = principal

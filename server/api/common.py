@@ -136,15 +136,28 @@ async def require(request: Request, document_id: str, right: Right) -> tuple[Pri
     if not principal.may_open(document_id):
         raise ApiError(403, "forbidden", "the token is scoped to other documents")
     actual = await collab.access.right(principal.subject, document_id)
+    if actual >= right:
+        return principal, actual
     if actual < Right.VIEW:
-        raise ApiError(404, "document not found", f"no document {document_id!r}")
-    if actual < right:
-        raise ApiError(
+        error = ApiError(404, "document not found", f"no document {document_id!r}")
+    else:
+        error = ApiError(
             403,
             "forbidden",
             f"this needs the {right.label} right on the document; you have {actual.label}",
         )
-    return principal, actual
+    if request.method not in ("GET", "HEAD"):
+        # A refused attempt to change something is part of the record.
+        audit(
+            request,
+            principal,
+            "denied",
+            "business_document",
+            document_id,
+            {"method": request.method, "path": request.url.path, "needs": right.label},
+            error=error.detail,
+        )
+    raise error
 
 
 async def read_json(request: Request, model: type[M]) -> M:

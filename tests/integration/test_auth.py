@@ -19,7 +19,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from loadtests.client import YClient
-from persistence.relational import UserChanges
+from persistence.relational import AuditQuery, UserChanges
 from server.auth import AUDIENCE, ISSUER
 from tests.conftest import LiveServer, StartServer
 
@@ -120,6 +120,13 @@ async def test_every_attack_case_is_refused(start_server: StartServer) -> None:
         foreign = {"Authorization": f"Bearer {owner_token}", "Origin": "https://evil.example"}
         assert (await http.get("/api/me", headers=foreign)).status_code == 403
 
+    # The refused joins are on the record, with why.
+    await server.collab.audit.flush()
+    refused = await server.collab.relational.audit.query(AuditQuery(action="join"))
+    assert any(
+        e.status == "failure" and e.user_id == stranger.id and e.error_message
+        for e in refused.items
+    )
     # Nothing of all that changed the document.
     async with YClient(server.ws_url, room, token=owner_token) as reader:
         assert str(reader.text) == "confidential"
