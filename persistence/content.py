@@ -23,6 +23,7 @@ MAX_REVISION_PAGE = 1000
 MAX_KEEP_INLINE = 1000
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 200
+MAX_QUERY_IDS = 1000
 _INT64 = 2**63
 
 REVISIONS = "document_revisions"
@@ -77,12 +78,14 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                     "permissions.view",
                     "permissions.edit",
                     "permissions.comment",
+                    "contributors",
                 ),
                 indexed_fields=(
                     "owner",
                     "permissions.view",
                     "permissions.edit",
                     "permissions.comment",
+                    "contributors",
                     "tags",
                     "status",
                     "type",
@@ -168,7 +171,11 @@ class Query:
     * ``tags_all`` / ``tags_any``: the document's ``tags`` holds every / at least one of them
       (an empty tuple means no condition);
     * ``accessible_to``: the user owns the document or is listed in one of its permission
-      lists (the collection's ``access_fields``);
+      lists (the collection's ``access_fields``), or its business id is one of
+      ``accessible_ids`` (documents opened to the user elsewhere, e.g. by grants; only with
+      ``accessible_to``);
+    * ``ids``: the business id is one of these (None: no condition; an empty tuple matches
+      nothing); at most 1000 ids in each of ``ids`` and ``accessible_ids``;
     * ``text``: case-insensitive literal substring of any of the collection's text fields
       (regex metacharacters are matched as themselves);
     * ``sort`` on one whitelisted field (the business id breaks ties, so paging is stable),
@@ -182,6 +189,8 @@ class Query:
     tags_all: tuple[str, ...] = ()
     tags_any: tuple[str, ...] = ()
     accessible_to: str | None = None
+    accessible_ids: tuple[str, ...] = ()
+    ids: tuple[str, ...] | None = None
     text: str | None = None
     sort: str | None = None
     descending: bool = False
@@ -192,6 +201,9 @@ class Query:
         object.__setattr__(self, "filters", MappingProxyType(dict(self.filters)))
         object.__setattr__(self, "tags_all", tuple(self.tags_all))
         object.__setattr__(self, "tags_any", tuple(self.tags_any))
+        object.__setattr__(self, "accessible_ids", tuple(self.accessible_ids))
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(self.ids))
         if not 1 <= self.limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be in 1..{MAX_PAGE_SIZE}, not {self.limit}")
         if self.offset < 0:
@@ -204,10 +216,21 @@ class Query:
             check_id(tag, "tag")
         if self.accessible_to is not None:
             check_id(self.accessible_to, "user id")
+        if self.accessible_ids and self.accessible_to is None:
+            raise ValueError("accessible_ids needs accessible_to")
+        _check_query_ids(self.accessible_ids)
+        _check_query_ids(self.ids or ())
         if self.text is not None and not 0 < len(self.text) <= MAX_TEXT_LENGTH:
             raise ValueError(f"search text must be 1..{MAX_TEXT_LENGTH} characters")
         if self.text is not None and "\0" in self.text:
             raise ValueError("search text must not contain NUL")
+
+
+def _check_query_ids(ids: tuple[str, ...]) -> None:
+    if len(ids) > MAX_QUERY_IDS:
+        raise ValueError(f"at most {MAX_QUERY_IDS} ids in a query")
+    for doc_id in ids:
+        check_id(doc_id, "id")
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,7 +196,12 @@ def _mongo_filter(spec: CollectionSpec, query: Query) -> Document:
         clauses.append({"tags": {"$in": list(query.tags_any)}})
     if query.accessible_to is not None:
         user = query.accessible_to
-        clauses.append({"$or": [{name: user} for name in spec.access_fields]})
+        access: list[Document] = [{name: user} for name in spec.access_fields]
+        if query.accessible_ids:
+            access.append({spec.id_field: {"$in": list(query.accessible_ids)}})
+        clauses.append({"$or": access})
+    if query.ids is not None:
+        clauses.append({spec.id_field: {"$in": list(query.ids)}})
     if query.text is not None:
         # $regex on the escaped text, not $text: mongomock has no text search, and $text
         # matches stemmed words rather than substrings.

@@ -21,7 +21,8 @@ import asyncio
 import concurrent.futures
 import functools
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -324,7 +325,7 @@ class SqliteContentStore:
 
     def _find(self, spec: CollectionSpec, query: Query, sort: str) -> Page:
         conn = self._db()
-        where, params = where_clause(spec, query)
+        where, params = _where(spec, query)
         table = f'"{spec.name}"'
         direction = "DESC" if query.descending else "ASC"
         conn.execute("BEGIN")  # one snapshot for the count and the page
@@ -459,3 +460,30 @@ class SqliteContentStore:
     async def ensure_indexes(self) -> None:
         """Create every table and index (:meth:`open` already did). Idempotent."""
         await self._call(self._ensure_indexes)
+
+
+def _where(spec: CollectionSpec, query: Query) -> tuple[str, list[object]]:
+    """The WHERE condition of a checked query: :func:`where_clause`, plus the conditions on
+    business ids (``ids``, and ``accessible_ids`` joined to the ``accessible_to`` test)."""
+    if query.ids is None and not query.accessible_ids:
+        return where_clause(spec, query)
+    where, params = where_clause(
+        spec, replace(query, accessible_to=None, accessible_ids=(), ids=None)
+    )
+    clauses = [where]
+    if query.accessible_to is not None:
+        access, access_params = where_clause(spec, Query(accessible_to=query.accessible_to))
+        if query.accessible_ids:
+            access = f"({access} OR {_id_in(query.accessible_ids)})"
+            access_params = [*access_params, *query.accessible_ids]
+        clauses.append(access)
+        params = [*params, *access_params]
+    if query.ids is not None:
+        clauses.append(_id_in(query.ids))
+        params = [*params, *query.ids]
+    return " AND ".join(clauses), params
+
+
+def _id_in(ids: Sequence[str]) -> str:
+    """``id IN (?, ...)``; an empty list matches nothing."""
+    return f"id IN ({', '.join('?' * len(ids))})" if ids else "0"

@@ -410,6 +410,52 @@ async def test_find_accessible_to(store: ContentStore, user: str, expected: list
     assert await found(store, Query(accessible_to=user)) == expected
 
 
+async def test_find_accessible_to_looks_in_contributors(store: ContentStore) -> None:
+    await seed(store)
+    await store.update(DOCS, "d4", {"contributors": ["erin", "mallory"]})
+    assert await found(store, Query(accessible_to="mallory")) == ["d4"]
+    assert await found(store, Query(accessible_to="erin", filters={"status": "draft"})) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # accessible_ids widen accessible_to: documents opened to the user elsewhere.
+        (Query(accessible_to="mallory", accessible_ids=("d2", "d4")), ["d2", "d4"]),
+        (Query(accessible_to="bob", accessible_ids=("d4", "nope")), ["d1", "d2", "d4"]),
+        (Query(accessible_to="bob", accessible_ids=("d4",), tags_any=("sales",)), ["d1"]),
+        (Query(accessible_to="mallory", accessible_ids=("d5",), text="guide"), ["d5"]),
+        (Query(accessible_to="mallory", accessible_ids=("d5",), text="pitch"), []),
+        # ids narrow whatever else holds.
+        (Query(ids=("d1", "d3", "nope")), ["d1", "d3"]),
+        (Query(ids=()), []),
+        (Query(ids=("d1", "d2", "d3"), filters={"category": "Sales"}), ["d1", "d3"]),
+        (Query(ids=("d1", "d3"), accessible_to="dave"), ["d3"]),
+        (Query(ids=("d3", "d4"), accessible_to="alice", accessible_ids=("d4",)), ["d4"]),
+        (Query(ids=("' OR 1=1 --", '{"$ne": null}')), []),
+    ],
+)
+async def test_find_by_business_ids(store: ContentStore, query: Query, expected: list[str]) -> None:
+    await seed(store)
+    assert await found(store, query) == expected
+    page = await store.find(DOCS, query)
+    assert page.total == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"accessible_ids": ("d1",)}, "needs accessible_to"),
+        ({"ids": ("",)}, "id must be"),
+        ({"ids": tuple(f"d{n}" for n in range(1001))}, "at most 1000"),
+        ({"accessible_to": "u", "accessible_ids": ("x\0",)}, "id must be"),
+    ],
+)
+def test_query_ids_out_of_range_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Query(**kwargs)
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
