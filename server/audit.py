@@ -57,10 +57,15 @@ AUDITED_ACTIONS: Final = (
     "status_change",
     "permission_change",
     "restore",
+    "revision_save",
     "export",
     "lock",
     "comment",
     "edit",
+    "join",
+    "denied",
+    "login",
+    "logout",
 )
 ACCESS_TYPES: Final = ("join", "read", "export")
 

@@ -130,18 +130,21 @@ class Revisions:
         outline_name = RoomName(document_id)
         current: list[str] = []
 
-        def edit_outline(doc: Any) -> None:
-            outline = Outline(doc)
-            current.extend(info.id for info in outline.sections())
-            restore_outline(outline, target)
+        def read_outline(doc: Any) -> None:
+            current.extend(info.id for info in Outline(doc).sections())
 
-        await self._registry.edit(outline_name, edit_outline, "restore")
+        await self._registry.edit(outline_name, read_outline, "restore")
         texts = {section.id: section.content for section in target}
         for section_id in dict.fromkeys([*current, *texts]):
-            # Sections the revision lacks are emptied as well as unlisted.
+            # Texts first, while every section involved is still listed: loading a section
+            # room lists its section, so unlisting must come last. Sections the revision
+            # lacks are emptied as well as unlisted.
             await self._registry.edit(
                 RoomName(document_id, section_id), _setter(texts.get(section_id, "")), "restore"
             )
+        await self._registry.edit(
+            outline_name, lambda doc: restore_outline(Outline(doc), target), "restore"
+        )
         return await self.save(document_id, author, reason=f"restored v{revision['version']}")
 
 

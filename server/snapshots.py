@@ -25,7 +25,7 @@ from crdt.markdown import BusinessContent, render_business_content
 from crdt.outline import Outline
 from crdt.section import section_text
 from persistence.content import ContentStore
-from persistence.errors import DocumentNotFound, StorageConflict, StorageError
+from persistence.errors import DocumentNotFound, StorageError
 from persistence.ports import RoomStore
 
 log = logging.getLogger(__name__)
@@ -142,13 +142,9 @@ class Snapshotter:
         try:
             await self._content.update("business_documents", document_id, fields)
         except DocumentNotFound:
-            try:
-                await self._content.insert(
-                    "business_documents", new_document(document_id, content, now)
-                )
-            except StorageConflict:
-                # Created concurrently (REST, another node): update what is there now.
-                await self._content.update("business_documents", document_id, fields)
+            # Records are created with their document (REST, or the first join); one that
+            # is gone was deleted: its rooms must not bring it back, ownerless.
+            log.info("document %s has no record (deleted): content not stored", document_id)
 
     async def flush(self) -> None:
         """Write every dirty document now and wait for running writes (shutdown)."""

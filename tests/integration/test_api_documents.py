@@ -675,11 +675,6 @@ async def test_revisions_save_list_get_diff_and_restore_through_a_live_client(en
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/revisions.py restore edits a removed section's room after unlisting it; "
-    "loading that room (when it was unloaded) lists the section again, titled by its id",
-)
 async def test_restore_unlists_sections_whose_rooms_are_unloaded(
     start_server: StartServer,
 ) -> None:
