@@ -137,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("authenticated connects: 1,000 clients over 100 rooms", file=sys.stderr)
     connects, _ = run("core-c-idle", SECURE_ENV, secure=True, workers=args.workers, cpu=server_cpu)
     connect_ms = connects.clients.get("connect_ms", {})
+    print("unauthenticated connects (insecure-dev), for comparison", file=sys.stderr)
+    baseline, _ = run("core-c-idle", OPEN_ENV, secure=False, workers=args.workers, cpu=server_cpu)
+    baseline_ms = baseline.clients.get("connect_ms", {})
 
     pairs: list[dict[str, Any]] = []
     for index in range(args.repeat):
@@ -176,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m loadtests.bench_auth " + " ".join(argv or sys.argv[1:]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "connect_ms": connect_ms,
+        "connect_ms_without_auth": baseline_ms,
         "typing": pairs,
         "p99_on_ms": on_p99,
         "p99_off_ms": off_p99,
@@ -190,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"| authenticated connect, 1,000 clients | p50 {connect_ms.get('p50', float('nan')):.1f} ms"
         f", p99 {connect_ms.get('p99', float('nan')):.1f} ms |"
+    )
+    print(
+        f"| same, insecure-dev (no auth) | p50 {baseline_ms.get('p50', float('nan')):.1f} ms"
+        f", p99 {baseline_ms.get('p99', float('nan')):.1f} ms |"
     )
     print(f"| fan-out p99, auth + audit on (median of {args.repeat}) | {on_p99:.1f} ms |")
     print(f"| fan-out p99, insecure-dev + audit off | {off_p99:.1f} ms |")
