@@ -56,7 +56,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     target.add_argument(
         "--url",
         metavar="URL",
-        help="base WebSocket URL; rooms are URL/ROOM (ws://127.0.0.1:8765/ws)",
+        action="append",
+        help="base WebSocket URL; rooms are URL/ROOM (ws://127.0.0.1:8765/ws). Give it "
+        "several times to spread the clients of every room over several server nodes "
+        "(round robin: fan-out latency then crosses nodes)",
     )
     target.add_argument(
         "--start-server",
@@ -154,7 +157,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             scenario = dataclasses.replace(
                 scenario, query=f"{scenario.query}&{query}" if scenario.query else query
             )
-        url = None if args.start_server else check_target(args.url, allow_remote=args.allow_remote)
+        url = (
+            None
+            if args.start_server
+            else ",".join(check_target(u, allow_remote=args.allow_remote) for u in args.url)
+        )
         _check_options(args)
         if args.generator_cpus:
             os.sched_setaffinity(0, parse_cpus(args.generator_cpus))

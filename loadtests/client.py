@@ -41,13 +41,16 @@ class YClient:
         query: str = "",
         token: str | None = None,
         headers: dict[str, str] | None = None,
+        doc: pycrdt.Doc[Any] | None = None,
     ) -> None:
+        """``doc``: continue with an existing document (a client reconnecting elsewhere
+        keeps its edits and sends what the server lacks)."""
         if token is not None:
             query = f"{query}&token={token}" if query else f"token={token}"
         self.url = f"{base_url}/{room}" + (f"?{query}" if query else "")
         self.headers = headers or {}
         self.room = room
-        self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self.doc: pycrdt.Doc[Any] = doc if doc is not None else pycrdt.Doc()
         self.text = self.doc.get("content", type=pycrdt.Text)
         self.synced = asyncio.Event()
         self.closed = asyncio.Event()

@@ -22,7 +22,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loadtests.client import YClient
@@ -71,9 +71,11 @@ async def one_round(
                 await asyncio.sleep(0.001)
 
     tasks = [asyncio.create_task(type_into(c)) for c in typing_clients]
-    await asyncio.gather(
-        *(w.wait_for(lambda w=w: len(w.text) >= start_lengths[id(w)] + 20, 60) for w in watching)
-    )
+
+    def grew(watcher: YClient) -> Callable[[], bool]:
+        return lambda: len(watcher.text) >= start_lengths[id(watcher)] + 20
+
+    await asyncio.gather(*(w.wait_for(grew(w), 60) for w in watching))
     server.kill()
     seen: dict[str, dict[int, int]] = {}
     for watcher in watching:

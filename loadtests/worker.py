@@ -69,10 +69,11 @@ class Worker:
         self.presence = plan.scenario.kind == "presence"
         self.recorder = Recorder(plan.worker, track_awareness=self.presence)
         self.random = random.Random(plan.seed)
+        urls = plan.base_url.split(",")
         self.agents: list[Agent] = [
             make_agent(
                 client,
-                plan.base_url,
+                urls[client.index % len(urls)],
                 plan.scenario.query,
                 self.recorder,
                 writers_apply=plan.scenario.writers_apply,
@@ -273,7 +274,7 @@ class Worker:
 
     async def _fresh_text(self, room_name: str) -> RoomText | None:
         """The room's text as a client joining now sees it (sync step 2 from the server)."""
-        client = YClient(self.plan.base_url, room_name, query=self.scenario.query)
+        client = YClient(self.plan.base_url.split(",")[0], room_name, query=self.scenario.query)
         try:
             await client.connect(self.scenario.connect_timeout)
             await asyncio.wait_for(client.synced.wait(), self.scenario.connect_timeout)

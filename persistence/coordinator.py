@@ -316,6 +316,12 @@ class Coordinator(Protocol):
     def journal(self) -> ChangeJournal: ...
 
     @property
+    def signals(self) -> ChangeJournal:
+        """``collab:{documentId}:signals``: what crosses nodes besides updates (awareness,
+        application events), capped in length, not a journal: never replayed at load."""
+        ...
+
+    @property
     def cache(self) -> DocumentCache: ...
 
     @property

@@ -356,6 +356,7 @@ class MemoryCoordinator:
         self.cursors = MemoryCursors(self._shared, self.presence)
         self.locks = MemoryLocks(self._shared)
         self.journal = MemoryJournal(self._shared)
+        self.signals = MemoryJournal(self._shared)
         self.cache = MemoryCache(self._shared)
         self.sessions = MemorySessions(self._shared)
         self.flags = MemoryFlags(self._shared)
@@ -370,6 +371,7 @@ class MemoryCoordinator:
     async def aclose(self) -> None:
         self._shared.closed = True
         self.journal.wake()
+        self.signals.wake()
 
     async def __aenter__(self) -> MemoryCoordinator:
         return self

@@ -125,6 +125,9 @@ def _check_prefix(prefix: object) -> str:
     return prefix
 
 
+SIGNALS_MAX_LEN = 10_000
+
+
 class RedisCoordinator:
     """The coordinator on a Redis server (standalone, or a primary with replicas).
 
@@ -141,6 +144,7 @@ class RedisCoordinator:
         self.cursors = RedisCursors(self._link)
         self.locks = RedisLocks(self._link)
         self.journal = RedisJournal(self._link)
+        self.signals = RedisJournal(self._link, stream="signals", max_len=SIGNALS_MAX_LEN)
         self.cache = RedisCache(self._link)
         self.sessions = RedisSessions(self._link)
         self.flags = RedisFlags(self._link)

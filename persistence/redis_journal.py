@@ -42,11 +42,18 @@ class RedisJournal:
     socket timeout is split into several XREADs so the socket never times out under it.
     """
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(
+        self, link: RedisLink, *, stream: str = "changes", max_len: int | None = None
+    ) -> None:
+        """``stream`` names the key family (``collab:{documentId}:{stream}``); ``max_len``
+        caps each stream (approximately, XADD MAXLEN ~) for streams that are not a journal
+        (``signals``: awareness and events crossing nodes)."""
         self._link = link
+        self._stream = stream
+        self._max_len = max_len
 
     def _key(self, document_id: str) -> str:
-        return self._link.key("collab", check_document_id(document_id), "changes")
+        return self._link.key("collab", check_document_id(document_id), self._stream)
 
     async def append(
         self, document_id: str, section_id: str | None, update: bytes, *, origin: str | None = None
@@ -62,7 +69,12 @@ class RedisJournal:
             "origin": origin or "",
         }
         with self._link.edge("journal append"):
-            entry_id = await self._link.client.xadd(key, fields)  # type: ignore[arg-type]
+            entry_id = await self._link.client.xadd(
+                key,
+                fields,  # type: ignore[arg-type]
+                maxlen=self._max_len,
+                approximate=True,
+            )
         return text(entry_id, "entry id")
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from persistence.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
 from server.connection import Connection
 from server.errors import RoomNotFound, RoomUnavailable
-from server.rooms import Room
+from server.rooms import Room, RoomHooks
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,12 @@ class RoomRegistry:
         self.on_change: Callable[[RoomName], None] | None = None
         # Called after a client's update changed a room: (connection, room, inserted, deleted).
         self.on_edit: Callable[[Connection, RoomName, int, int], None] | None = None
+        self.hooks: RoomHooks | None = None
+        # Awaited before a room is read from storage (the cluster starts following its
+        # document's stream there).
+        self.before_load: Callable[[RoomName], Awaitable[None]] | None = None
+        # Called once a loaded room is registered (it gets what arrived while it loaded).
+        self.after_load: Callable[[Room], None] | None = None
 
     # -- joining and leaving --------------------------------------------------------------
 
@@ -126,6 +132,8 @@ class RoomRegistry:
         future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
+            if self.before_load is not None:
+                await self.before_load(name)
             room = await self._load(name)
         except BaseException as exc:
             future.set_exception(exc)
@@ -135,6 +143,8 @@ class RoomRegistry:
             future.set_result(room)
             self._rooms[key] = room
             self.rooms_loaded += 1
+            if self.after_load is not None:
+                self.after_load(room)
             return room
         finally:
             del self._loading[key]
@@ -184,6 +194,7 @@ class RoomRegistry:
             on_tainted=self._on_room_tainted,
             on_change=self._changed,
             on_edit=self.on_edit,
+            hooks=self.hooks,
             journal_length=journal_length,
         )
 
@@ -206,6 +217,24 @@ class RoomRegistry:
     def _changed(self, name: RoomName) -> None:
         if self.on_change is not None:
             self.on_change(name)
+
+    def room(self, key: str) -> Room | None:
+        """The loaded room ``key`` (None when it is not loaded here)."""
+        return self._rooms.get(key)
+
+    def is_loading(self, key: str) -> bool:
+        return key in self._loading
+
+    def is_loading_document(self, document_id: str) -> bool:
+        return any(key.partition("/")[0] == document_id for key in self._loading)
+
+    def rooms(self) -> list[Room]:
+        """Every loaded room."""
+        return list(self._rooms.values())
+
+    def rooms_of(self, document_id: str) -> list[Room]:
+        """The loaded rooms of a document (its outline and sections)."""
+        return [r for r in self._rooms.values() if r.name.document_id == document_id]
 
     def live_doc(self, key: str) -> RoomDoc | None:
         """The in-memory document of a loaded room (None when not loaded or failed)."""

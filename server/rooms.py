@@ -19,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pycrdt
 
@@ -70,6 +70,19 @@ def _send_ack(conn: Connection, updates: int) -> None:
     conn.send_event(AppEvent("ack", {"updates": updates}))
 
 
+REMOTE_OWNER = -1  # the owner of awareness client ids published on other nodes
+
+
+class RoomHooks(Protocol):
+    """What the server adds to rooms: application events, awareness observers."""
+
+    def on_event(self, room: Room, conn: Connection, event: AppEvent) -> bool:
+        """Handle an application event (True), or let the room refuse it (False)."""
+
+    def on_awareness(self, room: Room, conn: Connection, entries: list[AwarenessEntry]) -> None:
+        """Awareness entries a local connection published, once accepted."""
+
+
 _IDENTITY_KEYS = ("id", "userId", "email")
 
 
@@ -105,6 +118,7 @@ class Room:
         on_tainted: Callable[[Room], None],
         on_change: Callable[[RoomName], None] | None = None,
         on_edit: Callable[[Connection, RoomName, int, int], None] | None = None,
+        hooks: RoomHooks | None = None,
         journal_length: int = 0,
         max_held_messages: int = 10_000,
     ) -> None:
@@ -123,8 +137,12 @@ class Room:
         self._on_tainted = on_tainted
         self._on_change = on_change
         self._on_edit = on_edit
+        self.hooks = hooks
+        # The user holding this section's lock (None: unlocked): everyone else is read-only.
+        self.locked_by: str | None = None
         self._tally = TextTally(doc.doc) if on_edit is not None and name.section_id else None
         self._held: list[tuple[Connection, bytes]] | None = None
+        self._held_remote: list[bytes] = []
         self._max_held = max_held_messages
         self._awareness: dict[int, AwarenessEntry] = {}
         self._awareness_owner: dict[int, int] = {}
@@ -165,6 +183,8 @@ class Room:
         if removed:
             payload = awareness_codec.encode(AwarenessUpdate(tuple(removed)))
             self.broadcast(Frame(encode(AwarenessMessage(payload))))
+            if self.hooks is not None:
+                self.hooks.on_awareness(self, conn, removed)
 
     # -- incoming messages ----------------------------------------------------------------
 
@@ -199,6 +219,12 @@ class Room:
     def _receive_update(self, conn: Connection, update: bytes) -> None:
         if conn.read_only:
             conn.send(Frame(encode(AuthPermissionDenied("read-only connection"))))
+            return
+        locked_by = self.locked_by
+        if locked_by is not None and (
+            conn.principal is None or conn.principal.user_id != locked_by
+        ):
+            conn.send(Frame(encode(AuthPermissionDenied("section locked by another user"))))
             return
         try:
             effective = self.doc.apply(update, ClientOrigin(conn.id))
@@ -260,7 +286,7 @@ class Room:
         event = decode_event(payload)
         if event.type == "ping":
             conn.send_event(AppEvent("pong", {"id": event.get("id")}))
-        else:
+        elif self.hooks is None or not self.hooks.on_event(self, conn, event):
             conn.send_event(
                 error_event(
                     4400, "unknown event", f"unknown event type {event.type!r}", fatal=False
@@ -312,6 +338,8 @@ class Room:
                 conn.awareness_clocks[entry.client_id] = entry.clock
         if not accepted:
             return
+        if self.hooks is not None:
+            self.hooks.on_awareness(self, conn, accepted)
         # The frame was just decoded, so it is well formed: relayable as received.
         raw = data if len(accepted) == len(update.entries) else None
         self._awareness_out.append((conn.id, raw, accepted))
@@ -342,6 +370,54 @@ class Room:
         payload = awareness_codec.encode(AwarenessUpdate(tuple(latest.values())))
         self.broadcast(Frame(encode(AwarenessMessage(payload))))
 
+    def apply_remote(self, update: bytes) -> None:
+        """An update another node journaled (it is durable already): apply it and relay it
+        to every local client, in order with what this room is still sending."""
+        if self._held is not None:
+            self._held_remote.append(update)  # rebuilding: applied once the doc is back
+            return
+        try:
+            effective = self.doc.apply(update, ServerOrigin("remote"))
+        except InvalidUpdate:
+            log.error("room %s: an update from another node was rejected", self.key)
+            if self.doc.tainted:
+                self._held = []
+                self._on_tainted(self)
+            return
+        if self._tally is not None:
+            self._tally.take()  # audited by the node whose client typed it
+        if effective is None:
+            return
+        self.updates_applied += 1
+        self._pipeline.append(_Step(None, update=effective, sender=None))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def apply_remote_awareness(self, payload: bytes) -> None:
+        """Awareness relayed from another node: kept (for late joiners) and sent to every
+        local client. Its client ids belong to that node: no local connection may use them."""
+        update = awareness_codec.decode(payload, self._max_awareness_entries)
+        accepted = []
+        for entry in update.entries:
+            owner = self._awareness_owner.get(entry.client_id, REMOTE_OWNER)
+            if owner != REMOTE_OWNER:
+                continue
+            current = self._awareness.get(entry.client_id)
+            if current is not None and entry.clock < current.clock:
+                continue
+            accepted.append(entry)
+            if entry.removed:
+                self._awareness.pop(entry.client_id, None)
+                self._awareness_owner.pop(entry.client_id, None)
+            else:
+                self._awareness[entry.client_id] = entry
+                self._awareness_owner[entry.client_id] = REMOTE_OWNER
+        if accepted:
+            self._awareness_out.append((REMOTE_OWNER, None, accepted))
+            if len(self._awareness_out) == 1:
+                asyncio.get_running_loop().call_soon(self._flush_awareness)
+
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
         self.doc = doc
@@ -349,6 +425,9 @@ class Room:
             self._tally.close()
             self._tally = TextTally(doc.doc)
         held, self._held = self._held or [], None
+        remote, self._held_remote = self._held_remote, []
+        for update in remote:
+            self.apply_remote(update)
         for conn, data in held:
             if conn.id not in self.connections:
                 continue

@@ -60,6 +60,11 @@ class Snapshotter:
         self.failures = 0
         # Called after each debounced write (the revision time policy hangs here).
         self.after_write: Callable[[str], Awaitable[None]] | None = None
+        # With several nodes: claim the document before a debounced write, release after
+        # (only one node writes a document's snapshot at a time); a refused claim retries.
+        self.claim: Callable[[str], Awaitable[bool]] | None = None
+        self.release: Callable[[str], Awaitable[None]] | None = None
+        self.claims_refused = 0
 
     def touched(self, document_id: str) -> None:
         """A room of ``document_id`` changed. Called for every edit: it only notes the time,
@@ -99,17 +104,40 @@ class Snapshotter:
     async def _write(self, document_id: str) -> None:
         started = self._first_change.pop(document_id, None)
         self._last_change.pop(document_id, None)
+        claimed = False
         try:
+            if self.claim is not None:
+                claimed = await self.claim(document_id)
+                if not claimed:
+                    # Another node is writing this document now: look again later.
+                    self.claims_refused += 1
+                    self._retry(document_id, started)
+                    return
             await self.write_now(document_id)
             if self.after_write is not None:
                 await self.after_write(document_id)
         except (StorageError, InvalidUpdate) as exc:
             self.failures += 1
             log.warning("document %s: snapshot failed, will retry: %s", document_id, exc)
-            if started is not None:
-                self._first_change.setdefault(document_id, started)
+            self._retry(document_id, started)
         finally:
             del self._running[document_id]
+            if claimed and self.release is not None:
+                try:
+                    await self.release(document_id)
+                except StorageError as exc:
+                    log.warning("document %s: snapshot claim not released: %s", document_id, exc)
+
+    def _retry(self, document_id: str, started: float | None) -> None:
+        """Mark the document dirty again, so that a timer writes it later."""
+        now = time.monotonic()
+        self._first_change.setdefault(document_id, started if started is not None else now)
+        self._last_change.setdefault(document_id, now)
+        if document_id not in self._timers:
+            delay = max(self._idle, 0.5)
+            self._timers[document_id] = asyncio.get_running_loop().call_later(
+                delay, self._due, document_id
+            )
 
     async def write_now(self, document_id: str) -> BusinessContent:
         """Render and store the document's content now (creating its record if needed)."""
@@ -159,6 +187,7 @@ class Snapshotter:
             "snapshots_written": self.snapshots_written,
             "snapshot_failures": self.failures,
             "documents_dirty": len(self._timers) + len(self._running),
+            "snapshot_claims_refused": self.claims_refused,
         }
 
 
