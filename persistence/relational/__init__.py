@@ -4,8 +4,11 @@
 * :mod:`.migrate`: Alembic migrations built from it (``await migrate(url)``);
 * :mod:`.ports` and :mod:`.records`: the ports (UserStore, RoleStore, PermissionStore,
   AuditStore), their guarantees and their value types;
-* :mod:`.engine`, :mod:`.users`, :mod:`.permissions`, :mod:`.audit`: the SQL adapter, one for
-  both backends (asyncpg for PostgreSQL, aiosqlite for SQLite);
+* :mod:`.review_ports` and :mod:`.review_records`: the review ports (CommentStore,
+  NotificationStore, ApprovalStore) and their value types (``docs/comments.md``);
+* :mod:`.engine`, :mod:`.users`, :mod:`.permissions`, :mod:`.audit`, :mod:`.comments`,
+  :mod:`.notifications`, :mod:`.approvals`: the SQL adapter, one for both backends (asyncpg
+  for PostgreSQL, aiosqlite for SQLite);
 * :mod:`.factory`: ``await open_relational(url)``.
 
 See ``docs/relational.md``.
@@ -33,20 +36,62 @@ from persistence.relational.records import (
     UserChanges,
     UserQuery,
 )
+from persistence.relational.review_ports import ApprovalStore, CommentStore, NotificationStore
+from persistence.relational.review_records import (
+    DECISIONS,
+    REQUEST_STATUSES,
+    STEP_STATUSES,
+    ApprovalQuery,
+    ApprovalRequest,
+    ApprovalStep,
+    ChainLink,
+    Comment,
+    CommentQuery,
+    InvalidTransitionError,
+    NewApprovalRequest,
+    NewComment,
+    NewNotification,
+    NewWorkflow,
+    Notification,
+    NotificationCounts,
+    NotPermittedError,
+    Workflow,
+    WorkflowStep,
+)
 
 __all__ = [
     "ANY_RESOURCE",
+    "DECISIONS",
     "PERMISSION_LEVELS",
+    "REQUEST_STATUSES",
+    "STEP_STATUSES",
     "UNSET",
     "USER_STATUSES",
     "AccessQuery",
+    "ApprovalQuery",
+    "ApprovalRequest",
+    "ApprovalStep",
+    "ApprovalStore",
     "AuditEntry",
     "AuditQuery",
     "AuditStore",
+    "ChainLink",
+    "Comment",
+    "CommentQuery",
+    "CommentStore",
     "CursorPage",
     "DataAccessEntry",
     "Grant",
+    "InvalidTransitionError",
+    "NewApprovalRequest",
+    "NewComment",
+    "NewNotification",
     "NewUser",
+    "NewWorkflow",
+    "NotPermittedError",
+    "Notification",
+    "NotificationCounts",
+    "NotificationStore",
     "Page",
     "PermissionStore",
     "RelationalOptions",
@@ -58,6 +103,8 @@ __all__ = [
     "UserChanges",
     "UserQuery",
     "UserStore",
+    "Workflow",
+    "WorkflowStep",
     "head_revision",
     "migrate",
     "normalize_url",

@@ -1,4 +1,4 @@
-"""``open_relational(url)``: the four relational stores on one engine."""
+"""``open_relational(url)``: the relational stores on one engine."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from persistence.errors import SchemaOutdated
+from persistence.relational.approvals import SqlApprovalStore
 from persistence.relational.audit import SqlAuditStore
+from persistence.relational.comments import SqlCommentStore
 from persistence.relational.engine import RelationalOptions, SqlDatabase, create_engine
 from persistence.relational.migrate import head_revision, prepare_sqlite_directory, stored_revision
+from persistence.relational.notifications import SqlNotificationStore
 from persistence.relational.permissions import SqlPermissionStore
 from persistence.relational.ports import AuditStore, PermissionStore, RoleStore, UserStore
 from persistence.relational.records import utc_now
+from persistence.relational.review_ports import ApprovalStore, CommentStore, NotificationStore
 from persistence.relational.users import Clock, SqlRoleStore, SqlUserStore
 
 
@@ -37,6 +41,9 @@ class RelationalStores:
         self.roles: RoleStore = SqlRoleStore(db, clock)
         self.permissions: PermissionStore = SqlPermissionStore(db, clock)
         self.audit: AuditStore = SqlAuditStore(db)
+        self.comments: CommentStore = SqlCommentStore(db, clock)
+        self.notifications: NotificationStore = SqlNotificationStore(db, clock)
+        self.approvals: ApprovalStore = SqlApprovalStore(db, clock)
 
     @property
     def backend(self) -> str:

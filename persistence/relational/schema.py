@@ -16,7 +16,8 @@ Portable types, so PostgreSQL (asyncpg) and SQLite (aiosqlite) store the same va
 
 Beside the schema, the product adds (see ``docs/relational.md``): ``users.suspended_at``;
 on ``comments`` ``section_id``, ``anchor``, ``quoted_text``, ``mentions``, ``edited_at``,
-``deleted_at``; and four indexes for the stores' own queries (``ix_*``).
+``deleted_at``; on ``approval_requests`` ``revision_id`` and ``previous_request_id``
+(revision 0002, see ``docs/comments.md``); and indexes for the stores' own queries (``ix_*``).
 """
 
 from __future__ import annotations
@@ -222,9 +223,14 @@ approval_requests = sa.Table(
     sa.Column("total_steps", sa.Integer()),
     _now("created_at"),
     _at("completed_at"),
+    # Product (revision 0002): the revision of the resource under review, and the rejected
+    # request this one resubmits (at most one resubmission each: the unique index).
+    sa.Column("revision_id", sa.String(255)),
+    sa.Column("previous_request_id", sa.Uuid(), sa.ForeignKey("approval_requests.id")),
     sa.Index("idx_status_created", "status", "created_at"),
     # Product: the approval chain of one resource (cms-schema.md section 4.1).
     sa.Index("ix_approval_requests_resource", "resource_type", "resource_id"),
+    sa.Index("ix_approval_requests_previous_request_id", "previous_request_id", unique=True),
 )
 
 approval_steps = sa.Table(
