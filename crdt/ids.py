@@ -108,15 +108,26 @@ class RoomName:
         return f"{self.document_id}{ROOM_SEPARATOR}{self.section_id}"
 
 
+RESERVED_PREFIX: Final = "__"
+
+
+def is_reserved_id(value: str) -> bool:
+    """Ids starting with ``__`` name things of the server's own (a channel for user events,
+    the snapshot claim): clients may not open rooms or create documents with them."""
+    return value.startswith(RESERVED_PREFIX)
+
+
 def parse_room_name(name: str) -> RoomName:
     """Split a wire room name into its document id and optional section id.
 
     `"D"` gives `RoomName("D", None)` and `"D/S"` gives `RoomName("D", "S")`. Anything else
     (empty, an empty part, more than one slash, a character outside `[A-Za-z0-9_-]`, a part
-    longer than 64 characters) raises `InvalidRoomName`. Pure: no normalisation, so
+    longer than 64 characters, an id starting with `__`) raises `InvalidRoomName`. Pure: no normalisation, so
     `str(parse_room_name(n)) == n` for every accepted `n`.
     """
     parts = name.split(ROOM_SEPARATOR)
+    if any(is_reserved_id(part) for part in parts):
+        raise InvalidRoomName(f"ids starting with '__' are reserved: {_echo(name)}")
     if len(parts) > 2:
         raise InvalidRoomName(f"room name has more than one '/': {_echo(name)}")
     if len(parts) == 1:

@@ -13,8 +13,8 @@ Where things are:
 Each room has one queue and one worker task: appends, compactions and loads of a room run in
 call order, one at a time (the journal port offers no ordered pipelining across
 connections). Rooms run in parallel. An append's future resolves once ``journal.append``
-returned: with Redis on ``appendonly yes`` / ``appendfsync always`` (see
-:func:`require_durable`) the entry is then on disk.
+returned (or, in an outage, once the spool holds it): with Redis on ``appendonly yes`` /
+``appendfsync always`` (see :func:`require_durable`) the entry is then on disk.
 
 A compaction saves the state first, then trims the stream. Because one stream holds every
 section, it trims only the *covered prefix* of the stream: it walks the entries from the
@@ -36,19 +36,27 @@ What a compaction claims to cover is the newest entry of the room that the calle
 is known to hold: the last one this store appended for the room, or the newest one a
 ``load`` of the room returned (or the position of the state it returned), whichever is
 later. On one node that is exactly "every entry appended before the call". When several
-nodes serve one room, the caller must compact only a state holding every entry of the room
-up to its own last append (the other nodes' entries included): an entry of another node
-with a smaller id is treated as covered.
+nodes serve one room that is wrong (another node's entry with a smaller id than this node's
+last append may not be applied yet, and would be skipped at load and trimmed): open the
+store with ``follow=True`` and report what the stream follower applied with
+:meth:`ServiceRoomStore.mark_applied`; a compaction then claims only the newest entry marked
+before the call (or the position of the state the room was loaded from).
+
+With a :class:`~persistence.sqlite_spool.Spool`, an append the journal cannot take
+(StorageUnavailable) is kept in that local SQLite file instead, durably, and moved to the
+stream in order once the journal is back (see :class:`ServiceRoomStore`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+import pycrdt
 
 from crdt.ids import RoomName, parse_room_name
 from persistence.content import ContentStore
@@ -57,6 +65,7 @@ from persistence.coordinator_values import (
     DurabilityReport,
     JournalEntry,
     check_token,
+    check_update,
     parse_entry_id,
 )
 from persistence.errors import (
@@ -65,8 +74,10 @@ from persistence.errors import (
     StorageCorrupted,
     StorageError,
     StorageMisconfigured,
+    StorageUnavailable,
 )
 from persistence.ports import StoredRoom
+from persistence.sqlite_spool import Spool, SpooledUpdate
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +88,10 @@ SEQ_BITS: Final = 20
 MS_BITS: Final = 63 - SEQ_BITS
 MAX_JOURNAL_SEQ: Final = 2**63 - 1
 READ_PAGE: Final = 500
+SPOOL_BACKOFF_MIN: Final = 0.05
+SPOOL_BACKOFF_MAX: Final = 2.0
+DRAIN_BATCH: Final = 500
+DRAIN_CONCURRENCY: Final = 8
 _SEQ_MASK: Final = (1 << SEQ_BITS) - 1
 _ORIGIN: Final[EntryKey] = (0, 0)
 
@@ -168,6 +183,7 @@ class _Op:
     kind: OpKind
     payload: bytes
     future: asyncio.Future[Any] = field(repr=False)
+    claim: EntryKey | None = None  # follow mode: what a compaction covers, fixed at the call
 
 
 @dataclass(slots=True)
@@ -193,14 +209,62 @@ class ServiceRoomStore:
     ValueError) at once for a room name that is not ``D`` or ``D/S``; every other failure
     comes through the future (or the awaited ``load``) as a
     :class:`~persistence.errors.StorageError`.
+
+    **Follow mode** (``follow=True``), for several server nodes on one document. The caller
+    runs a stream follower that reads every entry of the document in order (its own
+    included), applies the other nodes' entries to its loaded rooms, and calls
+    :meth:`mark_applied` once it has applied (or skipped as its own) each entry of a loaded
+    room. A compaction then claims to cover the room's stream up to the newest entry marked
+    before the ``compact`` call, or up to the position of the state the room's last load
+    returned if that is later; this store's own appends, and the entries a load returned,
+    claim nothing (another node's entry with a smaller id may not be applied yet). A
+    compaction with nothing marked claims nothing new: its state is saved at the position
+    of the state the room was loaded from (0 if there was none), so it trims nothing it
+    does not cover. In follow mode, ``load`` a room only to build the document that is
+    compacted later. Without follow mode (the default), a compaction claims the room's
+    entries up to this store's last append and what a load returned (see the module
+    docstring): right on one node only.
+
+    **The spool** (``spool=``, a :class:`~persistence.sqlite_spool.Spool` the caller opens, gives
+    to one store only, and closes after it). When an append to the journal fails with
+    :class:`~persistence.errors.StorageUnavailable` (after the coordinator's own retries),
+    the update goes to the spool instead, and the append's future resolves once the spool
+    holds it durably. From then on:
+
+    * until the journal accepts an append again, every append of every room goes straight to
+      the spool; after that, the appends of a room still go to the spool while it holds an
+      update of that room, so nothing reaches the stream ahead of an earlier update of its
+      room;
+    * a background drainer moves the spooled updates to the stream, oldest first (rooms in
+      parallel, each room in order): append (with this store's ``origin``), then remove from
+      the spool. It retries with a backoff from 50 ms doubling to 2 s. An update moved twice
+      (a crash between the append and the removal) is stored twice: replay is harmless;
+    * ``load`` returns the state, the stream entries, then the room's spooled updates (an
+      update being moved may come twice); a load still needs to read the stream, so it fails
+      with StorageUnavailable while Redis cannot be read;
+    * a compaction saves the state but trims nothing while its room has spooled updates (or
+      while the journal is failing).
+
+    One WARNING is logged when spooling starts, one INFO when the spool is drained.
+    :meth:`aclose` tries to drain for ``drain_timeout`` seconds; what remains stays in the
+    spool file, and the next store opened on it (in this process or the next) moves it.
+    :meth:`stats` counts the spooled updates, :meth:`wait_drained` waits for an empty spool.
     """
 
     def __init__(
-        self, journal: ChangeJournal, states: ContentStore, *, origin: str | None = None
+        self,
+        journal: ChangeJournal,
+        states: ContentStore,
+        *,
+        origin: str | None = None,
+        follow: bool = False,
+        spool: Spool | None = None,
+        drain_timeout: float = 5.0,
     ) -> None:
         self._journal = journal
         self._states = states
         self._origin = None if origin is None else check_token(origin, "origin")
+        self._follow = follow
         self._lanes: dict[str, _Lane] = {}
         # Per room: the newest entry the caller's state is known to hold (what a compaction
         # may claim to cover), and a lower bound of the position of the stored state (what
@@ -209,6 +273,37 @@ class ServiceRoomStore:
         self._seen: dict[str, EntryKey] = {}
         self._covered: dict[str, EntryKey] = {}
         self._closed = False
+        self._close_task: asyncio.Task[None] | None = None
+        # The spool: whether the journal failed an append and has not taken one since; per
+        # room, the spool adds not committed yet (and every add in flight); the drainer;
+        # the seqs already moved to the stream but not yet removed from the spool.
+        self._spool = spool
+        self._drain_timeout = drain_timeout
+        self._down = False
+        self._adding: dict[str, int] = {}
+        self._spool_writes: set[asyncio.Future[int]] = set()
+        self._drainer: asyncio.Task[None] | None = None
+        self._halted: StorageClosed | None = None  # the spool or the journal was closed
+        self._moved: set[int] = set()
+        self._episode: float | None = None  # when spooling started (time.monotonic)
+        self._episode_moved = 0
+        self._last_drain_error = ""
+        self._spooled_total = 0
+        self._drained_total = 0
+        if spool is not None and spool.count():
+            log.warning(
+                "spool %s holds %d updates left by an earlier run: moving them to the "
+                "change journal",
+                spool.path,
+                spool.count(),
+            )
+            self._start_episode()
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # no event loop yet: the first call starts the drainer
+            else:
+                _ = self._ensure_drainer()
 
     async def __aenter__(self) -> ServiceRoomStore:
         return self
@@ -219,30 +314,67 @@ class ServiceRoomStore:
     # -- the port -------------------------------------------------------------------------
 
     async def load(self, room: str) -> StoredRoom:
-        """The room's saved state and its journal entries after it, once the calls queued
-        before this one are done. StorageUnavailable / StorageCorrupted when a read fails."""
+        """The room's saved state and its journal entries after it (then its spooled
+        updates), once the calls queued before this one are done. StorageUnavailable /
+        StorageCorrupted when a read fails."""
         result = await self._submit("load", room, b"")
         assert isinstance(result, StoredRoom)
         return result
 
     def append(self, room: str, update: bytes) -> asyncio.Future[None]:
-        """Queue ``update``; the future resolves once the journal stored it."""
+        """Queue ``update``; the future resolves once the journal (or the spool) stored it."""
         future: asyncio.Future[None] = self._submit("append", room, update)
         return future
 
     def compact(self, room: str, state: bytes) -> asyncio.Future[None]:
         """Queue a compaction: save ``state`` (covering every entry of the room appended
-        before this call), then trim the covered prefix of the document's stream."""
+        before this call; in follow mode, every entry marked applied before it), then trim
+        the covered prefix of the document's stream."""
         future: asyncio.Future[None] = self._submit("compact", room, state)
         return future
 
     async def aclose(self) -> None:
-        """Refuse new calls (StorageClosed) and wait for the queued ones. Idempotent. The
-        journal and the content store stay open: they belong to the caller."""
+        """Refuse new calls (StorageClosed), wait for the queued ones, then try to empty the
+        spool for ``drain_timeout`` seconds (what remains stays in the spool file).
+        Idempotent. The journal, the content store and the spool stay open: they belong to
+        the caller."""
         self._closed = True
-        busy = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        if busy:
-            await asyncio.wait(busy)
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(
+                self._close(), name="room store close"
+            )
+        await asyncio.shield(self._close_task)
+
+    # -- follow mode, the spool -----------------------------------------------------------
+
+    def mark_applied(self, room: str, entry_id: str) -> None:
+        """Follow mode: the caller's document of ``room`` holds every entry of the room up to
+        ``entry_id`` (its follower applied, or skipped as its own, each one in stream order).
+        Compactions called from now on may claim it. Marks never go back. InvalidRoomName /
+        ValueError for a bad room name or entry id; RuntimeError without follow mode."""
+        if not self._follow:
+            raise RuntimeError("mark_applied is for a store opened with follow=True")
+        name = parse_room_name(room)
+        self._saw(str(name), parse_entry_id(entry_id))
+
+    async def wait_drained(self) -> None:
+        """Wait until the spool holds nothing (at once without a spool). StorageClosed if the
+        store was closed with updates left in the spool."""
+        while self._spool_busy():
+            if self._halted is not None:
+                raise StorageClosed(f"the spool cannot be drained: {self._halted}")
+            if self._closed and (self._drainer is None or self._drainer.done()):
+                raise StorageClosed("the room store is closed; the spool is not empty")
+            await asyncio.wait({self._ensure_drainer()})
+
+    def stats(self) -> dict[str, int]:
+        """``spooled_now`` (updates in the spool file), ``spooled_total`` (updates this store
+        spooled), ``drained_total`` (updates it moved from the spool to the stream)."""
+        return {
+            "spooled_now": 0 if self._spool is None else self._spool.count(),
+            "spooled_total": self._spooled_total,
+            "drained_total": self._drained_total,
+        }
 
     # -- the queues -----------------------------------------------------------------------
 
@@ -252,12 +384,15 @@ class ServiceRoomStore:
         name = parse_room_name(room)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        claim = self._seen.get(room) if self._follow and kind == "compact" else None
         lane = self._lanes.get(room)
         if lane is None:
             lane = self._lanes[room] = _Lane(name)
-        lane.ops.append(_Op(kind, payload, future))
+        lane.ops.append(_Op(kind, payload, future, claim))
         if lane.task is None:
             lane.task = loop.create_task(self._drain(room, lane), name=f"room store {room}")
+        if self._spool_busy() and (self._drainer is None or self._drainer.done()):
+            _ = self._ensure_drainer()
         return future
 
     async def _drain(self, room: str, lane: _Lane) -> None:
@@ -279,13 +414,14 @@ class ServiceRoomStore:
                 del self._lanes[room]
 
     async def _perform(self, room: RoomName, op: _Op) -> None:
-        run: Callable[[RoomName, bytes], Awaitable[object]] = {
-            "append": self._append,
-            "compact": self._compact,
-            "load": self._load,
-        }[op.kind]
         try:
-            result = await run(room, op.payload)
+            result: object = None
+            if op.kind == "append":
+                await self._append(room, op.payload)
+            elif op.kind == "compact":
+                await self._compact(room, op.payload, op.claim)
+            else:
+                result = await self._load(room)
         except StorageError as exc:
             outcome: BaseException | None = exc
         except ValueError as exc:  # refused by the journal or the content store
@@ -304,6 +440,26 @@ class ServiceRoomStore:
         else:
             op.future.set_exception(outcome)
 
+    async def _close(self) -> None:
+        busy = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if busy:
+            await asyncio.wait(busy)
+        if self._spool is None:
+            return
+        if self._spool_busy() and self._halted is None:
+            done, _ = await asyncio.wait({self._ensure_drainer()}, timeout=self._drain_timeout)
+            if not done:
+                log.warning(
+                    "closing with %d updates left in the spool %s: the next store opened "
+                    "on it moves them to the change journal",
+                    self._spool.count(),
+                    self._spool.path,
+                )
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
+            await asyncio.gather(drainer, return_exceptions=True)
+
     # -- the operations -------------------------------------------------------------------
 
     def _saw(self, room: str, key: EntryKey) -> None:
@@ -315,22 +471,55 @@ class ServiceRoomStore:
             self._covered[room] = key
 
     async def _append(self, room: RoomName, update: bytes) -> None:
-        entry_id = await self._journal.append(
-            room.document_id, room.section_id, update, origin=self._origin
-        )
-        self._saw(str(room), parse_entry_id(entry_id))
-
-    async def _compact(self, room: RoomName, state: bytes) -> None:
         key = str(room)
-        position = self._seen.get(key, _ORIGIN)
+        if self._spool is not None and (self._down or self._spooled(key)):
+            await self._to_spool(key, update)
+            return
+        try:
+            entry_id = await self._journal.append(
+                room.document_id, room.section_id, update, origin=self._origin
+            )
+        except StorageUnavailable as exc:
+            if self._spool is None:
+                raise
+            self._journal_failed(exc)
+            await self._to_spool(key, update)
+            return
+        if not self._follow:
+            self._saw(key, parse_entry_id(entry_id))
+
+    async def _compact(self, room: RoomName, state: bytes, claim: EntryKey | None) -> None:
+        key = str(room)
+        if self._follow:
+            position = _ORIGIN if claim is None else claim
+        else:
+            position = self._seen.get(key, _ORIGIN)
         stored = self._covered.get(key)
         if stored is not None and stored > position:
             raise StorageConflict(
                 f"a state of room {key} covering the journal up to {_entry_text(stored)} is "
                 f"stored; this one covers it only up to {_entry_text(position)}"
             )
-        await self._states.save_crdt_state(key, state, journal_seq(_entry_text(position)))
-        self._stored_at_least(key, covered_position(journal_seq(_entry_text(position))))
+        seq = journal_seq(_entry_text(position))
+        if self._follow:
+            # Another node may have stored a state holding entries this node never applied
+            # (its follower lagged behind that node's trim): fold the stored state in, so
+            # that no save drops what a stored state holds. CRDT states merge; the result
+            # covers both claims. (Bytes that are not CRDT states are saved as given and the
+            # content store's own check refuses a save behind the stored position.)
+            existing = await self._states.load_crdt_state(key)
+            if existing is not None and existing[0] != state:
+                try:
+                    state = pycrdt.merge_updates(existing[0], state)
+                except ValueError:
+                    log.debug("room %s: stored state is not a CRDT update; not merged", key)
+                else:
+                    seq = max(seq, existing[1])
+        await self._states.save_crdt_state(key, state, seq)
+        self._stored_at_least(key, covered_position(seq))
+        if self._spool is not None and (self._down or self._spooled(key)):
+            log.debug("room %s: compacted; no trim while its updates wait in the spool", room)
+            return
         try:
             trimmed = await self._trim(room.document_id)
         except StorageError as exc:
@@ -383,11 +572,18 @@ class ServiceRoomStore:
         self._stored_at_least(room, covered_position(saved[1]))
         return key <= self._covered[room]
 
-    async def _load(self, room: RoomName, _: bytes) -> StoredRoom:
-        """The journal first, then the state. An entry trimmed before the journal read was
-        covered by a state saved before it, so the state read afterwards covers it too:
-        nothing falls between the two reads, whatever other nodes compact meanwhile."""
+    async def _load(self, room: RoomName) -> StoredRoom:
+        """The spool first, then the journal, then the state. An entry trimmed before the
+        journal read was covered by a state saved before it, so the state read afterwards
+        covers it too: nothing falls between the two reads, whatever other nodes compact
+        meanwhile. An update the drainer moves from the spool after the spool read is in
+        the journal read too (twice then, which is harmless)."""
         key = str(room)
+        spooled: list[SpooledUpdate] = []
+        if self._spool is not None and self._spooled(key):
+            # Rows already moved (not yet removed) are in the stream, read next.
+            rows = await self._spool.of_room(key)
+            spooled = [row for row in rows if row.seq not in self._moved]
         after = self._covered.get(key)
         entries: list[tuple[EntryKey, bytes]] = []
         cursor: str | None = None if after is None else _entry_text(after)
@@ -409,8 +605,183 @@ class ServiceRoomStore:
             position = covered_position(seq)
             self._stored_at_least(key, position)
         journal = [(entry_key, update) for entry_key, update in entries if entry_key > position]
-        self._saw(key, journal[-1][0] if journal else position)
-        return StoredRoom(snapshot, tuple(update for _, update in journal))
+        if self._follow:
+            self._saw(key, position)  # the state only: the follower marks the entries
+        else:
+            self._saw(key, journal[-1][0] if journal else position)
+        updates = [update for _, update in journal] + [row.update for row in spooled]
+        return StoredRoom(snapshot, tuple(updates))
+
+    # -- the spool ------------------------------------------------------------------------
+
+    def _spool_busy(self) -> bool:
+        """Whether the spool holds an update or one is on its way there."""
+        return self._spool is not None and (self._spool.count() > 0 or bool(self._spool_writes))
+
+    def _spooled(self, room: str) -> bool:
+        """Whether an update of ``room`` is in the spool or on its way there."""
+        assert self._spool is not None
+        return bool(self._adding.get(room)) or self._spool.holds(room)
+
+    def _start_episode(self) -> None:
+        if self._episode is None:
+            self._episode = time.monotonic()
+            self._episode_moved = 0
+
+    def _journal_failed(self, exc: StorageError) -> None:
+        """An append failed: spool every append until the journal takes one again."""
+        self._down = True
+        if self._episode is None:
+            assert self._spool is not None
+            log.warning(
+                "change journal unavailable (%s): spooling appends to %s until it is back",
+                exc,
+                self._spool.path,
+            )
+            self._start_episode()
+
+    async def _to_spool(self, room: str, update: bytes) -> None:
+        """Add ``update`` to the spool; returns once it is durable there."""
+        assert self._spool is not None
+        check_update(update)  # what the journal would refuse, the spool refuses too
+        future = self._spool.add(room, update)
+        self._adding[room] = self._adding.get(room, 0) + 1
+        self._spool_writes.add(future)
+
+        def landed(done: asyncio.Future[int]) -> None:
+            self._spool_writes.discard(done)
+            left = self._adding[room] - 1
+            if left:
+                self._adding[room] = left
+            else:
+                del self._adding[room]
+
+        future.add_done_callback(landed)
+        _ = self._ensure_drainer()
+        await asyncio.shield(future)
+        self._spooled_total += 1
+
+    def _ensure_drainer(self) -> asyncio.Task[None]:
+        """The drainer task, started if it is not running (unless it was halted)."""
+        if self._drainer is None or (self._drainer.done() and self._halted is None):
+            self._drainer = asyncio.get_running_loop().create_task(
+                self._drain_spool(), name="room store spool drainer"
+            )
+        return self._drainer
+
+    async def _drain_spool(self) -> None:
+        """Move the spooled updates to the stream until the spool is empty; back off while
+        the journal (or the spool) fails."""
+        assert self._spool is not None
+        delay = SPOOL_BACKOFF_MIN
+        while True:
+            try:
+                batch = await self._spool.pending(DRAIN_BATCH)
+                if not batch and self._spool_writes:
+                    await asyncio.wait(set(self._spool_writes))
+                    continue
+                if not batch:
+                    self._end_episode()
+                    return
+                await self._move(batch)
+            except StorageClosed as exc:  # for good: the spool or the journal was closed
+                self._halted = exc
+                log.warning(
+                    "spool drainer stopped (%s): %d updates stay in the spool",
+                    exc,
+                    self._spool.count(),
+                )
+                return
+            except StorageError as exc:
+                self._drain_failed(exc)
+            except Exception:
+                log.exception("the spool drainer failed unexpectedly")
+            else:
+                delay = SPOOL_BACKOFF_MIN
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SPOOL_BACKOFF_MAX)
+
+    async def _move(self, batch: list[SpooledUpdate]) -> None:
+        """Append the batch to the stream (rooms in parallel, each in order), then remove from
+        the spool the longest prefix of it that is in the stream. Raises the first failure."""
+        assert self._spool is not None
+        chains: dict[str, list[SpooledUpdate]] = {}
+        for row in batch:
+            if row.seq not in self._moved:
+                chains.setdefault(row.room, []).append(row)
+        failures: list[StorageError] = []
+        slots = asyncio.Semaphore(DRAIN_CONCURRENCY)
+
+        async def chain(rows: list[SpooledUpdate]) -> None:
+            async with slots:
+                for row in rows:
+                    if failures:
+                        return
+                    try:
+                        await self._move_one(row)
+                    except StorageError as exc:
+                        failures.append(exc)
+                        return
+
+        await asyncio.gather(*(chain(rows) for rows in chains.values()))
+        through: int | None = None
+        for row in batch:
+            if row.seq not in self._moved:
+                break
+            through = row.seq
+        if through is not None:
+            await self._spool.remove_through(through)
+            self._moved = {seq for seq in self._moved if seq > through}
+        if failures:
+            raise failures[0]
+
+    async def _move_one(self, row: SpooledUpdate) -> None:
+        try:
+            name = parse_room_name(row.room)
+            entry_id = await self._journal.append(
+                name.document_id, name.section_id, row.update, origin=self._origin
+            )
+        except ValueError as exc:
+            # Only a spool file written by something else gets here (appends are checked
+            # before they are spooled): it can never be appended, keeping it would block
+            # every later update.
+            log.error(
+                "spooled update %d of %r refused by the journal, dropped: %s",
+                row.seq,
+                row.room,
+                exc,
+            )
+            self._moved.add(row.seq)
+            return
+        self._moved.add(row.seq)
+        self._down = False
+        self._drained_total += 1
+        self._episode_moved += 1
+        if not self._follow:
+            self._saw(str(name), parse_entry_id(entry_id))
+
+    def _drain_failed(self, exc: StorageError) -> None:
+        if isinstance(exc, StorageUnavailable):
+            self._down = True
+            log.debug("spool drainer: the change journal is still unavailable: %s", exc)
+            return
+        if str(exc) != self._last_drain_error:  # once per distinct error, not per retry
+            self._last_drain_error = str(exc)
+            log.error("spool drainer: cannot move spooled updates (will retry): %s", exc)
+
+    def _end_episode(self) -> None:
+        self._down = False
+        self._last_drain_error = ""
+        if self._episode is not None:
+            elapsed = time.monotonic() - self._episode
+            log.info(
+                "spool drained: %d updates moved to the change journal, %.1f s after "
+                "spooling started",
+                self._episode_moved,
+                elapsed,
+            )
+            self._episode = None
 
 
 __all__ = [

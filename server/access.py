@@ -85,6 +85,14 @@ class DocumentFacts:
     comment: frozenset[str] = frozenset()
     edit: frozenset[str] = frozenset()
     sensitivity: str | None = None
+    status: str | None = None
+
+    @property
+    def under_review(self) -> bool:
+        """While a document is in review its content is frozen: every socket is read-only
+        and REST refuses content changes, until the review ends (approved, rejected back to
+        draft, or withdrawn to draft)."""
+        return self.status == "review"
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> DocumentFacts:
@@ -103,6 +111,7 @@ class DocumentFacts:
             view=ids(permissions.get("view")),
             comment=ids(permissions.get("comment")),
             edit=ids(permissions.get("edit")) | contributors,
+            status=status if isinstance(status := record.get("status"), str) else None,
             sensitivity=sensitivity
             if isinstance(sensitivity := record.get("sensitivity"), str)
             else None,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,12 +32,17 @@ from persistence.relational import AuditEntry, DataAccessEntry
 from persistence.service_store import ServiceRoomStore, require_durable
 from persistence.sqlite import SqliteRoomStore
 from persistence.sqlite_content import SqliteContentStore
-from protocol.ysync import AuthPermissionDenied, encode
+from persistence.sqlite_spool import Spool
+from protocol.awareness import AwarenessEntry
+from protocol.events import AppEvent, encode_event
+from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
+from server import approvals, comments, locks, notifications, presence
 from server.access import DOCUMENTS, AccessControl, Right, may_create
 from server.api import api_routes
 from server.api.common import exception_handlers
 from server.auth import AuthError
 from server.authn import Principal
+from server.cluster import USER_CHANNEL, Cluster
 from server.connection import Connection, Frame
 from server.errors import (
     CollabError,
@@ -48,6 +55,7 @@ from server.guard import Guard
 from server.limits import MessageLimiter
 from server.registry import RoomRegistry
 from server.revisions import Revisions
+from server.rooms import Room
 from server.services import Services, open_services
 from server.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.settings import Settings
@@ -56,7 +64,20 @@ from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
 
-NODE_ID = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{socket.gethostname()}.{os.getpid()}")[:128]
+_apps = itertools.count(1)
+
+
+def node_name(settings: Settings) -> str:
+    """This node's stable name (its spool file is named after it): COLLAB_NODE_NAME, else
+    the host name and port."""
+    if settings.node_name:
+        return settings.node_name
+    suffix = str(settings.port) if settings.port else f"pid{os.getpid()}"
+    return _token(f"{socket.gethostname()}-{suffix}")
+
+
+def _token(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:100]
 
 
 def problem_body(status: int, title: str, detail: str = "") -> dict[str, Any]:
@@ -87,7 +108,11 @@ async def open_content_store(settings: Settings) -> ContentStore:
 
 
 async def open_store(
-    settings: Settings, coordinator: Coordinator, content: ContentStore
+    settings: Settings,
+    coordinator: Coordinator,
+    content: ContentStore,
+    stack: contextlib.AsyncExitStack | None = None,
+    node_id: str = "node",
 ) -> RoomStore:
     """The room store the settings ask for: the Redis change stream + the content store in
     service mode (``redis_url`` set; Redis must be durable), else embedded SQLite."""
@@ -95,8 +120,42 @@ async def open_store(
         return MemoryRoomStore()
     if settings.redis_url:
         require_durable(await coordinator.durability())
-        return ServiceRoomStore(coordinator.journal, content, origin=NODE_ID)
+        # While Redis cannot take appends, updates wait in a durable local spool (editing
+        # goes on; they reach the stream, in order, when Redis is back).
+        spool = await Spool.open(settings.data_dir / f"spool-{node_name(settings)}.sqlite3")
+        if stack is not None:
+            stack.push_async_callback(spool.aclose)  # after the store (callbacks run LIFO)
+        return ServiceRoomStore(
+            coordinator.journal, content, origin=node_id, follow=True, spool=spool
+        )
     return await SqliteRoomStore.open(settings.data_dir / "rooms.sqlite3")
+
+
+# The lock a node holds on a document while it writes the snapshot (a reserved section id).
+SNAPSHOT_CLAIM = "__snapshot"
+EventHandler = Callable[["Room", Connection, AppEvent], None]
+
+
+class _Hooks:
+    """The rooms' hooks: application events go to the handler registered for their type,
+    accepted awareness to the observers and (service mode) to the other nodes."""
+
+    def __init__(self, collab: Collab) -> None:
+        self._collab = collab
+
+    def on_event(self, room: Room, conn: Connection, event: AppEvent) -> bool:
+        handler = self._collab.event_handlers.get(event.type)
+        if handler is None:
+            return False
+        handler(room, conn, event)
+        return True
+
+    def on_awareness(self, room: Room, conn: Connection, entries: list[AwarenessEntry]) -> None:
+        collab = self._collab
+        if collab.cluster is not None:
+            collab.cluster.publish_awareness(room, entries)
+        for observer in collab.awareness_observers:
+            observer(room, conn, entries)
 
 
 class Collab:
@@ -109,8 +168,12 @@ class Collab:
         content: ContentStore,
         tasks: asyncio.TaskGroup,
         services: Services,
+        node_id: str = "node",
     ) -> None:
         self.settings = settings
+        self.node_id = node_id
+        # Run first thing at shutdown, before sockets close (features stop their tasks).
+        self.shutdown_callbacks: list[Callable[[], None]] = []
         self.store = store
         self.content = content
         self.relational = services.relational
@@ -142,6 +205,41 @@ class Collab:
         )
         self.snapshots.after_write = self.revisions.on_snapshot
         self.connections: set[Connection] = set()
+        self.by_document: defaultdict[str, set[Connection]] = defaultdict(set)
+        self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
+        # Extension points of the features built on rooms (locks, presence, comments):
+        # application event handlers by type, and observers of joins, leaves, awareness
+        # and events arriving from other nodes.
+        self.event_handlers: dict[str, EventHandler] = {}
+        self.join_observers: list[Callable[[Connection, Room], None]] = []
+        self.leave_observers: list[Callable[[Connection, str], None]] = []
+        self.awareness_observers: list[
+            Callable[[Room, Connection, list[AwarenessEntry]], None]
+        ] = []
+        self.remote_event_observers: list[Callable[[str, str | None, AppEvent], None]] = []
+        self.cluster: Cluster | None = None
+        if isinstance(store, ServiceRoomStore):
+            self.cluster = Cluster(
+                self.registry,
+                services.coordinator.journal,
+                services.coordinator.signals,
+                node_id,
+                on_event=self._remote_event,
+                mark_applied=store.mark_applied,
+            )
+        self.registry.hooks = _Hooks(self)
+        if self.cluster is not None:
+            locks = services.coordinator.locks
+
+            async def claim(document_id: str) -> bool:
+                return await locks.acquire(document_id, SNAPSHOT_CLAIM, node_id, 60.0) is not None
+
+            async def release(document_id: str) -> None:
+                await locks.release(document_id, SNAPSHOT_CLAIM, node_id)
+
+            self.snapshots.claim, self.snapshots.release = claim, release
+            # Updates from other nodes make this node's copy of the document dirty too.
+            self.cluster.on_applied = lambda room: self.snapshots.touched(room.name.document_id)
         self.guard = Guard(self)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()
@@ -209,20 +307,28 @@ class Collab:
             return None
         conn.principal = principal
         conn.right = right
-        conn.read_only = right < Right.EDIT
+        facts = await self.access.document(admission.room.document_id)
+        conn.read_only = right < Right.EDIT or (facts is not None and facts.under_review)
+        document_id = admission.room.document_id
         self.connections.add(conn)
+        self.by_document[document_id].add(conn)
+        self.by_user[principal.user_id].add(conn)
         session = await Session.open(self.registry, admission.room, conn, self.messages)
         if session is None:
-            self.connections.discard(conn)
+            self._forget(conn, document_id)
             return None
         chained = conn.on_close
 
         def on_close(closing: Connection) -> None:
-            self.connections.discard(closing)
+            self._forget(closing, document_id)
             if chained is not None:
                 chained(closing)
+            for observer in self.leave_observers:
+                observer(closing, document_id)
 
         conn.on_close = on_close
+        for join_observer in self.join_observers:
+            join_observer(conn, session.room)
         if conn.read_only:
             conn.send(Frame(encode(AuthPermissionDenied("read-only: you may not edit"))))
         self.audit.access(
@@ -294,6 +400,77 @@ class Collab:
         facts = await self.access.document(document_id)  # cached since the join checked it
         return facts.sensitivity if facts is not None else None
 
+    def _forget(self, conn: Connection, document_id: str) -> None:
+        self.connections.discard(conn)
+        if conn.principal is not None:
+            mine = self.by_user.get(conn.principal.user_id)
+            if mine is not None:
+                mine.discard(conn)
+                if not mine:
+                    del self.by_user[conn.principal.user_id]
+        members = self.by_document.get(document_id)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self.by_document[document_id]
+
+    # -- application events across the document and the nodes ---------------------------
+
+    def emit(
+        self,
+        document_id: str,
+        event: AppEvent,
+        *,
+        section_id: str | None = None,
+        local_only: bool = False,
+    ) -> None:
+        """Send an application event to every client of the document that takes events
+        (only those in section ``section_id``'s room when given), on this node and, unless
+        ``local_only``, on the other nodes."""
+        self.deliver(document_id, section_id, event)
+        if not local_only and self.cluster is not None:
+            self.cluster.publish_event(document_id, section_id, event)
+
+    def deliver(self, document_id: str, section_id: str | None, event: AppEvent) -> None:
+        """Send an event to this node's clients of the document (see :meth:`emit`)."""
+        members = self.by_document.get(document_id)
+        if not members:
+            return
+        room_key = None if section_id is None else f"{document_id}/{section_id}"
+        frame = Frame(encode(AppEventMessage(encode_event(event))))
+        for conn in members:
+            if conn.app_events and (room_key is None or conn.room_name == room_key):
+                conn.send(frame)
+
+    def send_to_user(self, user_id: str, event: AppEvent) -> None:
+        """Send an event to every open connection of a user that takes events, on every
+        node (notifications)."""
+        self._deliver_to_user(user_id, event)
+        if self.cluster is not None:
+            self.cluster.publish_event(
+                USER_CHANNEL, None, AppEvent(event.type, {**event.fields, "_to": user_id})
+            )
+
+    def _deliver_to_user(self, user_id: str, event: AppEvent) -> None:
+        members = self.by_user.get(user_id)
+        if not members:
+            return
+        frame = Frame(encode(AppEventMessage(encode_event(event))))
+        for conn in members:
+            if conn.app_events:
+                conn.send(frame)
+
+    def _remote_event(self, document_id: str, section_id: str | None, event: AppEvent) -> None:
+        if document_id == USER_CHANNEL:
+            data = dict(event.fields)
+            user_id = data.pop("_to", None)
+            if isinstance(user_id, str):
+                self._deliver_to_user(user_id, AppEvent(event.type, data))
+            return
+        for observer in self.remote_event_observers:
+            observer(document_id, section_id, event)
+        self.deliver(document_id, section_id, event)
+
     def _count_edit(self, conn: Connection, name: RoomName, inserted: int, deleted: int) -> None:
         principal = conn.principal
         if principal is not None and self.edits is not None:
@@ -309,6 +486,11 @@ class Collab:
 
     def shutdown_sockets(self) -> None:
         self.accepting = False
+        for callback in self.shutdown_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a shutdown callback failed")
         for conn in list(self.connections):
             conn.fail(ServerShuttingDown("server shutting down"))
 
@@ -322,6 +504,8 @@ def create_app(
     app then closes it at shutdown like its own.
     """
     settings = settings or Settings()
+    # Unique per process and app: the origin of this node's stream entries.
+    node_id = f"{node_name(settings)}.{os.getpid()}.{next(_apps)}"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -329,12 +513,16 @@ def create_app(
             services = await open_services(settings, stack)
             content = await open_content_store(settings)
             stack.push_async_callback(content.aclose)
-            store = room_store or await open_store(settings, services.coordinator, content)
+            store = room_store or await open_store(settings, services.coordinator, content, stack)
             stack.push_async_callback(store.aclose)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            collab = Collab(settings, store, content, tasks, services)
+            collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
+            for feature in (locks, presence, comments, notifications, approvals):
+                feature.install(collab, tasks)
+            if collab.cluster is not None:
+                collab.cluster.start(tasks)
             log.info(
                 "collab ready (storage=%s, data_dir=%s, relational=%s, coordinator=%s)",
                 settings.storage,
@@ -351,6 +539,10 @@ def create_app(
                 collab.shutdown_sockets()
                 await collab.registry.close()
                 await collab.snapshots.flush()
+                if collab.cluster is not None:
+                    # Let what the closing sockets said (leaves, unlocks) reach other nodes.
+                    await collab.cluster.drain(timeout=2.0)
+                    collab.cluster.stop()
 
     app = Starlette(
         routes=[
@@ -377,6 +569,7 @@ async def healthz(request: Request) -> JSONResponse:
             "rss_bytes": rss,
             **collab.registry.stats(),
             **collab.snapshots.stats(),
+            **(collab.cluster.stats() if collab.cluster is not None else {}),
             "audit": collab.audit.stats(),
         }
     )

@@ -60,6 +60,7 @@ AUDITED_ACTIONS: Final = (
     "revision_save",
     "export",
     "lock",
+    "unlock",
     "comment",
     "edit",
     "join",

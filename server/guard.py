@@ -84,6 +84,7 @@ class Guard:
             else:
                 subject = principal.subject
             rights: dict[str, Right] = {}
+            frozen: dict[str, bool] = {}
             for conn in conns:
                 if conn.principal is not None and 0 < conn.principal.expires_at < now:
                     conn.fail(AuthError("token expired; reconnect with a new one"))
@@ -91,25 +92,39 @@ class Guard:
                 document_id = conn.room_name.partition("/")[0]
                 if document_id not in rights:
                     rights[document_id] = await collab.access.right(subject, document_id)
-                apply_right(conn, rights[document_id])
+                    facts = await collab.access.document(document_id)
+                    frozen[document_id] = facts is not None and facts.under_review
+                apply_right(conn, rights[document_id], frozen=frozen[document_id])
         self.checks += 1
 
 
-def apply_right(conn: Connection, right: Right) -> None:
-    """Bring one open connection in line with the user's current right."""
-    if conn.closing or right == conn.right:
+def apply_right(conn: Connection, right: Right, *, frozen: bool = False) -> None:
+    """Bring one open connection in line with the user's current right, and with the
+    document's review state (``frozen``: in review, everyone is read-only)."""
+    if conn.closing:
         return
-    conn.right = right
     if right < Right.VIEW:
+        conn.right = right
         conn.fail(PermissionDenied("your access to this document was removed"))
         return
-    read_only = right < Right.EDIT
+    changed = right != conn.right
+    conn.right = right
+    read_only = right < Right.EDIT or frozen
     if read_only != conn.read_only:
         conn.read_only = read_only
+        changed = True
         if read_only:
-            conn.send(Frame(encode(AuthPermissionDenied("read-only: your edit right was removed"))))
-        conn.send_event(AppEvent("access", {"right": right.label, "readOnly": read_only}))
+            reason = (
+                "read-only: the document is in review"
+                if frozen
+                else ("read-only: your edit right was removed")
+            )
+            conn.send(Frame(encode(AuthPermissionDenied(reason))))
         log.info("conn %s room %s: now %s", conn.id, conn.room_name, right.label)
+    if changed:
+        conn.send_event(
+            AppEvent("access", {"right": right.label, "readOnly": read_only, "inReview": frozen})
+        )
 
 
 def _close_all(conns: list[Connection], exc: BaseException) -> None:

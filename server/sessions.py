@@ -144,5 +144,7 @@ class Session:
         self.registry.maybe_compact(self.room)
 
     def on_close(self) -> None:
-        """The socket is gone: leave the room (idempotent)."""
+        """The socket is gone (the peer closed it, or it broke): leave the room and run the
+        connection's close chain, as a close by the server does. Idempotent."""
         self.registry.leave(self.room, self.conn)
+        self.conn.close(1000, "")  # a no-op on the wire: the socket is already gone

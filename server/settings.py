@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         description="Redis URL for presence, locks, sessions, rate limits and the change "
         "stream; unset: in-process",
     )
+    node_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="this node's stable name among several (its Redis-outage spool is named "
+        "after it); default: host name and port",
+    )
     insecure_dev: bool = Field(
         False,
         description="DEVELOPMENT ONLY: accept requests without a token as a local admin",

@@ -8,5 +8,7 @@ from starlette.routing import BaseRoute
 def api_routes() -> list[BaseRoute]:
     """Every route of the API, relative to ``/api``."""
     from server.api import audit, auth, documents
+    from server.api.locks import routes as lock_routes
+    from server.api.presence import routes as presence_routes
 
-    return [*auth.routes, *documents.routes, *audit.routes]
+    return [*auth.routes, *documents.routes, *audit.routes, *lock_routes, *presence_routes]

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from crdt.ids import InvalidIdError, check_document_id
+from crdt.ids import InvalidIdError, check_document_id, is_reserved_id
 from persistence.errors import (
     DocumentNotFound,
     RecordNotFound,
@@ -120,9 +120,12 @@ async def authenticated(request: Request) -> Principal:
 def document_id_of(value: object) -> str:
     """A document id from a path parameter; 400 when it is not a valid id."""
     try:
-        return check_document_id(value)
+        document_id = check_document_id(value)
     except InvalidIdError as exc:
         raise ApiError(400, "invalid document id", str(exc)) from exc
+    if is_reserved_id(document_id):
+        raise ApiError(400, "invalid document id", "ids starting with '__' are reserved")
+    return document_id
 
 
 async def require(request: Request, document_id: str, right: Right) -> tuple[Principal, Right]:

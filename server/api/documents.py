@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import pycrdt
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from crdt.ids import MAX_ID_LENGTH, RoomName
+from crdt.ids import MAX_ID_LENGTH, RoomName, is_reserved_id
 from crdt.markdown import ContentSection
 from crdt.outline import Outline
 from crdt.revisions import SectionDiff, diff_sections, restore_outline, sections_from_dicts
@@ -139,7 +139,20 @@ LongText = Annotated[str, StringConstraints(max_length=5000)]
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=120, pattern=_SLUG)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
-Id = Annotated[str, StringConstraints(pattern=rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}$")]
+
+
+# 1-64 of [A-Za-z0-9_-], not starting with "__" (reserved for the server's own channels).
+def _not_reserved(value: str) -> str:
+    if is_reserved_id(value):
+        raise ValueError("ids starting with '__' are reserved")
+    return value
+
+
+Id = Annotated[
+    str,
+    StringConstraints(pattern=rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}$"),
+    AfterValidator(_not_reserved),
+]
 # Markdown is kept exactly as sent: no stripping.
 Markdown = Annotated[str, StringConstraints(strip_whitespace=False, max_length=1_000_000)]
 
@@ -734,6 +747,7 @@ async def _set_status(
     if current == "review":
         fields.update(lastReviewedAt=now, lastReviewedBy=principal.user_id)
     await collab.content.update(DOCUMENTS, document_id, fields)
+    collab.access.forget(document_id)  # sockets follow the review state at the next check
     revision = await collab.revisions.save(
         document_id, principal.user_id, reason=f"status {current} -> {target}"
     )
@@ -906,6 +920,13 @@ async def restore_revision(request: Request) -> Response:
     _check_params(request, frozenset(), frozenset())
     collab = collab_of(request)
     source = await _revision(collab, document_id, revision_id)
+    if (await _record(collab, document_id)).get("status") == "review":
+        raise ApiError(
+            409,
+            "document in review",
+            "its content is frozen while in review: end the review (approve, or move it "
+            "back to draft) before restoring a revision",
+        )
     async with _serialized(request, document_id):
         try:
             revision = await collab.revisions.restore(document_id, revision_id, principal.user_id)

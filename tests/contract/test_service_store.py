@@ -13,7 +13,11 @@ nodes share one Redis and one MongoDB.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import os
+import random
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +29,7 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt.ids import InvalidRoomName
+from crdt.ids import InvalidRoomName, RoomName
 from persistence import service_store
 from persistence.content import ContentStore
 from persistence.coordinator import ChangeJournal
@@ -50,10 +54,11 @@ from persistence.service_store import (
     require_durable,
 )
 from persistence.sqlite_content import SqliteContentStore
+from persistence.sqlite_spool import Spool
 from tests.contract.mongomock_async import AsyncMockClient
 
 if TYPE_CHECKING:
-    from tests.services.redis import StartRedis
+    from tests.services.redis import StartRedis, ThrowawayRedis
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,16 +82,26 @@ class Journal:
         self.fail_append: set[bytes] = set()
         self.fail_read: StorageError | None = None
         self.fail_trim: StorageError | None = None
+        self.down: StorageUnavailable | None = None  # fails every append (a write outage)
+        self.hold_update: dict[bytes, asyncio.Event] = {}  # holds the append of that update
+        self.update_reached: dict[bytes, asyncio.Event] = {}
+        self.entries: list[JournalEntry] = []  # every entry appended through this wrapper
 
     async def append(
         self, document_id: str, section_id: str | None, update: bytes, *, origin: str | None = None
     ) -> str:
         self.append_reached.set()
+        self.update_reached.setdefault(update, asyncio.Event()).set()
         if self.hold_append is not None:
             await self.hold_append.wait()
+        if update in self.hold_update:
+            await self.hold_update[update].wait()
+        if self.down is not None:
+            raise self.down
         if update in self.fail_append:
             raise StorageUnavailable("injected: the journal is unreachable")
         entry_id = await self.inner.append(document_id, section_id, update, origin=origin)
+        self.entries.append(JournalEntry(entry_id, document_id, section_id, update, origin))
         self.appended.set()
         if self.hold_after_append is not None:
             await self.hold_after_append.wait()
@@ -150,23 +165,31 @@ class Backend:
         *,
         journal: Journal | None = None,
         states: States | None = None,
+        follow: bool = False,
+        spool: Spool | None = None,
     ) -> ServiceRoomStore:
         store = ServiceRoomStore(
             cast(ChangeJournal, journal) if journal is not None else self.journal,
             cast(ContentStore, states) if states is not None else self.states,
             origin=origin,
+            follow=follow,
+            spool=spool,
         )
         self.opened.append(store)
         return store
 
-    async def stream(self, document_id: str) -> list[bytes]:
-        """The updates left in the document's stream, oldest first."""
-        found: list[bytes] = []
+    async def entries(self, document_id: str) -> list[JournalEntry]:
+        """The entries left in the document's stream, oldest first."""
+        found: list[JournalEntry] = []
         after: str | None = None
         while page := await self.journal.read(document_id, after, 1000):
-            found += [entry.update for entry in page]
+            found += page
             after = page[-1].id
         return found
+
+    async def stream(self, document_id: str) -> list[bytes]:
+        """The updates left in the document's stream, oldest first."""
+        return [entry.update for entry in await self.entries(document_id)]
 
 
 @pytest.fixture(params=["redis-sqlite", "memory-mongomock"])
@@ -398,6 +421,194 @@ async def test_a_failed_trim_still_completes_the_compaction(backend: Backend) ->
     assert await backend.stream("d") == []
 
 
+# -- several nodes on one room: follow mode --------------------------------------------------
+
+
+async def _ids(backend: Backend, document_id: str) -> dict[bytes, str]:
+    """The stream id of each update left in the document's stream."""
+    return {entry.update: entry.id for entry in await backend.entries(document_id)}
+
+
+async def _saved_seq(backend: Backend, room: str) -> int | None:
+    saved = await backend.states.load_crdt_state(room)
+    return None if saved is None else saved[1]
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["own-appends", "follow"])
+async def test_what_a_compaction_claims_with_and_without_follow_mode(
+    backend: Backend, follow: bool
+) -> None:
+    """Node A appends a1, node B b1, node A a2; A has applied a1 only when it compacts.
+    Without follow mode A claims up to a2, its own last append (the one-node rule, kept);
+    in follow mode only up to a1, the newest entry it marked."""
+    node_a, node_b = backend.node("node-a", follow=follow), backend.node("node-b")
+    for node, update in ((node_a, b"a1"), (node_b, b"b1"), (node_a, b"a2")):
+        await asyncio.wait_for(node.append("d/s", update), WAIT)
+    ids = await _ids(backend, "d")
+    if follow:
+        node_a.mark_applied("d/s", ids[b"a1"])
+    await asyncio.wait_for(node_a.compact("d/s", b"state-a1-a2"), WAIT)
+    assert await _saved_seq(backend, "d/s") == journal_seq(ids[b"a1" if follow else b"a2"])
+
+
+async def test_follow_mode_keeps_the_entries_a_compaction_has_not_applied(
+    backend: Backend,
+) -> None:
+    """Two nodes on one stream, interleaved appends. Node A compacts before its follower
+    applied B's entry b1: b1 is neither trimmed nor skipped at load. Nothing is lost."""
+    node_a, node_b = backend.node("node-a", follow=True), backend.node("node-b", follow=True)
+    assert await node_a.load("d/s") == StoredRoom(None, ())
+    assert await node_b.load("d/s") == StoredRoom(None, ())
+    for node, update in ((node_a, b"a1"), (node_b, b"b1"), (node_a, b"a2"), (node_b, b"b2")):
+        await asyncio.wait_for(node.append("d/s", update), WAIT)
+    ids = await _ids(backend, "d")
+
+    node_a.mark_applied("d/s", ids[b"a1"])  # A's follower has skipped a1 (its own), no more
+    await asyncio.wait_for(node_a.compact("d/s", b"state-a"), WAIT)  # holds a1 and a2
+    assert await backend.stream("d") == [b"b1", b"a2", b"b2"]
+    loaded = await backend.node("node-c").load("d/s")
+    assert loaded == StoredRoom(b"state-a", (b"b1", b"a2", b"b2"))
+
+    for update in (b"a1", b"b1", b"a2", b"b2"):  # B's follower went through all four
+        node_b.mark_applied("d/s", ids[update])
+    await asyncio.wait_for(node_b.compact("d/s", b"state-b"), WAIT)
+    assert await backend.stream("d") == []
+    assert await backend.node("node-d").load("d/s") == StoredRoom(b"state-b", ())
+
+    # A is behind B's state (it applied b1, not b2): its compaction is refused.
+    node_a.mark_applied("d/s", ids[b"b1"])
+    with pytest.raises(StorageConflict):
+        await asyncio.wait_for(node_a.compact("d/s", b"state-a-2"), WAIT)
+    assert await backend.node("node-e").load("d/s") == StoredRoom(b"state-b", ())
+
+
+async def test_follow_mode_claims_the_marks_made_before_the_compact_call(
+    backend: Backend,
+) -> None:
+    node_a, node_b = backend.node("node-a", follow=True), backend.node("node-b")
+    await asyncio.wait_for(node_a.append("d/s", b"a1"), WAIT)
+    await asyncio.wait_for(node_b.append("d/s", b"b1"), WAIT)
+    ids = await _ids(backend, "d")
+    node_a.mark_applied("d/s", ids[b"a1"])
+    compaction = node_a.compact("d/s", b"state-a1")
+    node_a.mark_applied("d/s", ids[b"b1"])  # applied after the call: not in that state
+    await asyncio.wait_for(compaction, WAIT)
+    assert await _saved_seq(backend, "d/s") == journal_seq(ids[b"a1"])
+    assert await backend.stream("d") == [b"b1"]
+
+
+async def test_follow_mode_without_marks_keeps_the_stored_position(backend: Backend) -> None:
+    """Nothing marked: the compaction saves the state at the position of the state the room
+    was loaded from, and trims nothing it does not cover (its own appends included)."""
+    writer = backend.node("node-b")
+    await settle(writer.append("d/s", b"x1"), writer.append("d/s", b"x2"))
+    ids = await _ids(backend, "d")
+    await asyncio.wait_for(writer.compact("d/s", b"state-1"), WAIT)
+    await asyncio.wait_for(writer.append("d/s", b"x3"), WAIT)
+
+    node = backend.node("node-a", follow=True)
+    assert await node.load("d/s") == StoredRoom(b"state-1", (b"x3",))
+    await asyncio.wait_for(node.append("d/s", b"a1"), WAIT)  # its own: not marked yet
+    await asyncio.wait_for(node.compact("d/s", b"state-2"), WAIT)
+    assert await _saved_seq(backend, "d/s") == journal_seq(ids[b"x2"])
+    assert await backend.stream("d") == [b"x3", b"a1"]
+    assert await backend.node("node-c").load("d/s") == StoredRoom(b"state-2", (b"x3", b"a1"))
+
+    # A room this node never loaded nor marked: the state claims nothing at all.
+    await asyncio.wait_for(writer.append("e/s", b"e1"), WAIT)
+    await asyncio.wait_for(node.compact("e/s", b"state-e"), WAIT)
+    assert await _saved_seq(backend, "e/s") == 0
+    assert await backend.stream("e") == [b"e1"]
+    assert await backend.node("node-d").load("e/s") == StoredRoom(b"state-e", (b"e1",))
+
+
+async def test_mark_applied_checks_its_arguments(backend: Backend) -> None:
+    with pytest.raises(RuntimeError, match="follow=True"):
+        backend.node("node-a").mark_applied("d/s", "1-0")
+    node = backend.node("node-b", follow=True)
+    with pytest.raises(InvalidRoomName):
+        node.mark_applied("d/s/x", "1-0")
+    with pytest.raises(ValueError, match="entry id"):
+        node.mark_applied("d/s", "12")
+
+
+class FollowingNode:
+    """A server node in miniature: one document per room, edits appended through a
+    follow-mode store, and a follower that goes through every appended entry in order
+    (read from the tap of the shared journal wrapper, so a trim never hides one from it),
+    applies the other nodes' entries and marks each one."""
+
+    def __init__(self, store: ServiceRoomStore, origin: str, tap: Journal) -> None:
+        self.store = store
+        self.origin = origin
+        self.tap = tap
+        self.docs: dict[str, pycrdt.Doc[Any]] = {}
+        self.followed = 0  # entries of the tap gone through
+        self.edits = 0
+
+    async def open(self, room: str) -> None:
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        for update in (await self.store.load(room)).updates():
+            doc.apply_update(update)
+        self.docs[room] = doc
+
+    async def edit(self, room: str) -> str:
+        word = f"{self.origin}.{self.edits}"
+        self.edits += 1
+        doc = self.docs[room]
+        text = doc.get("content", type=pycrdt.Text)
+        before = doc.get_state()
+        text += word + " "
+        await asyncio.wait_for(self.store.append(room, doc.get_update(before)), WAIT)
+        return word
+
+    def follow(self, count: int) -> None:
+        for entry in self.tap.entries[self.followed : self.followed + count]:
+            room = str(RoomName(entry.document_id, entry.section_id))
+            if entry.origin != self.origin:
+                self.docs[room].apply_update(entry.update)
+            self.store.mark_applied(room, entry.id)
+            self.followed += 1
+
+    async def compact(self, room: str) -> bool:
+        try:
+            await asyncio.wait_for(self.store.compact(room, self.docs[room].get_update()), WAIT)
+        except StorageConflict:
+            return False  # another node saved a state newer than what this one applied
+        return True
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_follow_mode_nodes_compacting_at_random_lose_nothing(
+    backend: Backend, seed: int
+) -> None:
+    rng = random.Random(seed)
+    tap = Journal(backend.journal)
+    rooms = ("d/s1", "d/s2")
+    nodes = [
+        FollowingNode(backend.node(origin, journal=tap, follow=True), origin, tap)
+        for origin in ("node-a", "node-b")
+    ]
+    for node in nodes:
+        for room in rooms:
+            await node.open(room)
+    written: dict[str, set[str]] = {room: set() for room in rooms}
+    compacted = 0
+    for _ in range(150):
+        node, room, roll = rng.choice(nodes), rng.choice(rooms), rng.random()
+        if roll < 0.5:
+            written[room].add(await node.edit(room))
+        elif roll < 0.8:
+            node.follow(rng.randint(1, 6))
+        else:
+            compacted += await node.compact(room)
+    assert compacted > 0
+    assert len(await backend.stream("d")) < len(tap.entries)  # compactions did trim
+    fresh = backend.node("node-c")
+    for room in rooms:
+        assert set(_rebuild((await fresh.load(room)).updates()).split()) == written[room]
+
+
 # -- replay ----------------------------------------------------------------------------------
 
 
@@ -523,6 +734,148 @@ async def test_aclose_waits_for_queued_writes_and_leaves_the_backends_open(
     assert await backend.node("node-b").load("d/s") == StoredRoom(None, (b"1", b"2"))
 
 
+# -- the spool: appends the journal cannot take ----------------------------------------------
+
+OUTAGE_ERROR = "injected: the journal is unreachable"
+
+
+@pytest.fixture
+async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
+    async with await Spool.open(tmp_path / "spool.sqlite3") as opened:
+        yield opened
+
+
+def _section(entries: list[JournalEntry], section_id: str | None) -> list[bytes]:
+    return [entry.update for entry in entries if entry.section_id == section_id]
+
+
+def _first_occurrences(updates: Sequence[bytes]) -> list[bytes]:
+    """The updates without the repeats (a re-sent append may be stored twice)."""
+    return list(dict.fromkeys(updates))
+
+
+async def test_appends_are_spooled_while_the_journal_fails_then_moved_in_order(
+    spool: Spool, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="persistence.service_store")
+    journal = Journal(backend.journal)
+    node = backend.node(journal=journal, spool=spool)
+    await asyncio.wait_for(node.append("d/s1", b"1"), WAIT)
+    journal.down = StorageUnavailable(OUTAGE_ERROR)
+    spooled = [("d/s1", b"2"), ("d/s2", b"x"), ("d/s1", b"3"), ("e", b"y")]
+    await asyncio.wait_for(asyncio.gather(*(node.append(r, u) for r, u in spooled)), WAIT)
+    assert node.stats() == {"spooled_now": 4, "spooled_total": 4, "drained_total": 0}
+    assert await backend.stream("d") == [b"1"]
+    assert await backend.stream("e") == []
+    # A load includes the room's spooled updates (this journal can still be read).
+    assert await node.load("d/s1") == StoredRoom(None, (b"1", b"2", b"3"))
+    assert await node.load("e") == StoredRoom(None, (b"y",))
+    # A compaction saves its state but trims nothing while the room has spooled updates.
+    await asyncio.wait_for(node.compact("d/s1", b"state"), WAIT)
+    assert await backend.states.load_crdt_state("d/s1") is not None
+    assert await backend.stream("d") == [b"1"]
+
+    journal.down = None
+    await asyncio.wait_for(node.wait_drained(), WAIT)
+    assert node.stats() == {"spooled_now": 0, "spooled_total": 4, "drained_total": 4}
+    entries = await backend.entries("d")
+    assert _section(entries, "s1") == [b"1", b"2", b"3"]
+    assert _section(entries, "s2") == [b"x"]
+    assert await backend.stream("e") == [b"y"]
+    await asyncio.wait_for(node.append("d/s2", b"z"), WAIT)  # straight to the stream again
+    assert node.stats()["spooled_total"] == 4
+    assert _section(await backend.entries("d"), "s2") == [b"x", b"z"]
+
+    # The state covers what reached the stream before the call; the spooled updates came
+    # later: a node without the spool loads them after it.
+    other = backend.node("node-b")
+    assert await other.load("d/s1") == StoredRoom(b"state", (b"2", b"3"))
+    assert await other.load("d/s2") == StoredRoom(None, (b"x", b"z"))
+    await node.aclose()
+    records = [r for r in caplog.records if r.name == "persistence.service_store"]
+    warnings = [r for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert OUTAGE_ERROR in warnings[0].getMessage()
+    drained = [r for r in records if "spool drained" in r.getMessage()]
+    assert len(drained) == 1
+    assert drained[0].levelno == logging.INFO
+    assert "4 updates" in drained[0].getMessage()
+
+
+async def test_a_room_keeps_spooling_until_its_own_backlog_is_in_the_stream(
+    spool: Spool, backend: Backend
+) -> None:
+    journal = Journal(backend.journal)
+    node = backend.node(journal=journal, spool=spool)
+    journal.down = StorageUnavailable(OUTAGE_ERROR)
+    await settle(node.append("d/s1", b"1"), node.append("d/s1", b"2"))
+    assert spool.count() == 2
+    journal.hold_update[b"2"] = asyncio.Event()
+    journal.update_reached.pop(b"2", None)
+    reached = journal.update_reached[b"2"] = asyncio.Event()
+    journal.down = None
+    await asyncio.wait_for(reached.wait(), WAIT)  # the drainer moved 1 and holds on 2
+    assert await backend.stream("d") == [b"1"]
+    # The journal is back, but d/s1 still has 2 in the spool: its 3 must wait behind it.
+    # d/s2 has nothing spooled: its x goes straight to the stream.
+    await asyncio.wait_for(node.append("d/s1", b"3"), WAIT)
+    await asyncio.wait_for(node.append("d/s2", b"x"), WAIT)
+    assert node.stats()["spooled_total"] == 3
+    assert await backend.stream("d") == [b"1", b"x"]
+    assert await node.load("d/s1") == StoredRoom(None, (b"1", b"2", b"3"))
+    journal.hold_update[b"2"].set()
+    await asyncio.wait_for(node.wait_drained(), WAIT)
+    assert await backend.stream("d") == [b"1", b"x", b"2", b"3"]
+    await node.aclose()
+
+
+async def test_what_neither_the_journal_nor_the_spool_takes_fails_its_append(
+    spool: Spool, backend: Backend
+) -> None:
+    journal = Journal(backend.journal)
+    node = backend.node(journal=journal, spool=spool)
+    journal.down = StorageUnavailable(OUTAGE_ERROR)
+    refused = node.append("d/s", b"")  # the journal would refuse it: so does the spool
+    kept = node.append("d/s", b"kept")
+    await settle(refused, kept)
+    assert isinstance(refused.exception(), StorageError)
+    assert kept.result() is None
+    assert spool.count() == 1
+    await spool.aclose()
+    lost = node.append("d/s", b"lost")
+    await settle(lost)
+    assert isinstance(lost.exception(), StorageClosed)
+    journal.down = None
+    assert await backend.stream("d") == []
+    with pytest.raises(StorageClosed):  # the spool is gone: the load cannot include it
+        await node.load("d/s")
+
+
+async def test_aclose_moves_the_spool_to_the_journal_once_it_is_back(
+    spool: Spool, backend: Backend
+) -> None:
+    journal = Journal(backend.journal)
+    node = backend.node(journal=journal, spool=spool)
+    journal.down = StorageUnavailable(OUTAGE_ERROR)
+    await settle(node.append("d/s", b"1"), node.append("d/s", b"2"))
+    assert spool.count() == 2
+    journal.down = None
+    await asyncio.wait_for(node.aclose(), WAIT)
+    assert spool.count() == 0
+    assert await backend.stream("d") == [b"1", b"2"]
+    await node.wait_drained()  # nothing left: returns although the store is closed
+
+
+async def test_without_a_spool_a_journal_outage_fails_the_append(backend: Backend) -> None:
+    journal = Journal(backend.journal)
+    node = backend.node(journal=journal)
+    journal.down = StorageUnavailable(OUTAGE_ERROR)
+    with pytest.raises(StorageUnavailable):
+        await asyncio.wait_for(node.append("d/s", b"1"), WAIT)
+    assert node.stats() == {"spooled_now": 0, "spooled_total": 0, "drained_total": 0}
+    await asyncio.wait_for(node.wait_drained(), WAIT)  # nothing to wait for
+
+
 # -- Redis: durability and crashes -----------------------------------------------------------
 
 
@@ -628,3 +981,252 @@ async def test_acknowledged_appends_survive_a_redis_crash(
     assert list(dict.fromkeys(u for u in loaded.journal if u in set(after_state))) == after_state
     # ...and none that the state covers.
     assert not set(compacted) & set(loaded.journal)
+
+
+# -- Redis outages with the spool -------------------------------------------------------------
+
+OUTAGE_ROOMS = ("d/s1", "d/s2", "e")
+
+
+def _redis(url: str) -> RedisCoordinator:
+    """A coordinator that gives up on a dead Redis within about a second (as in production,
+    a failing append surfaces after the client's bounded retries)."""
+    return RedisCoordinator.from_url(url, socket_timeout=1.0, connect_timeout=0.5, retries=2)
+
+
+async def _take_down(server: ThrowawayRedis, how: str) -> None:
+    if how == "sigkill":
+        await asyncio.to_thread(server.kill)
+    elif how == "shutdown":  # a clean stop: SHUTDOWN (the AOF is fsynced), then reap it
+        raw = aioredis.Redis.from_url(server.url)
+        try:
+            await raw.shutdown(nosave=True)
+        finally:
+            await raw.aclose()
+        await asyncio.to_thread(server.kill)
+    else:  # "freeze": the process hangs, connections time out
+        os.kill(int((server.root / "server.pid").read_text()), signal.SIGSTOP)
+
+
+async def _bring_back(server: ThrowawayRedis, how: str) -> None:
+    if how == "freeze":
+        os.kill(int((server.root / "server.pid").read_text()), signal.SIGCONT)
+    else:
+        await asyncio.to_thread(server.restart)  # same port, it reloads its AOF
+
+
+async def _edit_through_an_outage(
+    server: ThrowawayRedis, tmp_path: Path, *, how: str, outage: float, pace: float
+) -> None:
+    """One writer per room appends numbered updates, each awaited (an append that fails or
+    hangs fails the test), before, during and after an outage of at least ``outage``
+    seconds; d/s1's writer also compacts during the outage. Then a store without a spool,
+    on a fresh connection, must load every acknowledged update, in order."""
+    content = tmp_path / "content.sqlite3"
+    acked: dict[str, list[bytes]] = {room: [] for room in OUTAGE_ROOMS}
+    covered: list[int] = []  # how many updates of d/s1 the state compacted in the outage holds
+    progress = asyncio.Condition()
+    stop, down = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with (
+        _redis(server.url) as coordinator,
+        await SqliteContentStore.open(content) as states,
+        await Spool.open(tmp_path / "spool.sqlite3") as spool,
+    ):
+        require_durable(await coordinator.durability())
+        node = ServiceRoomStore(coordinator.journal, states, origin="node-a", spool=spool)
+
+        async def writer(room: str) -> None:
+            n = 0
+            while not stop.is_set():
+                update = f"{room}:{n}".encode()
+                n += 1
+                await asyncio.wait_for(node.append(room, update), WAIT)
+                async with progress:
+                    acked[room].append(update)
+                    progress.notify_all()
+                if room == "d/s1" and down.is_set() and not covered and spool.count() > 10:
+                    await asyncio.wait_for(node.compact(room, b"state"), WAIT)
+                    covered.append(len(acked[room]))
+                await asyncio.sleep(pace)  # the pace of a fast typist: not a synchronization
+
+        async def until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+            async with progress:
+                await asyncio.wait_for(progress.wait_for(predicate), timeout)
+
+        def each_room_has(counts: dict[str, int], more: int) -> Callable[[], bool]:
+            return lambda: all(len(acked[room]) >= counts[room] + more for room in OUTAGE_ROOMS)
+
+        async with asyncio.TaskGroup() as group:
+            for room in OUTAGE_ROOMS:
+                group.create_task(writer(room))
+            await until(each_room_has(dict.fromkeys(OUTAGE_ROOMS, 0), 20))
+            before = {room: len(acked[room]) for room in OUTAGE_ROOMS}
+            await _take_down(server, how)
+            down.set()
+            started = loop.time()
+            await until(
+                lambda: loop.time() - started >= outage and each_room_has(before, 20)(),
+                timeout=outage + WAIT,
+            )
+            # Still down: the updates wait in the spool, and a load cannot read the stream.
+            assert spool.count() > 0
+            assert covered
+            with pytest.raises(StorageUnavailable):
+                await asyncio.wait_for(node.load("d/s2"), WAIT)
+            await _bring_back(server, how)
+            await asyncio.wait_for(node.wait_drained(), outage + WAIT)
+            drained = {room: len(acked[room]) for room in OUTAGE_ROOMS}
+            spooled_total = node.stats()["spooled_total"]
+            await until(each_room_has(drained, 10))
+            stop.set()
+        await node.aclose()
+        stats = node.stats()
+        assert stats["spooled_total"] == spooled_total  # drained: straight to the stream again
+        assert stats["spooled_now"] == 0
+        assert stats["drained_total"] == stats["spooled_total"]
+        assert (
+            stats["spooled_total"] >= sum(drained[room] - before[room] for room in OUTAGE_ROOMS) - 3
+        )
+
+    async with (
+        RedisCoordinator.from_url(server.url) as fresh,
+        await SqliteContentStore.open(content) as fresh_states,
+    ):
+        reader = ServiceRoomStore(fresh.journal, fresh_states, origin="node-b")
+        for room in ("d/s2", "e"):  # never compacted: the whole history, in order
+            loaded = await reader.load(room)
+            assert loaded.snapshot is None
+            assert _first_occurrences(loaded.journal) == acked[room]
+        loaded = await reader.load("d/s1")
+        assert loaded.snapshot == b"state"
+        after_state = _first_occurrences(loaded.journal)
+        assert after_state == acked["d/s1"][len(acked["d/s1"]) - len(after_state) :]
+        assert len(after_state) >= len(acked["d/s1"]) - covered[0]
+
+
+@pytest.mark.parametrize("how", ["sigkill", "shutdown", "freeze"])
+async def test_editing_goes_on_through_a_redis_outage_and_loses_nothing(
+    redis_servers: StartRedis, tmp_path: Path, how: str
+) -> None:
+    await _edit_through_an_outage(
+        redis_servers(aof=True), tmp_path, how=how, outage=3.0, pace=0.005
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_editing_goes_on_through_a_30_second_redis_outage(
+    redis_servers: StartRedis, tmp_path: Path
+) -> None:
+    await _edit_through_an_outage(
+        redis_servers(aof=True), tmp_path, how="sigkill", outage=30.0, pace=0.01
+    )
+
+
+async def test_loads_during_a_redis_write_outage_include_the_spooled_updates(
+    redis_servers: StartRedis, tmp_path: Path
+) -> None:
+    """Redis holds every write (``CLIENT PAUSE WRITE``, as in a failover) but still serves
+    reads: appends time out and go to the spool, loads go on and include the spooled
+    updates, compactions save but do not trim."""
+    server = redis_servers(aof=True)
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        async with (
+            _redis(server.url) as coordinator,
+            await SqliteContentStore.open(tmp_path / "content.sqlite3") as states,
+            await Spool.open(tmp_path / "spool.sqlite3") as spool,
+        ):
+            node = ServiceRoomStore(coordinator.journal, states, origin="node-a", spool=spool)
+            journal = coordinator.journal
+            await asyncio.wait_for(node.append("d/s", b"1"), WAIT)
+            await admin.client_pause(60_000, all=False)  # writes wait, reads are served
+            await settle(*(node.append(room, u) for room, u in [("d/s", b"2"), ("d/t", b"x")]))
+            await asyncio.wait_for(node.append("d/s", b"3"), WAIT)
+            assert spool.count() == 3
+            assert [entry.update for entry in await journal.read("d")] == [b"1"]
+            assert await node.load("d/s") == StoredRoom(None, (b"1", b"2", b"3"))
+            assert await node.load("d/t") == StoredRoom(None, (b"x",))
+            await asyncio.wait_for(node.compact("d/s", b"state"), WAIT)
+            assert [entry.update for entry in await journal.read("d")] == [b"1"]
+
+            await admin.client_unpause()
+            await asyncio.wait_for(node.wait_drained(), WAIT)
+            entries = await journal.read("d")
+            # A write that timed out may still have been carried out: first occurrences.
+            assert _first_occurrences(_section(entries, "s")) == [b"1", b"2", b"3"]
+            assert _first_occurrences(_section(entries, "t")) == [b"x"]
+            loaded = await node.load("d/s")
+            assert loaded.snapshot == b"state"
+            assert _first_occurrences(loaded.journal) == [b"2", b"3"]
+            await node.aclose()
+    finally:
+        await admin.aclose()
+
+
+async def test_a_spool_left_at_close_is_moved_by_the_next_store_opened_on_it(
+    redis_servers: StartRedis, tmp_path: Path
+) -> None:
+    server = redis_servers(aof=True)
+    path, content = tmp_path / "spool.sqlite3", tmp_path / "content.sqlite3"
+    async with (
+        _redis(server.url) as coordinator,
+        await SqliteContentStore.open(content) as states,
+        await Spool.open(path) as spool,
+    ):
+        node = ServiceRoomStore(
+            coordinator.journal, states, origin="node-a", spool=spool, drain_timeout=0.2
+        )
+        await asyncio.wait_for(node.append("d/s", b"1"), WAIT)
+        await asyncio.to_thread(server.kill)
+        spooled = [("d/s", b"2"), ("d/t", b"x"), ("d/s", b"3")]
+        await asyncio.wait_for(asyncio.gather(*(node.append(r, u) for r, u in spooled)), WAIT)
+        await node.aclose()  # Redis is still down: the updates stay in the spool file
+        assert spool.count() == 3
+    await asyncio.to_thread(server.restart)
+
+    async with (
+        RedisCoordinator.from_url(server.url) as coordinator,
+        await SqliteContentStore.open(content) as states,
+        await Spool.open(path) as spool,
+    ):
+        assert spool.count() == 3
+        node = ServiceRoomStore(coordinator.journal, states, origin="node-b", spool=spool)
+        await asyncio.wait_for(node.wait_drained(), WAIT)
+        assert node.stats() == {"spooled_now": 0, "spooled_total": 0, "drained_total": 3}
+        entries = await coordinator.journal.read("d")
+        assert _section(entries, "s") == [b"1", b"2", b"3"]
+        assert _section(entries, "t") == [b"x"]
+        assert await node.load("d/s") == StoredRoom(None, (b"1", b"2", b"3"))
+        await node.aclose()
+
+
+async def test_a_lagging_node_never_saves_away_what_another_node_stored(
+    backend: Backend,
+) -> None:
+    """Node A compacts (its state holds u1) and trims; node B's follower missed u1 (it lagged
+    behind the trim) and compacts later with a higher claim: the saved state still holds u1,
+    because a compaction folds the stored state into its own."""
+    node_a, node_b = backend.node("node-a", follow=True), backend.node("node-b", follow=True)
+    doc_a, doc_b = pycrdt.Doc(), pycrdt.Doc()
+    text_a, text_b = doc_a.get("content", type=pycrdt.Text), doc_b.get("content", type=pycrdt.Text)
+    text_a += "from A "
+    u1 = doc_a.get_update()
+    await asyncio.wait_for(node_a.append("d/s", u1), WAIT)
+    text_b += "from B"
+    u2 = doc_b.get_update()
+    await asyncio.wait_for(node_b.append("d/s", u2), WAIT)
+    ids = await _ids(backend, "d")
+    node_a.mark_applied("d/s", ids[u1])
+    await asyncio.wait_for(node_a.compact("d/s", u1), WAIT)
+    # B never applied u1; its follower marks u2 (its own) and B compacts its doc (u2 only).
+    node_b.mark_applied("d/s", ids[u2])
+    await asyncio.wait_for(node_b.compact("d/s", u2), WAIT)
+    loaded = await backend.node("node-c").load("d/s")
+    fresh = pycrdt.Doc()
+    for update in loaded.updates():
+        fresh.apply_update(update)
+    content = str(fresh.get("content", type=pycrdt.Text))
+    assert "from A" in content
+    assert "from B" in content
