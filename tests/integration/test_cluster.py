@@ -139,3 +139,38 @@ async def test_a_killed_node_loses_nothing_and_its_clients_resync_elsewhere(
     finally:
         a.kill()
         b.stop()
+
+
+async def test_a_redis_outage_stops_neither_editing_nor_loses_anything(
+    tmp_path: Path, redis_servers: StartRedis
+) -> None:
+    """Redis dies for a while: clients on one node keep editing each other's text (their
+    updates wait in the node's spool), and once Redis is back the other node catches up."""
+    redis = redis_servers(aof=True)
+    a, b = nodes(tmp_path / "data", redis.url)
+    try:
+        on_a = [YClient(a.ws_url, "outage/s") for _ in range(2)]
+        on_b = YClient(b.ws_url, "outage/s")
+        for client in [*on_a, on_b]:
+            await client.connect()
+            await asyncio.wait_for(client.synced.wait(), 10)
+        await on_a[0].insert(0, "before ")
+        await on_b.wait_for(lambda: "before" in str(on_b.text), timeout=10)
+        redis.kill()
+        # Editing on node A goes on: its clients see each other's edits.
+        await on_a[0].insert(len(on_a[0].text), "during-1 ")
+        await on_a[1].wait_for(lambda: "during-1" in str(on_a[1].text), timeout=15)
+        await on_a[1].insert(0, "during-2 ")
+        await on_a[0].wait_for(lambda: "during-2" in str(on_a[0].text), timeout=15)
+        assert "during" not in str(on_b.text)
+        redis.restart()
+        # Node B catches up once the spool drains into the stream.
+        await on_b.wait_for(lambda: str(on_b.text) == str(on_a[0].text), timeout=30)
+        for client in [*on_a, on_b]:
+            await client.close()
+        async with YClient(b.ws_url, "outage/s") as fresh:
+            assert "during-1" in str(fresh.text)
+            assert "during-2" in str(fresh.text)
+    finally:
+        a.stop()
+        b.stop()
