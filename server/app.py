@@ -239,7 +239,7 @@ class Collab:
 
             self.snapshots.claim, self.snapshots.release = claim, release
             # Updates from other nodes make this node's copy of the document dirty too.
-            self.cluster.on_applied = lambda room: self.snapshots.touched(room.name.document_id)
+            pass  # each node snapshots what its own clients changed (see docs/cluster.md)
         self.guard = Guard(self)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()

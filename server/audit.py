@@ -62,6 +62,7 @@ AUDITED_ACTIONS: Final = (
     "lock",
     "unlock",
     "comment",
+    "approval",
     "edit",
     "join",
     "denied",

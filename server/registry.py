@@ -228,6 +228,12 @@ class RoomRegistry:
     def is_loading_document(self, document_id: str) -> bool:
         return any(key.partition("/")[0] == document_id for key in self._loading)
 
+    def _has_sections_loaded(self, document_id: str) -> bool:
+        return any(
+            r.name.document_id == document_id and not r.name.is_outline
+            for r in self._rooms.values()
+        )
+
     def rooms(self) -> list[Room]:
         """Every loaded room."""
         return list(self._rooms.values())
@@ -290,6 +296,10 @@ class RoomRegistry:
         self._unload_timers.pop(room.key, None)
         if room.connections or self._rooms.get(room.key) is not room:
             return
+        if room.name.is_outline and self._has_sections_loaded(room.name.document_id):
+            # The outline stays while sections of its document are loaded: the snapshotter
+            # renders it, and a section joining needs it (re-armed when the last one goes).
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._unloading[room.key] = future
         self._tasks.create_task(self._unload(room, future), name=f"unload {room.key}")
@@ -306,6 +316,10 @@ class RoomRegistry:
             if self._rooms.get(room.key) is room:
                 del self._rooms[room.key]
                 self._retire(room)
+            if not room.name.is_outline and not self._has_sections_loaded(room.name.document_id):
+                outline = self._rooms.get(room.name.document_id)
+                if outline is not None:
+                    self._unload_when_idle(outline)
             del self._unloading[room.key]
             self.rooms_unloaded += 1
             done.set_result(None)

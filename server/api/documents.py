@@ -43,6 +43,7 @@ from crdt.revisions import SectionDiff, diff_sections, restore_outline, sections
 from crdt.section import set_section_text
 from persistence.content import HEAVY_REVISION_FIELDS, MAX_QUERY_IDS, Query
 from persistence.errors import StorageConflict
+from persistence.relational import ApprovalQuery
 from server.access import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
 from server.api.common import (
     ApiError,
@@ -417,7 +418,7 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-def _serialized(request: Request, document_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+def serialized(request: Request, document_id: str) -> contextlib.AbstractAsyncContextManager[None]:
     state = request.app.state
     locks = getattr(state, "document_locks", None)
     if not isinstance(locks, _KeyedLocks):
@@ -733,7 +734,7 @@ def check_transition(current: str, target: str) -> None:
         )
 
 
-async def _set_status(
+async def set_status(
     request: Request, principal: Principal, document_id: str, target: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Move the document to ``target`` (checked) and cut a revision; returns the record and
@@ -774,8 +775,22 @@ async def change_status(request: Request) -> Response:
             "forbidden",
             f"making a document {body.status} needs the approve right; you have {right.label}",
         )
-    async with _serialized(request, document_id):
-        record, revision = await _set_status(request, principal, document_id, body.status)
+    async with serialized(request, document_id):
+        if body.status == "approved":
+            pending = await collab_of(request).relational.approvals.find_requests(
+                ApprovalQuery(
+                    resource_type=RESOURCE_TYPE, resource_id=document_id, status="pending", limit=1
+                )
+            )
+            if pending.items:
+                raise ApiError(
+                    409,
+                    "approval pending",
+                    "an approval request is open on this document: it becomes approved when "
+                    "its last step is approved (POST /api/approvals/{id}/steps/{n}/decision)",
+                    extra={"approvalRequest": str(pending.items[0].id)},
+                )
+        record, revision = await set_status(request, principal, document_id, body.status)
     return JSONResponse(
         {"document": document_view(record, content=False), "revision": _jsonable(revision)}
     )
@@ -793,16 +808,16 @@ async def delete_document(request: Request) -> Response:
     if _flag(request, "hard"):
         if principal.role != "admin":
             raise ApiError(403, "forbidden", "only admins may delete documents for good")
-        async with _serialized(request, document_id):
+        async with serialized(request, document_id):
             if not await collab.content.delete(DOCUMENTS, document_id):
                 raise ApiError(404, "document not found", f"no document {document_id!r}")
         collab.access.forget(document_id)
         audit(request, principal, "delete", RESOURCE_TYPE, document_id, {"mode": "hard"})
         return Response(status_code=204)
-    async with _serialized(request, document_id):
+    async with serialized(request, document_id):
         record = await _record(collab, document_id)
         if record.get("status") != "archived":
-            await _set_status(request, principal, document_id, "archived")
+            await set_status(request, principal, document_id, "archived")
     audit(request, principal, "delete", RESOURCE_TYPE, document_id, {"mode": "archive"})
     return Response(status_code=204)
 
@@ -896,7 +911,7 @@ async def save_revision(request: Request) -> Response:
     body = await _optional_body(request, SaveBody)
     collab = collab_of(request)
     await _record(collab, document_id)
-    async with _serialized(request, document_id):
+    async with serialized(request, document_id):
         revision = await collab.revisions.save(
             document_id, principal.user_id, reason=body.message or "save"
         )
@@ -927,7 +942,7 @@ async def restore_revision(request: Request) -> Response:
             "its content is frozen while in review: end the review (approve, or move it "
             "back to draft) before restoring a revision",
         )
-    async with _serialized(request, document_id):
+    async with serialized(request, document_id):
         try:
             revision = await collab.revisions.restore(document_id, revision_id, principal.user_id)
         except RevisionNotFound as exc:
