@@ -122,8 +122,8 @@ def parse_room_name(name: str) -> RoomName:
 
     `"D"` gives `RoomName("D", None)` and `"D/S"` gives `RoomName("D", "S")`. Anything else
     (empty, an empty part, more than one slash, a character outside `[A-Za-z0-9_-]`, a part
-    longer than 64 characters, an id starting with `__`) raises `InvalidRoomName`. Pure: no normalisation, so
-    `str(parse_room_name(n)) == n` for every accepted `n`.
+    longer than 64 characters, an id starting with `__`) raises `InvalidRoomName`. Pure: no
+    normalisation, so `str(parse_room_name(n)) == n` for every accepted `n`.
     """
     parts = name.split(ROOM_SEPARATOR)
     if any(is_reserved_id(part) for part in parts):
