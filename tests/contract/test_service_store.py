@@ -1209,7 +1209,8 @@ async def test_a_lagging_node_never_saves_away_what_another_node_stored(
     behind the trim) and compacts later with a higher claim: the saved state still holds u1,
     because a compaction folds the stored state into its own."""
     node_a, node_b = backend.node("node-a", follow=True), backend.node("node-b", follow=True)
-    doc_a, doc_b = pycrdt.Doc(), pycrdt.Doc()
+    doc_a: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc_b: pycrdt.Doc[Any] = pycrdt.Doc()
     text_a, text_b = doc_a.get("content", type=pycrdt.Text), doc_b.get("content", type=pycrdt.Text)
     text_a += "from A "
     u1 = doc_a.get_update()
@@ -1224,7 +1225,7 @@ async def test_a_lagging_node_never_saves_away_what_another_node_stored(
     node_b.mark_applied("d/s", ids[u2])
     await asyncio.wait_for(node_b.compact("d/s", u2), WAIT)
     loaded = await backend.node("node-c").load("d/s")
-    fresh = pycrdt.Doc()
+    fresh: pycrdt.Doc[Any] = pycrdt.Doc()
     for update in loaded.updates():
         fresh.apply_update(update)
     content = str(fresh.get("content", type=pycrdt.Text))
