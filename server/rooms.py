@@ -324,25 +324,39 @@ class Room:
                     )
                 )
                 continue
-            current = self._awareness.get(entry.client_id)
-            if current is not None and entry.clock < current.clock:
+            if not self._keep_awareness(entry, conn.id):
                 continue
             accepted.append(entry)
             if entry.removed:
-                self._awareness.pop(entry.client_id, None)
-                owners.pop(entry.client_id, None)
                 conn.awareness_clocks.pop(entry.client_id, None)
             else:
-                self._awareness[entry.client_id] = entry
-                owners[entry.client_id] = conn.id
                 conn.awareness_clocks[entry.client_id] = entry.clock
         if not accepted:
             return
         if self.hooks is not None:
             self.hooks.on_awareness(self, conn, accepted)
         # The frame was just decoded, so it is well formed: relayable as received.
-        raw = data if len(accepted) == len(update.entries) else None
-        self._awareness_out.append((conn.id, raw, accepted))
+        self._relay_awareness(
+            conn.id, data if len(accepted) == len(update.entries) else None, accepted
+        )
+
+    def _keep_awareness(self, entry: AwarenessEntry, owner: int) -> bool:
+        """Store (or remove) an entry published by ``owner``; False for a stale clock."""
+        current = self._awareness.get(entry.client_id)
+        if current is not None and entry.clock < current.clock:
+            return False
+        if entry.removed:
+            self._awareness.pop(entry.client_id, None)
+            self._awareness_owner.pop(entry.client_id, None)
+        else:
+            self._awareness[entry.client_id] = entry
+            self._awareness_owner[entry.client_id] = owner
+        return True
+
+    def _relay_awareness(
+        self, sender: int, raw: bytes | None, accepted: list[AwarenessEntry]
+    ) -> None:
+        self._awareness_out.append((sender, raw, accepted))
         if len(self._awareness_out) == 1:
             # Relay at the end of this loop turn: a cursor storm then costs one frame per
             # recipient per turn instead of one per cursor move.
@@ -398,25 +412,14 @@ class Room:
         """Awareness relayed from another node: kept (for late joiners) and sent to every
         local client. Its client ids belong to that node: no local connection may use them."""
         update = awareness_codec.decode(payload, self._max_awareness_entries)
-        accepted = []
-        for entry in update.entries:
-            owner = self._awareness_owner.get(entry.client_id, REMOTE_OWNER)
-            if owner != REMOTE_OWNER:
-                continue
-            current = self._awareness.get(entry.client_id)
-            if current is not None and entry.clock < current.clock:
-                continue
-            accepted.append(entry)
-            if entry.removed:
-                self._awareness.pop(entry.client_id, None)
-                self._awareness_owner.pop(entry.client_id, None)
-            else:
-                self._awareness[entry.client_id] = entry
-                self._awareness_owner[entry.client_id] = REMOTE_OWNER
+        accepted = [
+            entry
+            for entry in update.entries
+            if self._awareness_owner.get(entry.client_id, REMOTE_OWNER) == REMOTE_OWNER
+            and self._keep_awareness(entry, REMOTE_OWNER)
+        ]
         if accepted:
-            self._awareness_out.append((REMOTE_OWNER, None, accepted))
-            if len(self._awareness_out) == 1:
-                asyncio.get_running_loop().call_soon(self._flush_awareness)
+            self._relay_awareness(REMOTE_OWNER, None, accepted)
 
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""

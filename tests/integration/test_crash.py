@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from loadtests.client import YClient
+from loadtests.crash import clocks
 from loadtests.harness import ServerProcess
-from protocol.varint import decode_varuint
 
 ROOMS = ["crash/a", "crash/b", "crash/c"]
 
@@ -53,7 +53,7 @@ async def test_sigkill_mid_stream_loses_nothing_any_client_saw(tmp_path: Path) -
             async with YClient(restarted.ws_url, room) as fresh:
                 # Everything a watcher had received was durable before it was sent: the
                 # restarted server has at least every (client, clock) the watcher had.
-                had, has = _clocks(state_vector), _clocks(fresh.doc.get_state())
+                had, has = clocks(state_vector), clocks(fresh.doc.get_state())
                 assert all(has.get(client, 0) >= clock for client, clock in had.items()), room
                 assert _contains_in_order(str(fresh.text), text), room
     finally:
@@ -65,14 +65,3 @@ def _contains_in_order(whole: str, part: str) -> bool:
     server stored after the watcher's last frame, never the other way round)."""
     chars = iter(whole)
     return all(char in chars for char in part)
-
-
-def _clocks(state_vector: bytes) -> dict[int, int]:
-    """Decode a Yjs state vector: varuint count, then (client id, clock) pairs."""
-    count, pos = decode_varuint(state_vector, 0)
-    clocks = {}
-    for _ in range(count):
-        client, pos = decode_varuint(state_vector, pos)
-        clock, pos = decode_varuint(state_vector, pos)
-        clocks[client] = clock
-    return clocks

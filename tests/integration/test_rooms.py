@@ -136,11 +136,14 @@ async def test_idle_room_unloads_and_reloads(start_server: StartServer) -> None:
     server = await start_server(room_idle_seconds=0.05)
     registry = server.collab.registry
     unloaded = asyncio.create_task(registry.wait_unloaded("plan/idle"))
+    outline_unloaded = asyncio.create_task(registry.wait_unloaded("plan"))
     async with YClient(server.ws_url, "plan/idle") as writer:
         await writer.insert(0, "persisted")
         async with YClient(server.ws_url, "plan/idle") as peer:
             await peer.wait_for(lambda: str(peer.text) == "persisted")
     await asyncio.wait_for(unloaded, 10)
+    # The outline stays while a section of its document is loaded, then goes too.
+    await asyncio.wait_for(outline_unloaded, 10)
     assert registry.stats()["rooms"] == 0
     async with YClient(server.ws_url, "plan/idle") as reader:
         await reader.wait_for(lambda: str(reader.text) == "persisted")

@@ -144,11 +144,22 @@ def test_check_id(check: Callable[[object], str]) -> None:
         check(7)
 
 
+# Ids a client may use in a room name: valid and not reserved (``__`` is the server's).
+open_ids = valid_ids.filter(lambda value: not value.startswith("__"))
+
+
 @settings(database=None)
-@given(document_id=valid_ids, section_id=st.none() | valid_ids)
+@given(document_id=open_ids, section_id=st.none() | open_ids)
 def test_valid_room_names_round_trip(document_id: str, section_id: str | None) -> None:
     room = RoomName(document_id, section_id)
     assert parse_room_name(str(room)) == room
+
+
+@pytest.mark.parametrize("name", ["__users", "doc/__snapshot", "__", "__x/y"])
+def test_reserved_ids_are_refused_in_room_names(name: str) -> None:
+    with pytest.raises(InvalidRoomName, match="reserved"):
+        parse_room_name(name)
+    assert RoomName("a__b", "c__").section_id == "c__"  # only a leading __ is reserved
 
 
 @settings(database=None)
