@@ -37,13 +37,14 @@ class RoomDoc:
     Not thread-safe; owned by one event loop. No method does I/O.
     """
 
-    __slots__ = ("_changes", "_doc", "_subscription", "tainted")
+    __slots__ = ("_changes", "_doc", "_subscription", "length_change", "tainted")
 
     def __init__(self) -> None:
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self._changes: list[bytes] = []
         self._subscription = self._doc.observe(self._on_transaction)
         self.tainted = False
+        self.length_change = 0
 
     @property
     def doc(self) -> pycrdt.Doc[Any]:
@@ -55,12 +56,18 @@ class RoomDoc:
         if update != EMPTY_UPDATE:
             self._changes.append(update)
 
-    def apply(self, update: bytes, origin: Origin) -> bytes | None:
+    def apply(
+        self, update: bytes, origin: Origin, measure: pycrdt.Text | None = None
+    ) -> bytes | None:
         """Integrate a remote update; return the effective update, or None if nothing changed.
 
         Idempotent: applying an update twice changes nothing the second time. Updates whose
         dependencies are missing are kept pending by pycrdt and show up in the effective update
         of the call that completes them.
+
+        With ``measure`` (a text of this document), :attr:`length_change` is set to how much
+        the update changed that text's length (measured inside the update's transaction, so
+        it costs no transaction of its own).
 
         Raises InvalidUpdate for bytes pycrdt rejects; if the failed update had already
         changed the document, :attr:`tainted` is set and the document must be discarded.
@@ -68,7 +75,10 @@ class RoomDoc:
         self._changes.clear()
         try:
             with self._doc.transaction(origin=origin):
+                before = len(measure) if measure is not None else 0
                 self._doc.apply_update(update)
+                if measure is not None:
+                    self.length_change = len(measure) - before
         except (ValueError, RuntimeError) as exc:
             raise self._rejected(str(exc)) from exc
         except BaseException as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from pycrdt import Doc, Text, TextEvent
+from pycrdt import Doc, Text
 
 CONTENT_ROOT: Final = "content"
 
@@ -86,36 +86,3 @@ def _common_prefix_len(a: str, b: str) -> int:
 
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
-
-
-class TextTally:
-    """Counts the characters inserted into and deleted from a section's text, for the audit
-    trail's per-user edit counts. Observes the document's ``content`` text until
-    :meth:`close`; :meth:`take` returns the counts since the previous call and resets them.
-    Deletions count in the text's index units (see :func:`_utf8_len`)."""
-
-    __slots__ = ("_subscription", "_text", "deleted", "inserted")
-
-    def __init__(self, doc: Doc[Any]) -> None:
-        self.inserted = 0
-        self.deleted = 0
-        self._text = section_content(doc)
-        self._subscription = self._text.observe(self._on_event)
-
-    def _on_event(self, event: TextEvent) -> None:
-        delta: Any = getattr(event, "delta", ())
-        for change in delta:
-            inserted = change.get("insert")
-            if inserted is not None:
-                self.inserted += len(inserted) if isinstance(inserted, str) else 1
-            deleted = change.get("delete")
-            if isinstance(deleted, int):
-                self.deleted += deleted
-
-    def take(self) -> tuple[int, int]:
-        counts = (self.inserted, self.deleted)
-        self.inserted = self.deleted = 0
-        return counts
-
-    def close(self) -> None:
-        self._text.unobserve(self._subscription)

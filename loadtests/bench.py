@@ -1,10 +1,13 @@
 """The side-by-side benchmark (issue 7): ``python -m loadtests.bench``.
 
-The same scenarios, in one run, against collab on embedded defaults, collab with Redis and
-PostgreSQL (reported unavailable until the server has those roles), pycrdt-websocket, the
-Node reference ``@y/websocket-server`` and a bare broadcast relay (:mod:`loadtests.peers`).
-Each server is started fresh for every measurement, pinned to CPU 0; this process and its
-generator workers are pinned to CPU 1. Measurements are interleaved (scenario, then repeat,
+The same scenarios, in one run, against collab on embedded defaults, collab with a real Redis
+and PostgreSQL (throwaway servers from this machine's binaries; the content store stays
+embedded SQLite), pycrdt-websocket, the Node reference ``@y/websocket-server`` and a bare
+broadcast relay (:mod:`loadtests.peers`). A server whose binaries or packages are missing is
+reported unavailable, with the reason, and the others still run. Each server is started fresh
+for every measurement, pinned to CPU 0 (collab's Redis and PostgreSQL float over every CPU and
+are not counted in its CPU and RSS figures); this process and its generator workers are
+pinned to CPU 1. Measurements are interleaved (scenario, then repeat,
 then server) so that a noisy minute of the machine hits every server alike. Short scenarios
 repeat (``--repeat``, default 3) and the report gives medians, and the ratio of collab to each
 other server on the scenario's key figure. The key efficiency figure is the server's CPU time

@@ -5,8 +5,15 @@ the same three things to the benchmark: ``ws_url`` (the base URL rooms are appen
 ``pid`` (for its CPU and RSS) and ``stop()``. The peers:
 
 * ``collab``: ``collab serve`` on embedded defaults (:class:`~loadtests.harness.ServerProcess`).
-* ``collab-services``: collab with real Redis and PostgreSQL. The server has no Redis or
-  PostgreSQL roles yet, so this entry is reported as unavailable and never started.
+* ``collab-services``: collab with real Redis and PostgreSQL (:class:`CollabServicesServer`):
+  a throwaway ``redis-server`` (AOF, ``appendfsync always``) and a throwaway PostgreSQL
+  (durable: ``fsync`` on) from this machine's binaries (:mod:`loadtests.services`), the
+  relational schema migrated with ``collab migrate``, then ``collab serve`` with
+  ``COLLAB_REDIS_URL`` and ``COLLAB_POSTGRES_URL``: sessions, rate limits, presence, locks and
+  the change journal (the Redis stream) in Redis, users, rights and audit in PostgreSQL. The
+  content store (with the CRDT states) stays embedded SQLite: MongoDB cannot run here. Only
+  ``collab serve`` is pinned; Redis and PostgreSQL float over every CPU, and the benchmark's
+  CPU and RSS figures are those of the ``collab serve`` process alone.
 * ``pycrdt-websocket``: the Python peer from PyPI, in its own virtualenv under
   ``loadtests/results/peers/`` (created on first use, pinned versions), served by a small
   script written here: ``pycrdt.websocket.WebsocketServer`` behind ``websockets.serve``, one
@@ -33,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from loadtests import services
 from loadtests.harness import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +60,7 @@ NODE_PACKAGE = "@y/websocket-server"
 SCRIPT_NAME = "pycrdt_server.script"
 _START_TIMEOUT = 30.0
 _INSTALL_TIMEOUT = 300.0
+_MIGRATE_TIMEOUT = 120.0
 
 PYCRDT_SERVER_SCRIPT = '''\
 """pycrdt-websocket behind websockets.serve, one room per path (written by loadtests.peers)."""
@@ -127,10 +136,8 @@ class Server(Protocol):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    return services.free_port()
 
 
 class CommandServer:
@@ -257,6 +264,101 @@ class CollabServer:
             self._dir.cleanup()
 
 
+class CollabServicesServer:
+    """``collab serve`` in service mode against a throwaway Redis and PostgreSQL of its own.
+
+    ``start()`` starts Redis (AOF, ``appendfsync always``) and PostgreSQL (``fsync`` on),
+    both floating over every CPU, migrates the relational schema (``python -m server
+    migrate``), then starts the server through :class:`~loadtests.harness.ServerProcess`
+    pinned to ``cpu``. ``stop()`` stops the three and removes their directories; so does a
+    ``start()`` that fails.
+    """
+
+    REDIS_PREFIX = "collab-bench-redis-"
+    POSTGRES_PREFIX = "collab-bench-pg-"
+
+    def __init__(self, cpu: int | None) -> None:
+        self.cpu = cpu
+        self._dir = tempfile.TemporaryDirectory(prefix="collab-bench-services-")
+        self.data_dir = Path(self._dir.name)
+        self.redis: services.ThrowawayRedis | None = None
+        self.postgres: services.ThrowawayPostgres | None = None
+        self._server: ServerProcess | None = None
+
+    @property
+    def ws_url(self) -> str:
+        assert self._server is not None
+        return self._server.ws_url
+
+    @property
+    def http_url(self) -> str:
+        assert self._server is not None
+        return self._server.http_url
+
+    @property
+    def pid(self) -> int:
+        assert self._server is not None
+        return self._server.pid
+
+    def start(self) -> CollabServicesServer:
+        try:
+            floating = services.machine_cpus()
+            self.redis = services.ThrowawayRedis.launch(prefix=self.REDIS_PREFIX, cpus=floating)
+            self.postgres = services.ThrowawayPostgres.launch(
+                os_user=services.postgres_os_user(),
+                prefix=self.POSTGRES_PREFIX,
+                fsync=True,
+                cpus=floating,
+            )
+            env = {
+                "COLLAB_REDIS_URL": self.redis.url,
+                "COLLAB_POSTGRES_URL": self.postgres.url,
+            }
+            self._migrate(env["COLLAB_POSTGRES_URL"])
+            self._server = ServerProcess(self.data_dir, env=env, cpu=self.cpu)
+            self._server.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _migrate(self, postgres_url: str) -> None:
+        """``python -m server migrate`` on the PostgreSQL URL and the data directory."""
+        command = [sys.executable, "-m", "server", "migrate", "--data-dir", str(self.data_dir)]
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_MIGRATE_TIMEOUT,
+            env={**os.environ, "COLLAB_POSTGRES_URL": postgres_url},
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"collab migrate failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+            )
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """Stop the server, then PostgreSQL and Redis; remove every directory. The server's
+        exit status (0 if it never started)."""
+        server, self._server = self._server, None
+        postgres, self.postgres = self.postgres, None
+        redis, self.redis = self.redis, None
+        try:
+            return 0 if server is None else server.stop(timeout)
+        finally:
+            try:
+                if postgres is not None:
+                    postgres.stop()
+            finally:
+                try:
+                    if redis is not None:
+                        redis.stop()
+                finally:
+                    self._dir.cleanup()
+
+
 @dataclass(frozen=True, slots=True)
 class PeerSpec:
     """How to start one kind of server; ``stateless`` servers keep no document."""
@@ -268,15 +370,17 @@ class PeerSpec:
     def prepare(self) -> None:
         """Install what the server needs (once); raise PeerUnavailableError if impossible."""
         if self.name == "collab-services":
-            raise PeerUnavailableError("unavailable: the server has no Redis/PostgreSQL roles yet")
-        if self.name == "pycrdt-websocket":
+            check_services()
+        elif self.name == "pycrdt-websocket":
             pycrdt_websocket_python()
         elif self.name == "node":
             node_server_command()
 
-    def server(self, cpu: int | None) -> CollabServer | CommandServer:
+    def server(self, cpu: int | None) -> CollabServer | CollabServicesServer | CommandServer:
         if self.name == "collab":
             return CollabServer(cpu)
+        if self.name == "collab-services":
+            return CollabServicesServer(cpu)
         if self.name == "pycrdt-websocket":
             python = pycrdt_websocket_python()
             script = python.parent.parent / SCRIPT_NAME
@@ -297,7 +401,7 @@ class PeerSpec:
 
 PEERS = (
     PeerSpec("collab", "collab (embedded defaults)"),
-    PeerSpec("collab-services", "collab (Redis + PostgreSQL)"),
+    PeerSpec("collab-services", "collab (Redis + PostgreSQL; content in SQLite)"),
     PeerSpec("pycrdt-websocket", "pycrdt-websocket 0.16.5"),
     PeerSpec("node", f"{NODE_PACKAGE} (Node)"),
     PeerSpec("relay", "bare relay (websockets)", stateless=True),
@@ -310,6 +414,30 @@ def peer(name: str) -> PeerSpec:
         if spec.name == name:
             return spec
     raise KeyError(name)
+
+
+def check_services() -> None:
+    """What ``collab-services`` needs: redis-server, the PostgreSQL binaries, taskset, and
+    under root the ``postgres`` OS user; PeerUnavailableError naming what is missing."""
+    if services.redis_binary() is None:
+        raise PeerUnavailableError("unavailable: redis-server is not on PATH")
+    bin_dir = services.postgres_bin_dir()
+    if bin_dir is None:
+        raise PeerUnavailableError(
+            "unavailable: no PostgreSQL binaries (pg_ctl not on PATH nor in "
+            "/usr/lib/postgresql/*/bin)"
+        )
+    missing = [name for name in ("initdb", "pg_ctl", "postgres") if not (bin_dir / name).exists()]
+    if missing:
+        raise PeerUnavailableError(f"unavailable: {', '.join(missing)} missing in {bin_dir}")
+    if shutil.which("taskset") is None:
+        raise PeerUnavailableError("unavailable: taskset is not on PATH")
+    try:
+        user = services.postgres_os_user()
+    except services.ServiceUnavailableError as exc:
+        raise PeerUnavailableError(f"unavailable: {exc}") from exc
+    if user is not None and shutil.which("runuser") is None:
+        raise PeerUnavailableError("unavailable: running as root needs runuser, not on PATH")
 
 
 def pycrdt_websocket_python() -> Path:

@@ -178,6 +178,10 @@ def require_durable(report: DurabilityReport) -> None:
 # -- the store -------------------------------------------------------------------------------
 
 
+# Appends of one room waiting together are merged into one stream entry, up to this many.
+MAX_BATCH: Final = 512
+
+
 @dataclass(slots=True)
 class _Op:
     kind: OpKind
@@ -265,6 +269,7 @@ class ServiceRoomStore:
         self._states = states
         self._origin = None if origin is None else check_token(origin, "origin")
         self._follow = follow
+        self.appends_merged = 0
         self._lanes: dict[str, _Lane] = {}
         # Per room: the newest entry the caller's state is known to hold (what a compaction
         # may claim to cover), and a lower bound of the position of the stored state (what
@@ -369,7 +374,8 @@ class ServiceRoomStore:
 
     def stats(self) -> dict[str, int]:
         """``spooled_now`` (updates in the spool file), ``spooled_total`` (updates this store
-        spooled), ``drained_total`` (updates it moved from the spool to the stream)."""
+        spooled), ``drained_total`` (updates it moved from the spool to the stream).
+        (``appends_merged`` counts the appends that shared a stream entry.)"""
         return {
             "spooled_now": 0 if self._spool is None else self._spool.count(),
             "spooled_total": self._spooled_total,
@@ -400,6 +406,12 @@ class ServiceRoomStore:
         try:
             while lane.ops:
                 op = lane.ops[0]
+                batch = self._appends_at_head(lane) if op.kind == "append" else []
+                if len(batch) > 1:
+                    await self._perform_batch(lane.room, batch)
+                    for _ in batch:
+                        lane.ops.popleft()
+                    continue
                 if not op.future.done():  # a caller may have cancelled its load
                     await self._perform(lane.room, op)
                 lane.ops.popleft()
@@ -412,6 +424,38 @@ class ServiceRoomStore:
             lane.task = None
             if not lane.ops and self._lanes.get(room) is lane:
                 del self._lanes[room]
+
+    @staticmethod
+    def _appends_at_head(lane: _Lane) -> list[_Op]:
+        """The appends queued at the head of a lane (at most MAX_BATCH), in order."""
+        batch: list[_Op] = []
+        for op in lane.ops:
+            if op.kind != "append" or len(batch) >= MAX_BATCH:
+                break
+            batch.append(op)
+        return batch
+
+    async def _perform_batch(self, room: RoomName, batch: list[_Op]) -> None:
+        """Several appends of one room that queued up while the previous write was in
+        flight: merged into one CRDT update, written as one stream entry, each future
+        resolved with the outcome. (Bytes that are not CRDT updates go one by one.)"""
+        try:
+            merged = pycrdt.merge_updates(*(op.payload for op in batch))
+        except ValueError:
+            for op in batch:
+                await self._perform(room, op)
+            return
+        carrier = _Op("append", merged, asyncio.get_running_loop().create_future())
+        await self._perform(room, carrier)
+        exc = carrier.future.exception()
+        for op in batch:
+            if op.future.done():
+                continue
+            if exc is None:
+                op.future.set_result(None)
+            else:
+                op.future.set_exception(exc)
+        self.appends_merged += len(batch) - 1
 
     async def _perform(self, room: RoomName, op: _Op) -> None:
         try:

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookies import CookieError, SimpleCookie
 from typing import Final
@@ -54,6 +54,7 @@ class Principal:
     expires_at: float = 0.0
     ip: str | None = None
     user_agent: str | None = None
+    user_uuid: uuid.UUID | None = field(default=None, repr=False, compare=False)
 
     @property
     def subject(self) -> Subject:
@@ -61,7 +62,8 @@ class Principal:
 
     @property
     def uuid(self) -> uuid.UUID:
-        return uuid.UUID(self.user_id)
+        """The user id as a UUID (parsed once, when the principal is made)."""
+        return self.user_uuid if self.user_uuid is not None else uuid.UUID(self.user_id)
 
     def may_open(self, document_id: str) -> bool:
         """Whether the token's scope covers the document (rights are decided elsewhere)."""
@@ -267,6 +269,7 @@ def _principal(
         expires_at,
         _ip(ip),
         (user_agent or "")[:512] or None,
+        user.id,
     )
 
 

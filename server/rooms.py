@@ -27,7 +27,7 @@ from crdt.document import RoomDoc
 from crdt.errors import CrdtError, InvalidUpdate
 from crdt.ids import RoomName
 from crdt.origins import ClientOrigin, ServerOrigin
-from crdt.section import TextTally
+from crdt.section import section_content
 from persistence.errors import StorageError
 from persistence.ports import RoomStore
 from protocol import awareness as awareness_codec
@@ -140,7 +140,10 @@ class Room:
         self.hooks = hooks
         # The user holding this section's lock (None: unlocked): everyone else is read-only.
         self.locked_by: str | None = None
-        self._tally = TextTally(doc.doc) if on_edit is not None and name.section_id else None
+        # The section's text, for the audit's edit counts (its length before and after each
+        # update, inside the update's transaction: cheaper than observing the text, which
+        # makes yrs build an event per edit).
+        self._text = section_content(doc.doc) if on_edit is not None and name.section_id else None
         self._held: list[tuple[Connection, bytes]] | None = None
         self._held_remote: list[bytes] = []
         self._max_held = max_held_messages
@@ -227,7 +230,7 @@ class Room:
             conn.send(Frame(encode(AuthPermissionDenied("section locked by another user"))))
             return
         try:
-            effective = self.doc.apply(update, ClientOrigin(conn.id))
+            effective = self.doc.apply(update, ClientOrigin(conn.id), self._text)
         except InvalidUpdate:
             if self.doc.tainted:
                 log.warning("room %s: invalid update left traces; rebuilding", self.key)
@@ -236,8 +239,10 @@ class Room:
             raise
         conn.updates_received += 1
         if self._on_edit is not None and effective is not None:
-            inserted, deleted = self._tally.take() if self._tally is not None else (0, 0)
-            self._on_edit(conn, self.name, inserted, deleted)
+            # The net change of this update: typing inserts or deletes; a replacement
+            # counts its difference.
+            change = self.doc.length_change if self._text is not None else 0
+            self._on_edit(conn, self.name, max(change, 0), max(-change, 0))
         ack = (conn, conn.updates_received) if conn.app_events else None
         if effective is not None:
             self._ship(effective, sender=conn.id, ack=ack)
@@ -253,8 +258,6 @@ class Room:
         doc = self.doc.doc
         with doc.transaction(origin=ServerOrigin(reason)):
             edit(doc)
-        if self._tally is not None:
-            self._tally.take()  # server edits are audited by whoever asked for them
         effective = self.doc.local_changes()
         if effective is None:
             return False
@@ -398,8 +401,6 @@ class Room:
                 self._held = []
                 self._on_tainted(self)
             return
-        if self._tally is not None:
-            self._tally.take()  # audited by the node whose client typed it
         if effective is None:
             return
         self.updates_applied += 1
@@ -424,9 +425,8 @@ class Room:
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
         self.doc = doc
-        if self._tally is not None:
-            self._tally.close()
-            self._tally = TextTally(doc.doc)
+        if self._text is not None:
+            self._text = section_content(doc.doc)
         held, self._held = self._held or [], None
         remote, self._held_remote = self._held_remote, []
         for update in remote:

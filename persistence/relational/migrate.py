@@ -54,6 +54,9 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
+MIGRATION_OPTIONS = RelationalOptions(sqlite_busy_timeout=120.0, statement_timeout=300.0)
+
+
 def head_revision() -> str:
     """The newest revision id the package ships."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -83,7 +86,10 @@ async def migrate(url: str, options: RelationalOptions | None = None) -> list[st
     stored revision this package does not know (a newer server migrated it).
     """
     prepare_sqlite_directory(url)
-    engine = create_engine(url, options)
+    # Migrations hold the write lock for the whole upgrade: a concurrent migrator (another
+    # node starting) waits for it rather than failing after the usual busy timeout, and
+    # PostgreSQL's DDL gets more than the usual statement timeout.
+    engine = create_engine(url, options or MIGRATION_OPTIONS)
     try:
         with translated("migrating"):
             async with engine.connect() as conn:

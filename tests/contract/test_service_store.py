@@ -633,7 +633,8 @@ async def test_replaying_twice_is_harmless(backend: Backend) -> None:
     node = backend.node()
     await settle(*(node.append("d/s", update) for update in updates[:2]))
     await asyncio.wait_for(node.compact("d/s", state_after_beta), WAIT)
-    await settle(*(node.append("d/s", update) for update in updates[2:]))
+    for update in updates[2:]:  # one at a time: appends queued together share an entry
+        await asyncio.wait_for(node.append("d/s", update), WAIT)
     # A re-sent append (its first reply lost) stores the same update twice.
     await backend.journal.append("d", "s", updates[2], origin="node-a")
 
@@ -1231,3 +1232,21 @@ async def test_a_lagging_node_never_saves_away_what_another_node_stored(
     content = str(fresh.get("content", type=pycrdt.Text))
     assert "from A" in content
     assert "from B" in content
+
+
+async def test_appends_queued_together_share_one_entry(backend: Backend) -> None:
+    """Appends of one room that wait behind a write in flight go as one merged entry; each
+    caller's future resolves; the room rebuilds to the same text."""
+    author: pycrdt.Doc[Any] = pycrdt.Doc()
+    text = author.get("content", type=pycrdt.Text)
+    updates: list[bytes] = []
+    for index in range(50):
+        before = author.get_state()
+        text += f"w{index} "
+        updates.append(author.get_update(before))
+    node = backend.node()
+    await settle(*(node.append("d/s", update) for update in updates))
+    stored = await backend.node("node-b").load("d/s")
+    assert len(stored.journal) < len(updates)
+    assert node.appends_merged == len(updates) - len(stored.journal)
+    assert _rebuild(stored.updates()) == str(text)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from loadtests import bench, wire
-from loadtests.peers import peer
+from loadtests import bench, services, wire
+from loadtests.peers import CollabServicesServer, PeerUnavailableError, peer
 from loadtests.relay import EMPTY_STEP2, serve_relay
 from protocol.ysync import SyncStep1, SyncStep2, SyncUpdate, decode, encode, encode_update
 
@@ -83,22 +84,64 @@ async def test_wire_reports_a_refused_upgrade_with_its_status() -> None:
         await server.wait_closed()
 
 
-def test_the_relay_and_the_unavailable_entry_are_known_servers() -> None:
+def test_the_relay_is_stateless_and_collab_services_says_what_it_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert peer("relay").stateless
-    with pytest.raises(Exception, match="no Redis/PostgreSQL roles yet"):
+    assert peer("collab-services").label == "collab (Redis + PostgreSQL; content in SQLite)"
+    peer("collab-services").prepare()  # redis-server and PostgreSQL are on this machine
+
+    monkeypatch.setattr(services, "postgres_bin_dir", lambda: None)
+    with pytest.raises(PeerUnavailableError, match=r"^unavailable: no PostgreSQL binaries"):
+        peer("collab-services").prepare()
+    monkeypatch.setattr(services, "redis_binary", lambda: None)
+    with pytest.raises(PeerUnavailableError, match=r"^unavailable: redis-server is not on PATH"):
         peer("collab-services").prepare()
 
 
+def test_collab_services_serves_in_service_mode_and_cleans_up() -> None:
+    server = CollabServicesServer(cpu=None).start()
+    try:
+        assert server.redis is not None
+        assert server.postgres is not None
+        directories = [server.data_dir, server.redis.root, server.postgres.root]
+        postmaster = (server.postgres.data_dir / "postmaster.pid").read_text().split()[0]
+        pids = [server.pid, server.redis.pid, int(postmaster)]
+        with urllib.request.urlopen(server.http_url + "/healthz", timeout=5) as response:
+            health = json.load(response)
+        assert health["status"] == "ok"
+        # The change journal is the Redis stream: the node follows it (cluster counters).
+        assert "cluster_updates_applied" in health
+        assert server.ws_url.startswith("ws://127.0.0.1:")
+    finally:
+        server.stop()
+    assert not any(directory.exists() for directory in directories)
+    running = [pid for pid in pids if pid is not None and _running(pid)]
+    assert not running, "collab serve, redis-server and postgres have all exited"
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs: a zombie has exited (the daemonised postmaster's parent is
+    PID 1, which may reap it late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_a_quick_bench_against_collab_and_the_relay_gives_a_ratio(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # collab-services is reported, not run, when its binaries are missing (and stays fast).
+    monkeypatch.setattr(services, "redis_binary", lambda: None)
     out = tmp_path / "bench.json"
     argv = ["--quick", "--no-pin", "--quiet", "--servers", "collab,collab-services,relay"]
     argv += ["--scenarios", "rooms", "--duration", "1", "--out", str(out)]
     assert bench.main(argv) == 0
 
     table = capsys.readouterr().out
-    assert "unavailable: the server has no Redis/PostgreSQL roles yet" in table
+    assert "unavailable: redis-server is not on PATH" in table
     rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
     relay_row = rows["| bare relay (websockets)"]
     ratio = relay_row.rstrip(" |").rsplit(" | ", 1)[1]

@@ -14,7 +14,9 @@
 
 Missing binaries fail the suite rather than skip it: the PostgreSQL adapter must be tested.
 The server pytest-postgresql starts is not used because its ``initdb`` runs as the current
-user, which fails under root (CI runs as root).
+user, which fails under root (CI runs as root). The server itself is
+:class:`loadtests.services.ThrowawayPostgres`; this plugin adds the owner file, the reaping of
+stale servers and the ``COLLAB_TEST_*`` variables.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -40,12 +40,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from loadtests import services
 from persistence.relational import RelationalStores, migrate, open_relational
 from persistence.relational.schema import METADATA
 
 T = TypeVar("T")
 RUN_ID = uuid.uuid4().hex[:8]
-START_TIMEOUT = 60.0
+START_TIMEOUT = services.POSTGRES_START_TIMEOUT
 ROOT_PREFIX = "collab-pg-"
 OWNER_FILE = "owner.pid"
 
@@ -61,87 +62,26 @@ def _pg_bin() -> Path:
     configured = os.environ.get("COLLAB_TEST_PG_BIN")
     if configured:
         return Path(configured)
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        return Path(on_path).resolve().parent
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-        key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0,
-    )
-    if not versions:
+    found = services.postgres_bin_dir()
+    if found is None:
         pytest.fail(
             "no PostgreSQL binaries (pg_ctl) found: install PostgreSQL, set COLLAB_TEST_PG_BIN, "
             "or set COLLAB_TEST_POSTGRES_URL to a server the tests may create databases on"
         )
-    return versions[-1].parent
+    return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+_free_port = services.free_port
 
 
-@dataclass
-class ThrowawayPostgres:
-    """A PostgreSQL cluster in a temporary directory, owned by an unprivileged OS user."""
-
-    bin_dir: Path
-    root: Path
-    port: int
-    os_user: str | None  # None: we are not root, run the binaries as ourselves
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        command = [str(self.bin_dir / args[0]), *args[1:]]
-        if self.os_user is not None:
-            command = ["runuser", "-u", self.os_user, "--", *command]
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=START_TIMEOUT, check=False
-        )
-        if result.returncode != 0:
-            log = self.root / "server.log"
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(
-                f"{' '.join(command)} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}\n{tail}"
-            )
+class ThrowawayPostgres(services.ThrowawayPostgres):
+    """:class:`loadtests.services.ThrowawayPostgres` (``fsync=off``) that records which
+    process started it (``owner.pid``): a later session reaps the server if that process
+    dies without stopping it (kill -9, a CI timeout)."""
 
     def start(self) -> None:
-        # Who started it: a later session reaps the server if this process dies without
-        # stopping it (kill -9, a CI timeout).
         (self.root / OWNER_FILE).write_text(str(os.getpid()))
-        if self.os_user is not None:
-            entry = pwd.getpwnam(self.os_user)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self._run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust",
-            "-E", "UTF8", "--no-sync", "--no-instructions",
-        )  # fmt: skip
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
-        # -w: pg_ctl returns once the server accepts connections (no sleep-and-poll here).
-        self._run(
-            "pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", str(int(START_TIMEOUT)),
-            "-l", str(self.root / "server.log"), "-o", options,
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        try:
-            self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+        super().start()
 
 
 def _process_alive(pid: int) -> bool:
@@ -176,17 +116,11 @@ def _reap_stale_servers(bin_dir: Path, os_user: str | None) -> None:
 
 
 def _os_user() -> str | None:
-    if os.geteuid() != 0:
-        return None
-    name = os.environ.get("COLLAB_TEST_PG_OS_USER", "postgres")
+    name = os.environ.get("COLLAB_TEST_PG_OS_USER", services.POSTGRES_OS_USER)
     try:
-        pwd.getpwnam(name)
-    except KeyError:
-        pytest.fail(
-            f"running as root, initdb needs an unprivileged OS user: {name!r} does not exist "
-            "(set COLLAB_TEST_PG_OS_USER)"
-        )
-    return name
+        return services.postgres_os_user(name)
+    except services.ServiceUnavailableError as exc:
+        pytest.fail(f"{exc} (set COLLAB_TEST_PG_OS_USER)")
 
 
 @pytest.fixture(scope="session")
@@ -199,13 +133,7 @@ def postgres_server() -> Iterator[str]:
     bin_dir, os_user = _pg_bin(), _os_user()
     _reap_stale_servers(bin_dir, os_user)
     # Not under pytest's tmp dir: that one is private to root and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX))
-    server = ThrowawayPostgres(bin_dir, root, _free_port(), os_user)
-    try:
-        server.start()
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    server = ThrowawayPostgres.launch(bin_dir=bin_dir, os_user=os_user, prefix=ROOT_PREFIX)
     try:
         yield server.url
     finally:

@@ -15,7 +15,8 @@ that restart Redis or need AOF off use them. Readiness is the "Ready to accept c
 line of the server's log (read from its stdout), not a sleep-and-poll. A session killed
 with -9 leaves its servers behind: the next session kills them (only processes whose
 command line names a ``collab-redis-*`` directory of a dead owner) and removes the
-directories.
+directories. The server itself is :class:`loadtests.services.ThrowawayRedis`; this plugin
+adds the owner file, the reaping and the ``COLLAB_TEST_*`` variables.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,14 +33,16 @@ from pathlib import Path
 import pytest
 import redis
 
+from loadtests import services
+
 REDIS_URL_ENV = "COLLAB_TEST_REDIS_URL"
 RUN_ID = uuid.uuid4().hex[:8]
 RUN_PREFIX = f"collab-test-{RUN_ID}-"
 ROOT_PREFIX = "collab-redis-"
 OWNER_FILE = "owner.pid"
-SERVER_PID_FILE = "server.pid"
-START_TIMEOUT = 20.0
-READY_LINE = "Ready to accept connections"
+SERVER_PID_FILE = services.REDIS_PID_FILE
+START_TIMEOUT = services.REDIS_START_TIMEOUT
+READY_LINE = services.REDIS_READY_LINE
 
 _prefix_count = 0
 
@@ -58,111 +58,16 @@ def redis_binary() -> str | None:
     configured = os.environ.get("COLLAB_TEST_REDIS_SERVER")
     if configured:
         return configured
-    return shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
+    return services.redis_binary()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ThrowawayRedis:
-    """A ``redis-server`` child process with its data in ``root``; restartable in place."""
-
-    def __init__(self, binary: str, root: Path, *, aof: bool = True) -> None:
-        self.binary = binary
-        self.root = root
-        self.aof = aof
-        self.port = 0
-        self._process: subprocess.Popen[str] | None = None
-        self._drain: threading.Thread | None = None
-        self._log: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _command(self) -> list[str]:
-        return [
-            self.binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.root),
-            "--save", "",
-            "--appendonly", "yes" if self.aof else "no",
-            "--appendfsync", "always",
-            "--daemonize", "no",
-            "--logfile", "",
-            "--pidfile", str(self.root / SERVER_PID_FILE),
-        ]  # fmt: skip
-
-    def _launch(self) -> bool:
-        """Start the server and wait for its ready line; False if it exited first."""
-        process = subprocess.Popen(
-            self._command(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        self._process = process
-        settled = threading.Event()  # ready, or exited
-        accepted: list[bool] = []
-
-        def drain() -> None:
-            # Reads the log until the server exits, so its pipe never fills up.
-            assert process.stdout is not None
-            with process.stdout:
-                for line in process.stdout:
-                    self._log.append(line)
-                    if READY_LINE in line:
-                        accepted.append(True)
-                        settled.set()
-            settled.set()
-
-        self._drain = threading.Thread(target=drain, daemon=True)
-        self._drain.start()
-        if not settled.wait(START_TIMEOUT):
-            self.kill()
-            raise RuntimeError(f"redis-server not ready in {START_TIMEOUT}s:\n{self.log()}")
-        return bool(accepted)
+class ThrowawayRedis(services.ThrowawayRedis):
+    """:class:`loadtests.services.ThrowawayRedis` that records which process started it
+    (``owner.pid``): a later session reaps it if that process dies without stopping it."""
 
     def start(self) -> None:
         (self.root / OWNER_FILE).write_text(str(os.getpid()))
-        for _ in range(3):  # the free port may be taken between probing and binding
-            self.port = _free_port()
-            if self._launch():
-                return
-        raise RuntimeError(f"redis-server did not start:\n{self.log()}")
-
-    def restart(self) -> None:
-        """Start again on the same port and directory (it reloads its AOF)."""
-        if not self._launch():
-            raise RuntimeError(f"redis-server did not restart:\n{self.log()}")
-
-    def kill(self) -> None:
-        """SIGKILL, like a crash: only what was fsynced to the AOF survives."""
-        if self._process is not None:
-            if self._process.poll() is None:
-                self._process.kill()
-            self._process.wait(START_TIMEOUT)
-        if self._drain is not None:
-            self._drain.join(START_TIMEOUT)  # it closes the pipe at end of file
-        self._process = None
-        self._drain = None
-
-    def stop(self) -> None:
-        try:
-            self.kill()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def log(self) -> str:
-        return "".join(self._log[-40:])
+        super().start()
 
 
 def _process_alive(pid: int) -> bool:
@@ -200,13 +105,7 @@ def start_throwaway(*, aof: bool = True) -> ThrowawayRedis:
             "no redis-server found: install Redis, set COLLAB_TEST_REDIS_SERVER, or set "
             f"{REDIS_URL_ENV} (the restart and AOF-off tests still need redis-server)"
         )
-    server = ThrowawayRedis(binary, Path(tempfile.mkdtemp(prefix=ROOT_PREFIX)), aof=aof)
-    try:
-        server.start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return ThrowawayRedis.launch(binary=binary, prefix=ROOT_PREFIX, aof=aof)
 
 
 def _delete_run_keys(url: str) -> None:
