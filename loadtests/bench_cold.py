@@ -3,8 +3,11 @@
 A writer makes 20,000 one-character edits in one section of a ``collab serve`` on embedded
 defaults (durable SQLite journal). Then, for two shapes of what storage holds:
 
-* **journal**: the server is killed with SIGKILL right after the edits, so the section is
-  stored as 20,000 journal entries and no snapshot (the worst case), and restarted;
+* **crash**: the server is killed with SIGKILL right after the edits and restarted: with the
+  default settings the section is stored as a snapshot (rooms compact every 1,000 updates)
+  plus the journal entries after it;
+* **journal**: the same with compaction turned off, so the section is 20,000 journal entries
+  and no snapshot (a worst case the defaults never leave behind);
 * **snapshot**: the room is left to unload (its final compaction folds the journal into
   one snapshot), as after a quiet period;
 
@@ -69,32 +72,50 @@ def wait_unloaded(server: ServerProcess, timeout: float = 30.0) -> None:
     raise RuntimeError("the room did not unload")
 
 
-async def measure(edits: int, repeat: int) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    env = {"COLLAB_ROOM_IDLE_SECONDS": "0.5", "COLLAB_COMPACT_AFTER_UPDATES": "1000000"}
+async def after_kill(edits: int, repeat: int, env: dict[str, str]) -> dict[str, list[float]]:
+    """Write the history, SIGKILL, then restart ``repeat`` times: cold and loaded joins."""
     with tempfile.TemporaryDirectory(prefix="collab-bench-cold-") as tmp:
         data = Path(tmp)
         server = ServerProcess(data, env=env).start()
         try:
             await write_history(server, edits)
-            server.kill()  # SIGKILL: the section stays 20,000 journal entries
+            server.kill()
             cold, warm = [], []
             for _ in range(repeat):
                 server = ServerProcess(data, env=env).start()
                 cold.append(await join_seconds(server, edits))
                 warm.append(await join_seconds(server, edits))
                 server.kill()
-            results["journal"] = {"cold_ms": cold, "loaded_ms": warm}
-            server = ServerProcess(data, env=env).start()
-            await join_seconds(server, edits)
+        finally:
+            server.kill()
+    return {"cold_ms": cold, "loaded_ms": warm}
+
+
+async def after_unload(edits: int, repeat: int, env: dict[str, str]) -> dict[str, list[float]]:
+    """Write the history, let the room unload (one snapshot), join ``repeat`` times."""
+    with tempfile.TemporaryDirectory(prefix="collab-bench-cold-") as tmp:
+        server = ServerProcess(Path(tmp), env=env).start()
+        try:
+            await write_history(server, edits)
             cold, warm = [], []
             for _ in range(repeat):
                 await asyncio.to_thread(wait_unloaded, server)
                 cold.append(await join_seconds(server, edits))
                 warm.append(await join_seconds(server, edits))
-            results["snapshot"] = {"cold_ms": cold, "loaded_ms": warm}
         finally:
             server.kill()
+    return {"cold_ms": cold, "loaded_ms": warm}
+
+
+async def measure(edits: int, repeat: int) -> dict[str, Any]:
+    idle = {"COLLAB_ROOM_IDLE_SECONDS": "0.5"}
+    results: dict[str, Any] = {
+        "crash": await after_kill(edits, repeat, idle),
+        "journal": await after_kill(
+            edits, repeat, {**idle, "COLLAB_COMPACT_AFTER_UPDATES": "1000000"}
+        ),
+        "snapshot": await after_unload(edits, repeat, idle),
+    }
     for shape in results.values():
         for key in ("cold_ms", "loaded_ms"):
             shape[key] = [round(1000 * s, 2) for s in shape[key]]
@@ -116,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     (RESULTS_DIR / f"bench-cold-{stamp}.json").write_text(json.dumps(out, indent=2))
     print(f"| {args.edits:,} edits stored as | join with room load (median) | join, room loaded |")
     print("| --- | --- | --- |")
-    for shape, label in (("journal", "journal entries only"), ("snapshot", "one snapshot")):
+    shapes = (
+        ("crash", "after SIGKILL, default settings (snapshot + journal tail)"),
+        ("snapshot", "after the room unloaded (one snapshot)"),
+        ("journal", "20,000 journal entries, compaction off (worst case)"),
+    )
+    for shape, label in shapes:
         row = results[shape]
         print(f"| {label} | {row['cold_median_ms']:.1f} ms | {row['loaded_median_ms']:.1f} ms |")
     return 0

@@ -28,11 +28,12 @@ from persistence.relational import WorkflowStep
 from persistence.relational.records import MAX_PAGE_SIZE
 from persistence.relational.review_records import MAX_WORKFLOW_STEPS
 from server.access import Right
-from server.api.comments import check_params, uuid_of
+from server.api.comments import uuid_of
 from server.api.common import (
     ApiError,
     Model,
     authenticated,
+    check_params,
     collab_of,
     document_id_of,
     query_int,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -75,53 +76,60 @@ def _json(entry: Any) -> dict[str, Any]:
     return out
 
 
-async def audit_log(request: Request) -> JSONResponse:
-    await _reader(request, _AUDIT_FILTERS)
-    collab = collab_of(request)
-    params = request.query_params
+def _common(request: Request) -> dict[str, Any]:
+    """The filters both trails share: user, time range, page size, cursor."""
+    return {
+        "user_id": _user(request),
+        "since": _moment(request, "since"),
+        "until": _moment(request, "until"),
+        "limit": query_int(request, "limit", 50, 1, 500),
+        "cursor": request.query_params.get("cursor") or None,
+    }
+
+
+async def _page(
+    request: Request, make_query: Callable[[], Any], fetch: Callable[[Any], Awaitable[Any]]
+) -> JSONResponse:
+    """Build the query (400 if it does not hold), flush the trail, return one page."""
     try:
-        query = AuditQuery(
-            user_id=_user(request),
-            action=params.get("action") or None,
-            resource_type=params.get("resourceType") or None,
-            resource_id=params.get("resource") or None,
-            since=_moment(request, "since"),
-            until=_moment(request, "until"),
-            limit=query_int(request, "limit", 50, 1, 500),
-            cursor=params.get("cursor") or None,
-        )
+        query = make_query()
     except ValueError as exc:
         raise ApiError(400, "invalid query", str(exc)) from exc
-    await collab.audit.flush()
+    await collab_of(request).audit.flush()
     try:
-        page = await collab.relational.audit.query(query)
+        page = await fetch(query)
     except ValueError as exc:
         raise ApiError(400, "invalid query", str(exc)) from exc
     return JSONResponse({"items": [_json(e) for e in page.items], "nextCursor": page.next_cursor})
+
+
+async def audit_log(request: Request) -> JSONResponse:
+    await _reader(request, _AUDIT_FILTERS)
+    params = request.query_params
+    return await _page(
+        request,
+        lambda: AuditQuery(
+            action=params.get("action") or None,
+            resource_type=params.get("resourceType") or None,
+            resource_id=params.get("resource") or None,
+            **_common(request),
+        ),
+        collab_of(request).relational.audit.query,
+    )
 
 
 async def access_log(request: Request) -> JSONResponse:
     await _reader(request, _ACCESS_FILTERS)
-    collab = collab_of(request)
     params = request.query_params
-    try:
-        query = AccessQuery(
-            user_id=_user(request),
+    return await _page(
+        request,
+        lambda: AccessQuery(
             document_id=params.get("document") or None,
             access_type=params.get("accessType") or None,
-            since=_moment(request, "since"),
-            until=_moment(request, "until"),
-            limit=query_int(request, "limit", 50, 1, 500),
-            cursor=params.get("cursor") or None,
-        )
-    except ValueError as exc:
-        raise ApiError(400, "invalid query", str(exc)) from exc
-    await collab.audit.flush()
-    try:
-        page = await collab.relational.audit.query_access(query)
-    except ValueError as exc:
-        raise ApiError(400, "invalid query", str(exc)) from exc
-    return JSONResponse({"items": [_json(e) for e in page.items], "nextCursor": page.next_cursor})
+            **_common(request),
+        ),
+        collab_of(request).relational.audit.query_access,
+    )
 
 
 routes = [

@@ -26,8 +26,10 @@ from server.api.common import (
     ApiError,
     access_logged,
     authenticated,
+    check_params,
     collab_of,
     document_id_of,
+    query_flag,
     query_int,
     read_json,
     require,
@@ -35,32 +37,6 @@ from server.api.common import (
 from server.comments import CreateBody, EditBody, ListQuery, comments_of
 
 _LIST_PARAMS: Final = frozenset({"section", "unresolved", "thread", "deleted", "limit", "offset"})
-_TRUE: Final = frozenset({"1", "true", "yes"})
-_FALSE: Final = frozenset({"", "0", "false", "no"})
-
-
-def check_params(request: Request, allowed: frozenset[str]) -> None:
-    """400 for an unknown query parameter or one given twice."""
-    names = set(request.query_params.keys())
-    unknown = names - allowed - {"token"}
-    if unknown:
-        raise ApiError(400, "unknown query parameter", ", ".join(sorted(unknown)))
-    for name in names:
-        if len(request.query_params.getlist(name)) > 1:
-            raise ApiError(400, "invalid query parameter", f"{name} is given more than once")
-
-
-def flag(request: Request, name: str) -> bool:
-    """A boolean query parameter (1/0, true/false, yes/no); 400 otherwise."""
-    raw = request.query_params.get(name)
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ApiError(400, "invalid query parameter", f"{name} must be 1 or 0")
 
 
 def uuid_of(value: object, what: str) -> uuid.UUID:
@@ -87,9 +63,9 @@ async def list_comments(request: Request) -> Response:
             raise ApiError(400, "invalid query parameter", "thread must be a comment id") from None
     query = ListQuery(
         section=params.get("section") or None,
-        unresolved=flag(request, "unresolved"),
+        unresolved=query_flag(request, "unresolved"),
         thread=thread,
-        deleted=flag(request, "deleted"),
+        deleted=query_flag(request, "deleted"),
         limit=query_int(request, "limit", 50, 1, MAX_PAGE_SIZE),
         offset=query_int(request, "offset", 0, 0, 1_000_000),
     )

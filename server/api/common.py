@@ -196,6 +196,37 @@ def validation_problem(exc: ValidationError) -> ApiError:
     return ApiError(422, "invalid request", summary, extra={"errors": errors})
 
 
+_TRUE: Final = frozenset({"1", "true", "yes"})
+_FALSE: Final = frozenset({"", "0", "false", "no"})
+
+
+def check_params(
+    request: Request, allowed: frozenset[str], repeatable: frozenset[str] = frozenset()
+) -> None:
+    """400 for an unknown query parameter (``token`` is always allowed: it authenticates),
+    or a repeated one that takes a single value."""
+    names = set(request.query_params.keys())
+    unknown = names - allowed - {"token"}
+    if unknown:
+        raise ApiError(400, "unknown query parameter", ", ".join(sorted(unknown)))
+    for name in names - repeatable:
+        if len(request.query_params.getlist(name)) > 1:
+            raise ApiError(400, "invalid query parameter", f"{name} is given more than once")
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """A boolean query parameter (1/0, true/false, yes/no; absent: false); 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ApiError(400, "invalid query parameter", f"{name} must be 1 or 0")
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter within [low, high]; 400 otherwise."""
     raw = request.query_params.get(name)

@@ -51,9 +51,11 @@ from server.api.common import (
     access_logged,
     audit,
     authenticated,
+    check_params,
     collab_of,
     document_id_of,
     new_id,
+    query_flag,
     query_int,
     read_json,
     require,
@@ -130,8 +132,6 @@ EXPORT_FORMATS: Final = frozenset({"markdown"})
 _REVISION_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SLUG: Final = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 _NON_SLUG: Final = re.compile(r"[^a-z0-9]+")
-_FALSE: Final = frozenset({"", "0", "false", "no"})
-_TRUE: Final = frozenset({"1", "true", "yes"})
 
 # -- request bodies --------------------------------------------------------------------------
 
@@ -314,29 +314,6 @@ def initial_sections(bodies: Sequence[SectionBody]) -> list[ContentSection]:
 
 
 # -- request helpers -------------------------------------------------------------------------
-
-
-def _check_params(request: Request, allowed: frozenset[str], repeatable: frozenset[str]) -> None:
-    """400 for an unknown query parameter, or a repeated one that takes a single value."""
-    names = set(request.query_params.keys())
-    unknown = names - allowed - {"token"}
-    if unknown:
-        raise ApiError(400, "unknown query parameter", ", ".join(sorted(unknown)))
-    for name in names - repeatable:
-        if len(request.query_params.getlist(name)) > 1:
-            raise ApiError(400, "invalid query parameter", f"{name} is given more than once")
-
-
-def _flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ApiError(400, "invalid query parameter", f"{name} must be 1 or 0")
 
 
 def _revision_id_of(value: object) -> str:
@@ -529,7 +506,7 @@ async def create_document(request: Request) -> Response:
     """``POST /documents``: 201 with the document (content included) and its Location."""
     principal = await authenticated(request)
     _may_create(principal)
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     body = await read_json(request, CreateBody)
     _in_scope(principal, body.documentId)
     collab = collab_of(request)
@@ -558,9 +535,9 @@ async def get_document(request: Request) -> Response:
     (``?fresh=1``: rendered from the live rooms first)."""
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.VIEW)
-    _check_params(request, frozenset({"fresh"}), frozenset())
+    check_params(request, frozenset({"fresh"}), frozenset())
     collab = collab_of(request)
-    if _flag(request, "fresh"):
+    if query_flag(request, "fresh"):
         await _record(collab, document_id)
         await collab.snapshots.write_now(document_id)
     record = await _record(collab, document_id)
@@ -618,7 +595,7 @@ async def list_documents(request: Request) -> Response:
     view. Filters are literal equality (``type``, ``status``, ``category``), every ``tag``,
     and ``q`` a case-insensitive substring of the title, description or content."""
     principal = await authenticated(request)
-    _check_params(request, _LIST_PARAMS, frozenset({"tag"}))
+    check_params(request, _LIST_PARAMS, frozenset({"tag"}))
     collab = collab_of(request)
     query = _list_query(request, await _visible(collab, principal))
     page = await collab.content.find(DOCUMENTS, query)
@@ -659,7 +636,7 @@ async def update_document(request: Request) -> Response:
     """``PATCH /documents/{id}`` (edit): metadata only; returns the record without content."""
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.EDIT)
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     body = await read_json(request, UpdateBody)
     if not body.model_fields_set:
         raise ApiError(422, "invalid request", f"nothing to change: give any of {METADATA_FIELDS}")
@@ -689,7 +666,7 @@ async def put_permissions(request: Request) -> Response:
     """``PUT /documents/{id}/permissions`` (admin): replace the view/edit/comment lists."""
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.ADMIN)
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     body = await read_json(request, PermissionsBody)
     collab = collab_of(request)
     permissions = body.as_record()
@@ -767,7 +744,7 @@ async def change_status(request: Request) -> Response:
     """``POST /documents/{id}/status`` (edit; approve for approved and published)."""
     document_id = document_id_of(request.path_params["document_id"])
     principal, right = await require(request, document_id, Right.EDIT)
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     body = await read_json(request, StatusBody)
     if body.status in APPROVAL_STATES and right < Right.APPROVE:
         raise ApiError(
@@ -803,9 +780,9 @@ async def delete_document(request: Request) -> Response:
     """``DELETE /documents/{id}`` (admin): archive; ``?hard=1`` (admin role) deletes."""
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.ADMIN)
-    _check_params(request, frozenset({"hard"}), frozenset())
+    check_params(request, frozenset({"hard"}), frozenset())
     collab = collab_of(request)
-    if _flag(request, "hard"):
+    if query_flag(request, "hard"):
         if principal.role != "admin":
             raise ApiError(403, "forbidden", "only admins may delete documents for good")
         async with serialized(request, document_id):
@@ -851,7 +828,7 @@ async def list_revisions(request: Request) -> Response:
     """``GET /documents/{id}/revisions`` (view): newest first, paged by ``before``."""
     document_id = document_id_of(request.path_params["document_id"])
     await require(request, document_id, Right.VIEW)
-    _check_params(request, frozenset({"before", "limit"}), frozenset())
+    check_params(request, frozenset({"before", "limit"}), frozenset())
     limit = query_int(request, "limit", 20, 1, MAX_REVISION_LIMIT)
     before: int | None = None
     if request.query_params.get("before"):
@@ -869,7 +846,7 @@ async def get_revision(request: Request) -> Response:
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.VIEW)
     revision_id = _revision_id_of(request.path_params["revision_id"])
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     collab = collab_of(request)
     revision = await _revision(collab, document_id, revision_id)
     record = await _record(collab, document_id)
@@ -883,7 +860,7 @@ async def diff_revisions(request: Request) -> Response:
     principal, _ = await require(request, document_id, Right.VIEW)
     before_id = _revision_id_of(request.path_params["before_id"])
     after_id = _revision_id_of(request.path_params["after_id"])
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     collab = collab_of(request)
     before = await _revision(collab, document_id, before_id)
     after = await _revision(collab, document_id, after_id)
@@ -907,7 +884,7 @@ async def save_revision(request: Request) -> Response:
     """``POST /documents/{id}/revisions`` (edit): cut a revision now; 201 with it."""
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.EDIT)
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     body = await _optional_body(request, SaveBody)
     collab = collab_of(request)
     await _record(collab, document_id)
@@ -932,7 +909,7 @@ async def restore_revision(request: Request) -> Response:
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.EDIT)
     revision_id = _revision_id_of(request.path_params["revision_id"])
-    _check_params(request, frozenset(), frozenset())
+    check_params(request, frozenset(), frozenset())
     collab = collab_of(request)
     source = await _revision(collab, document_id, revision_id)
     if (await _record(collab, document_id)).get("status") == "review":
@@ -978,7 +955,7 @@ async def export_document(request: Request) -> Response:
     live rooms, as an attachment."""
     document_id = document_id_of(request.path_params["document_id"])
     principal, _ = await require(request, document_id, Right.VIEW)
-    _check_params(request, frozenset({"format"}), frozenset())
+    check_params(request, frozenset({"format"}), frozenset())
     export_format = request.query_params.get("format") or "markdown"
     if export_format not in EXPORT_FORMATS:
         raise ApiError(400, "unsupported export format", f"formats: {sorted(EXPORT_FORMATS)}")

@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from persistence.relational.records import MAX_PAGE_SIZE
-from server.api.comments import check_params, flag, uuid_of
-from server.api.common import authenticated, collab_of, query_int
+from server.api.comments import uuid_of
+from server.api.common import authenticated, check_params, collab_of, query_flag, query_int
 from server.authn import Principal
 from server.comments import store_errors
 from server.notifications import notification_view, notifier
@@ -36,7 +36,7 @@ async def list_notifications(request: Request) -> Response:
     store = collab_of(request).relational.notifications
     with store_errors("notification"):
         page = await store.list_for_user(
-            principal.uuid, unread_only=flag(request, "unread"), limit=limit, offset=offset
+            principal.uuid, unread_only=query_flag(request, "unread"), limit=limit, offset=offset
         )
         counts = await store.count(principal.uuid)
     return JSONResponse(
