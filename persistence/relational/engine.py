@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,6 +146,29 @@ def create_engine(url: str, options: RelationalOptions | None = None) -> AsyncEn
     return engine
 
 
+def _enable_wal(cursor: Any, timeout: float) -> None:
+    """Switch the database to WAL (a persistent setting: done once per file). Changing the
+    journal mode needs the database to itself and SQLite answers "locked" at once, without
+    its busy handler, while another connection (a concurrent migrator) is in it: retry."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        row = cursor.fetchone()
+        if row is not None and str(row[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError, through its adapter
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        # Connection setup runs synchronously (SQLAlchemy adapts the async driver): a short
+        # blocking wait, only while a first connection switches a new file to WAL.
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
 def _configure_sqlite(engine: AsyncEngine, options: RelationalOptions) -> None:
     busy_ms = int(options.sqlite_busy_timeout * 1000)
 
@@ -153,12 +177,9 @@ def _configure_sqlite(engine: AsyncEngine, options: RelationalOptions) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=FULL",
-            "foreign_keys=ON",
-            f"busy_timeout={busy_ms}",
-        ):
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        _enable_wal(cursor, options.sqlite_busy_timeout)
+        for pragma in ("synchronous=FULL", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
