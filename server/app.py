@@ -28,7 +28,6 @@ from persistence.coordinator import Coordinator
 from persistence.errors import StorageConflict, StorageError
 from persistence.memory import MemoryRoomStore
 from persistence.ports import RoomStore
-from persistence.relational import AuditEntry, DataAccessEntry
 from persistence.service_store import ServiceRoomStore, require_durable
 from persistence.sqlite import SqliteRoomStore
 from persistence.sqlite_content import SqliteContentStore
@@ -39,7 +38,7 @@ from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
 from server import approvals, comments, locks, notifications, presence
 from server.access import DOCUMENTS, AccessControl, Right, may_create
 from server.api import api_routes
-from server.api.common import exception_handlers
+from server.api.common import exception_handlers, lower_headers
 from server.auth import AuthError
 from server.authn import Principal
 from server.cluster import USER_CHANNEL, Cluster
@@ -237,9 +236,9 @@ class Collab:
             async def release(document_id: str) -> None:
                 await locks.release(document_id, SNAPSHOT_CLAIM, node_id)
 
+            # Each node snapshots what its own clients changed: updates applied from other
+            # nodes do not make this node's copy dirty (their node writes them).
             self.snapshots.claim, self.snapshots.release = claim, release
-            # Updates from other nodes make this node's copy of the document dirty too.
-            pass  # each node snapshots what its own clients changed (see docs/cluster.md)
         self.guard = Guard(self)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()
@@ -291,16 +290,12 @@ class Collab:
         except (CollabError, StorageError) as exc:
             if isinstance(exc, PermissionDenied | RoomNotFound):
                 self.audit.record(
-                    AuditEntry(
-                        user_id=principal.uuid,
-                        action="join",
-                        resource_type="business_document",
-                        resource_id=admission.room.document_id,
-                        changes={"room": str(admission.room)},
-                        ip_address=principal.ip,
-                        user_agent=principal.user_agent,
-                        status="failure",
-                        error_message=str(exc) or type(exc).__name__,
+                    principal.context.entry(
+                        "join",
+                        "business_document",
+                        admission.room.document_id,
+                        {"room": str(admission.room)},
+                        error=str(exc) or type(exc).__name__,
                     )
                 )
             conn.fail(exc)
@@ -331,13 +326,9 @@ class Collab:
             join_observer(conn, session.room)
         if conn.read_only:
             conn.send(Frame(encode(AuthPermissionDenied("read-only: you may not edit"))))
+        document = admission.room.document_id
         self.audit.access(
-            DataAccessEntry(
-                user_id=principal.uuid,
-                document_id=admission.room.document_id,
-                access_type="join",
-                data_sensitivity=await self._sensitivity(admission.room.document_id),
-            )
+            principal.context.access(document, "join", await self._sensitivity(document))
         )
         return session
 
@@ -384,14 +375,8 @@ class Collab:
         finally:
             self.access.forget(document_id)
         self.audit.record(
-            AuditEntry(
-                user_id=principal.uuid,
-                action="create",
-                resource_type="business_document",
-                resource_id=document_id,
-                changes={"title": record.get("title")},
-                ip_address=principal.ip,
-                user_agent=principal.user_agent,
+            principal.context.entry(
+                "create", "business_document", document_id, {"title": record.get("title")}
             )
         )
         return dict(stored)
@@ -609,7 +594,7 @@ class DirectWebSockets:
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """The ASGI route to the rooms, for servers without our protocol (and TestClient)."""
     collab: Collab = websocket.app.state.collab
-    headers = {k.lower(): v for k, v in websocket.headers.items()}
+    headers = lower_headers(websocket.headers)
     client = websocket.client.host if websocket.client is not None else None
     decision = collab.admit(websocket.url.path, websocket.url.query, headers, client)
     if isinstance(decision, Refusal):

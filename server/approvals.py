@@ -38,7 +38,6 @@ from persistence.errors import StorageError
 from persistence.relational import (
     ApprovalQuery,
     ApprovalRequest,
-    AuditEntry,
     ChainLink,
     NewApprovalRequest,
     NewNotification,
@@ -542,15 +541,7 @@ class ApprovalService:
         changes: Mapping[str, Any],
     ) -> None:
         self._collab.audit.record(
-            AuditEntry(
-                user_id=actor.uuid,
-                action=action,
-                resource_type=resource_type,
-                resource_id=resource_id,
-                changes=dict(changes),
-                ip_address=actor.ip,
-                user_agent=actor.user_agent,
-            )
+            actor.context.entry(action, resource_type, resource_id, dict(changes))
         )
 
 

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from persistence.coordinator import SessionStore
 from persistence.relational import NewUser, User, UserStore
 from server.access import Subject
+from server.audit import AuditContext
 from server.auth import AuthError, Identity, TokenService
 from server.errors import PermissionDenied
 
@@ -59,6 +60,11 @@ class Principal:
     @property
     def subject(self) -> Subject:
         return Subject(self.user_id, self.role, True)
+
+    @property
+    def context(self) -> AuditContext:
+        """Who acts and from where, for the audit trail's entries."""
+        return AuditContext(self.uuid, self.ip, self.user_agent)
 
     @property
     def uuid(self) -> uuid.UUID:

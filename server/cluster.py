@@ -76,7 +76,6 @@ class Cluster:
         self._outbox: asyncio.Queue[tuple[str, str | None, bytes]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.applied = 0
-        self.on_applied: Callable[[Room], None] | None = None
         self.signals_received = 0
         self.signals_sent = 0
 
@@ -209,8 +208,6 @@ class Cluster:
             if room is not None:
                 room.apply_remote(entry.update)
                 self.applied += 1
-                if self.on_applied is not None:
-                    self.on_applied(room)
             elif self._registry.is_loading(key):
                 self._pending[key].append(entry.update)
         if room is not None and self._mark_applied is not None:

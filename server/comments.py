@@ -50,7 +50,6 @@ from persistence.errors import (
     StorageError,
 )
 from persistence.relational import (
-    AuditEntry,
     Comment,
     CommentQuery,
     InvalidTransitionError,
@@ -593,20 +592,17 @@ class CommentService:
 
     def _audit(self, actor: Principal, op: str, comment: Comment, via: str) -> None:
         self._collab.audit.record(
-            AuditEntry(
-                user_id=actor.uuid,
-                action="comment",
-                resource_type="comment",
-                resource_id=str(comment.id),
-                changes={
+            actor.context.entry(
+                "comment",
+                "comment",
+                str(comment.id),
+                {
                     "op": op,
                     "documentId": comment.document_id,
                     "section": comment.section_id,
                     "parentId": str(comment.parent_id) if comment.parent_id else None,
                     "via": via,
                 },
-                ip_address=actor.ip,
-                user_agent=actor.user_agent,
             )
         )
 

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from crdt.ids import InvalidIdError, check_section_id
 from persistence.coordinator_values import Lock
 from persistence.errors import StorageError
-from persistence.relational import AuditEntry
 from protocol.events import AppEvent
 from server.access import RESOURCE_TYPE, Right
 from server.authn import Principal
@@ -274,15 +273,7 @@ class SectionLockService:
         self, principal: Principal, action: str, document_id: str, changes: dict[str, Any]
     ) -> None:
         self._collab.audit.record(
-            AuditEntry(
-                user_id=principal.uuid,
-                action=action,
-                resource_type=RESOURCE_TYPE,
-                resource_id=document_id,
-                changes=changes,
-                ip_address=principal.ip,
-                user_agent=principal.user_agent,
-            )
+            principal.context.entry(action, RESOURCE_TYPE, document_id, changes)
         )
 
     # -- the socket side ------------------------------------------------------------------

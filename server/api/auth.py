@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.api.common import ApiError, audit, authenticated, collab_of
+from server.api.common import ApiError, audit, authenticated, collab_of, lower_headers
 from server.authn import find_token
 
 
@@ -37,7 +37,7 @@ async def me(request: Request) -> JSONResponse:
 async def open_session(request: Request) -> Response:
     principal = await authenticated(request)
     collab = collab_of(request)
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = lower_headers(request.headers)
     found = find_token(headers, "", collab.settings.session_cookie)
     if found is None or found[1] != "header":
         raise ApiError(400, "token required", "send the token as Authorization: Bearer")
@@ -58,7 +58,7 @@ async def open_session(request: Request) -> Response:
 async def close_session(request: Request) -> Response:
     principal = await authenticated(request)
     collab = collab_of(request)
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = lower_headers(request.headers)
     identity = collab.authn.identify(headers, request.url.query)
     if identity is not None:
         await collab.authn.end_session(identity)

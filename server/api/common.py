@@ -30,7 +30,6 @@ from persistence.errors import (
     StorageError,
     ValueTooLarge,
 )
-from persistence.relational import AuditEntry, DataAccessEntry
 from server.access import Right
 from server.auth import AuthError
 from server.authn import Principal, origin_allowed
@@ -88,6 +87,11 @@ def problem_response(
     )
 
 
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Request headers keyed in lower case, as the authentication helpers take them."""
+    return {k.lower(): v for k, v in headers.items()}
+
+
 def collab_of(request: Request) -> Collab:
     collab: Collab = request.app.state.collab
     return collab
@@ -106,7 +110,7 @@ async def authenticated(request: Request) -> Principal:
     if isinstance(cached, Principal):
         return cached
     collab = collab_of(request)
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = lower_headers(request.headers)
     if not origin_allowed(
         headers.get("origin"), headers.get("host"), collab.settings.allowed_origins
     ):
@@ -253,17 +257,7 @@ def audit(
 ) -> None:
     """Queue an audit entry for a mutating action (never blocks)."""
     collab_of(request).audit.record(
-        AuditEntry(
-            user_id=principal.uuid,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            changes=changes,
-            ip_address=principal.ip,
-            user_agent=principal.user_agent,
-            status="failure" if error is not None else "success",
-            error_message=error or None,
-        )
+        principal.context.entry(action, resource_type, resource_id, changes, error=error)
     )
 
 
@@ -275,14 +269,7 @@ def access_logged(
     sensitivity: str | None,
 ) -> None:
     """Queue a data-access entry (a read or an export of a document)."""
-    collab_of(request).audit.access(
-        DataAccessEntry(
-            user_id=principal.uuid,
-            document_id=document_id,
-            access_type=access_type,
-            data_sensitivity=sensitivity,
-        )
-    )
+    collab_of(request).audit.access(principal.context.access(document_id, access_type, sensitivity))
 
 
 def exception_handlers() -> dict[
