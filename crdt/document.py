@@ -20,9 +20,14 @@ import pycrdt
 
 from crdt.errors import InvalidUpdate
 from crdt.origins import Origin, StoreOrigin
+from crdt.pending import still_pending
 
 # A y-protocols update that carries nothing: zero structs, empty delete set.
 EMPTY_UPDATE = b"\x00\x00"
+
+# Updates a document may hold back for missing dependencies before it refuses more: each is
+# kept (and journaled) until it integrates; only a client inventing clocks needs more.
+MAX_HELD_BACK = 1_000
 
 
 def _is_rust_panic(exc: BaseException) -> bool:
@@ -37,14 +42,26 @@ class RoomDoc:
     Not thread-safe; owned by one event loop. No method does I/O.
     """
 
-    __slots__ = ("_changes", "_doc", "_subscription", "length_change", "tainted")
+    __slots__ = (
+        "_changes",
+        "_doc",
+        "_held_back",
+        "_subscription",
+        "held_back",
+        "length_change",
+        "tainted",
+    )
 
     def __init__(self) -> None:
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self._changes: list[bytes] = []
         self._subscription = self._doc.observe(self._on_transaction)
+        # Updates (or parts of them) yrs keeps pending: not in its encoded state, so kept here
+        # for :meth:`full_state` until they integrate.
+        self._held_back: list[bytes] = []
         self.tainted = False
         self.length_change = 0
+        self.held_back = False
 
     @property
     def doc(self) -> pycrdt.Doc[Any]:
@@ -63,7 +80,9 @@ class RoomDoc:
 
         Idempotent: applying an update twice changes nothing the second time. Updates whose
         dependencies are missing are kept pending by pycrdt and show up in the effective update
-        of the call that completes them.
+        of the call that completes them; until then :attr:`held_back` is True after the call
+        that brought them, and :meth:`full_state` still includes them, so the caller must
+        store such an update itself (its effective update does not hold it).
 
         With ``measure`` (a text of this document), :attr:`length_change` is set to how much
         the update changed that text's length (measured inside the update's transaction, so
@@ -71,7 +90,13 @@ class RoomDoc:
 
         Raises InvalidUpdate for bytes pycrdt rejects; if the failed update had already
         changed the document, :attr:`tainted` is set and the document must be discarded.
+        Raises InvalidUpdate too when :data:`MAX_HELD_BACK` updates already wait for
+        dependencies that never came (the document is then unchanged).
         """
+        if len(self._held_back) >= MAX_HELD_BACK:
+            self._settle()
+            if len(self._held_back) >= MAX_HELD_BACK:
+                raise InvalidUpdate("too many updates wait for edits that never arrived")
         self._changes.clear()
         try:
             with self._doc.transaction(origin=origin):
@@ -85,7 +110,40 @@ class RoomDoc:
             if _is_rust_panic(exc):
                 raise self._rejected(f"rejected by the CRDT core: {exc}") from exc
             raise
-        return self._take_changes()
+        effective = self._take_changes()
+        # A client's edit integrates whole and comes back unchanged (the common case, free);
+        # anything else may be held back in part, which only the exact check can tell.
+        self.held_back = (
+            effective != update and update != EMPTY_UPDATE and self._holds_back(update)
+        )
+        if self.held_back:
+            self._held_back.append(update)
+        elif effective is not None and self._held_back:
+            self._settle()  # what was held back may have integrated with this update
+        return effective
+
+    def _holds_back(self, update: bytes) -> bool:
+        """Whether yrs keeps any part of ``update`` pending in this document."""
+        state = self.state_vector()
+        return still_pending(pycrdt.get_update(update, state), state)
+
+    def _settle(self) -> None:
+        """Forget the held-back updates that have integrated since."""
+        self._held_back = [update for update in self._held_back if self._holds_back(update)]
+
+    @property
+    def held_back_count(self) -> int:
+        """How many updates wait for a missing dependency (kept in :meth:`full_state`)."""
+        return len(self._held_back)
+
+    def full_state(self) -> bytes:
+        """The whole document as one update, including what yrs holds back as pending: what
+        storage must keep so that a compaction never drops an update no state integrates."""
+        state: bytes = self._doc.get_update()
+        if not self._held_back:
+            return state
+        merged: bytes = pycrdt.merge_updates(state, *self._held_back)
+        return merged
 
     def _rejected(self, detail: str) -> InvalidUpdate:
         if self._changes:
@@ -109,6 +167,7 @@ class RoomDoc:
         for update in updates:
             self.apply(update, StoreOrigin())
         self._changes.clear()
+        self.held_back = False
 
     def state_vector(self) -> bytes:
         """The encoded state vector (payload of sync step 1)."""

@@ -116,6 +116,7 @@ class RoomRegistry:
             not room.connections
             and self._rooms.get(room.key) is room
             and room.key not in self._unload_timers
+            and room.key not in self._unloading
         ):
             loop = asyncio.get_running_loop()
             self._unload_timers[room.key] = loop.call_later(
@@ -294,7 +295,11 @@ class RoomRegistry:
 
     def _start_unload(self, room: Room) -> None:
         self._unload_timers.pop(room.key, None)
-        if room.connections or self._rooms.get(room.key) is not room:
+        if (
+            room.connections
+            or self._rooms.get(room.key) is not room
+            or room.key in self._unloading  # one unload at a time
+        ):
             return
         if room.name.is_outline and self._has_sections_loaded(room.name.document_id):
             # The outline stays while sections of its document are loaded: the snapshotter

@@ -244,8 +244,11 @@ class Room:
             change = self.doc.length_change if self._text is not None else 0
             self._on_edit(conn, self.name, max(change, 0), max(-change, 0))
         ack = (conn, conn.updates_received) if conn.app_events else None
-        if effective is not None:
-            self._ship(effective, sender=conn.id, ack=ack)
+        if effective is not None or self.doc.held_back:
+            # What the client sent is journaled as sent: it holds the effective update, and
+            # whatever yrs keeps pending for a missing dependency, which the effective update
+            # lacks and which an acknowledgement must cover all the same.
+            self._ship(update, sender=conn.id, ack=ack, broadcast=effective)
         elif ack is not None:
             # Nothing new (a duplicate), but the client still learns it is safely stored.
             self._after_durable(lambda: _send_ack(*ack))
@@ -265,14 +268,21 @@ class Room:
         return True
 
     def _ship(
-        self, effective: bytes, sender: int | None, ack: tuple[Connection, int] | None = None
+        self,
+        journaled: bytes,
+        sender: int | None,
+        ack: tuple[Connection, int] | None = None,
+        broadcast: bytes | None = None,
     ) -> None:
-        """Journal an effective update, then broadcast it (and acknowledge it to its sender)
-        once durable, in order."""
-        self.updates_applied += 1
+        """Journal an update, then broadcast ``broadcast`` (default: the journaled update;
+        nothing when ``journaled`` only waits for a dependency) and acknowledge it to its
+        sender once durable, in order."""
+        if broadcast is not None or sender is None:
+            self.updates_applied += 1
         self.journal_length += 1
-        durable = self._store.append(self.key, effective)
-        self._pipeline.append(_Step(durable, update=effective, sender=sender, ack=ack))
+        durable = self._store.append(self.key, journaled)
+        shown = journaled if sender is None else broadcast
+        self._pipeline.append(_Step(durable, update=shown, sender=sender, ack=ack))
         if self._on_change is not None:
             self._on_change(self.name)
         if not durable.done():
@@ -473,6 +483,13 @@ class Room:
             if step.update is not None:
                 ready.append(step)
                 continue
+            if step.ack is not None:
+                # Journaled, nothing to show yet (held back for a missing dependency): the
+                # acknowledgement still leaves in order with the updates before it.
+                self._broadcast_updates(ready)
+                ready = []
+                _send_ack(*step.ack)
+                continue
             self._broadcast_updates(ready)
             ready = []
             if step.action is not None:
@@ -519,4 +536,6 @@ class Room:
             await asyncio.wait(pending)
 
     def full_state(self) -> bytes:
-        return self.doc.diff()
+        """The document as one update for storage, including updates held back for missing
+        dependencies (see :meth:`crdt.document.RoomDoc.full_state`)."""
+        return self.doc.full_state()
