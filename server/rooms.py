@@ -247,8 +247,11 @@ class Room:
         if effective is not None or self.doc.held_back:
             # What the client sent is journaled as sent: it holds the effective update, and
             # whatever yrs keeps pending for a missing dependency, which the effective update
-            # lacks and which an acknowledgement must cover all the same.
-            self._ship(update, sender=conn.id, ack=ack, broadcast=effective)
+            # lacks and which an acknowledgement must cover all the same. An effective update
+            # other than what was sent holds edits the sender lacks (a held-back update it
+            # completed): it goes to the sender too.
+            sender = conn.id if effective == update else None
+            self._ship(update, effective, sender=sender, ack=ack)
         elif ack is not None:
             # Nothing new (a duplicate), but the client still learns it is safely stored.
             self._after_durable(lambda: _send_ack(*ack))
@@ -264,24 +267,22 @@ class Room:
         effective = self.doc.local_changes()
         if effective is None:
             return False
-        self._ship(effective, sender=None)
+        self._ship(effective, effective)
         return True
 
     def _ship(
         self,
         journaled: bytes,
-        sender: int | None,
+        shown: bytes | None,
+        sender: int | None = None,
         ack: tuple[Connection, int] | None = None,
-        broadcast: bytes | None = None,
     ) -> None:
-        """Journal an update, then broadcast ``broadcast`` (default: the journaled update;
-        nothing when ``journaled`` only waits for a dependency) and acknowledge it to its
-        sender once durable, in order."""
-        if broadcast is not None or sender is None:
+        """Journal ``journaled``; once it is durable, in order, broadcast ``shown`` (to all but
+        ``sender``; nothing when None) and acknowledge it to ``ack``'s connection."""
+        if shown is not None:
             self.updates_applied += 1
         self.journal_length += 1
         durable = self._store.append(self.key, journaled)
-        shown = journaled if sender is None else broadcast
         self._pipeline.append(_Step(durable, update=shown, sender=sender, ack=ack))
         if self._on_change is not None:
             self._on_change(self.name)

@@ -94,10 +94,10 @@ async def test_a_held_back_update_crosses_nodes_and_survives_the_node_that_took_
     a = ServerProcess(tmp_path / "data", env=env).start()
     b = ServerProcess(tmp_path / "data", env=env).start()
     try:
-        async with YClient(a.ws_url, "held/nodes") as on_a:
+        async with YClient(a.ws_url, "held/nodes") as watcher:
             await send_acked(b.ws_url, "held/nodes", second)
-            await on_a.send(SyncUpdate(first))
-            await on_a.wait_for(lambda: str(on_a.text) == "AAABBB")
+            assert await text_after(a.ws_url, "held/nodes", first, "AAABBB") == "AAABBB"
+            await watcher.wait_for(lambda: str(watcher.text) == "AAABBB")
         b.kill()
         a.kill()
         restarted = ServerProcess(tmp_path / "data", env=env).start()
