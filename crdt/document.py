@@ -113,9 +113,7 @@ class RoomDoc:
         effective = self._take_changes()
         # A client's edit integrates whole and comes back unchanged (the common case, free);
         # anything else may be held back in part, which only the exact check can tell.
-        self.held_back = (
-            effective != update and update != EMPTY_UPDATE and self._holds_back(update)
-        )
+        self.held_back = effective != update and update != EMPTY_UPDATE and self._holds_back(update)
         if self.held_back:
             self._held_back.append(update)
         elif effective is not None and self._held_back:

@@ -7,7 +7,9 @@ acknowledged, survive an unload, a kill -9 and a compaction, and integrate when 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pycrdt
 import pytest
@@ -21,8 +23,8 @@ from tests.services.redis import StartRedis
 
 def two_edits() -> tuple[bytes, bytes]:
     """A types "AAA", then "BBB" after it: B depends on A."""
-    doc: pycrdt.Doc[object] = pycrdt.Doc()
-    text = doc.get("content", type=pycrdt.Text)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    text: pycrdt.Text = doc.get("content", type=pycrdt.Text)
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
     text += "AAA"
@@ -106,6 +108,83 @@ async def test_a_held_back_update_crosses_nodes_and_survives_the_node_that_took_
                 await fresh.wait_for(lambda: str(fresh.text) == "AAABBB")
         finally:
             restarted.stop()
+    finally:
+        a.kill()
+        b.kill()
+
+
+class Author:
+    """One user's own document: its edits are sent as raw updates over whichever connection
+    it has, and after a reconnect it resends only what no server acknowledged (the protocol's
+    recommendation), never a full sync step 2."""
+
+    def __init__(self) -> None:
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self.text: pycrdt.Text = self.doc.get("content", type=pycrdt.Text)
+        self.updates: list[bytes] = []
+        self.acked = 0
+        self.doc.observe(lambda event: self.updates.append(event.update))
+
+    async def type_over(self, conn: YClient, edits: int, tag: str) -> None:
+        for index in range(edits):
+            self.text.insert(len(self.text), f"{tag}{index} ")
+            await conn.send(SyncUpdate(self.updates[-1]))
+
+    async def resend_unacked(self, conn: YClient) -> int:
+        """Send every update no server acknowledged; returns how many acks ``conn`` owes."""
+        pending = self.updates[self.acked :]
+        for update in pending:
+            await conn.send(SyncUpdate(update))
+        return len(pending)
+
+    async def wait_acked(self, conn: YClient, sent: int, base: int) -> None:
+        """Wait until ``conn`` acknowledged ``sent`` updates; ``base``: acked before it."""
+        await conn.wait_for(lambda: acks(conn) >= sent, timeout=30)
+        self.acked = base + sent
+
+
+@pytest.mark.slow
+async def test_acknowledged_edits_survive_a_redis_outage_overlapping_a_node_crash(
+    tmp_path: Path, redis_servers: StartRedis
+) -> None:
+    """Redis dies; node A, whose spool holds acknowledged edits, is killed during the outage;
+    the author moves to node B and types on (edits B holds back: they follow edits only A's
+    spool has). Everything comes back, then B is killed: every acknowledged edit is on A."""
+    redis = redis_servers(aof=True)
+    data = tmp_path / "data"
+
+    def node(name: str) -> ServerProcess:
+        env = {"COLLAB_REDIS_URL": redis.url, "COLLAB_NODE_NAME": name}
+        return ServerProcess(data, env=env)
+
+    a, b = node("node-a").start(), node("node-b").start()
+    author = Author()
+    try:
+        async with YClient(b.ws_url, "chaos/s") as watcher_b:
+            on_a = await YClient(a.ws_url, "chaos/s", query="events=1").connect()
+            await asyncio.wait_for(on_a.synced.wait(), 10)
+            await author.type_over(on_a, 10, "a")
+            await author.wait_acked(on_a, 10, 0)
+            await watcher_b.wait_for(lambda: str(watcher_b.text) == str(author.text), 15)
+            # Opened before the outage: connecting needs the coordinator (sessions, limits).
+            on_b = await YClient(b.ws_url, "chaos/s", query="events=1").connect()
+            await asyncio.wait_for(on_b.synced.wait(), 10)
+            redis.kill()
+            await author.type_over(on_a, 10, "spooled")
+            await author.wait_acked(on_a, 20, 0)
+            a.kill()
+            await on_a.close()
+            owed = await author.resend_unacked(on_b)
+            assert owed == 0
+            await author.type_over(on_b, 10, "b")
+            await author.wait_acked(on_b, 10, author.acked)
+            redis.restart()
+            a = node("node-a").start()  # its spool drains into the stream
+            await watcher_b.wait_for(lambda: str(watcher_b.text) == str(author.text), 30)
+            await on_b.close()
+        b.kill()
+        async with YClient(a.ws_url, "chaos/s") as fresh:
+            await fresh.wait_for(lambda: str(fresh.text) == str(author.text), 30)
     finally:
         a.kill()
         b.kill()
