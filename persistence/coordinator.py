@@ -180,6 +180,10 @@ class ChangeJournal(Protocol):
       while it waits. Cancel-safe; ``aclose`` ends a waiting tail with StorageClosed.
     * ``trim`` deletes exactly the entries with ids <= ``up_to_id`` (call it only once a
       snapshot covering them is stored) and returns how many; later entries are untouched.
+    * ``freeze`` makes every later ``append`` of the document raise DocumentFrozen, on every
+      node, atomically with respect to appends (with Redis: one key beside the stream, checked
+      by the same script that appends), until ``thaw``. ``force=True`` appends anyway: for
+      updates already acknowledged before the freeze could be seen (a drained spool).
     """
 
     async def append(
@@ -189,7 +193,12 @@ class ChangeJournal(Protocol):
         update: bytes,
         *,
         origin: str | None = None,
+        force: bool = False,
     ) -> str: ...
+
+    async def freeze(self, document_id: str) -> None: ...
+
+    async def thaw(self, document_id: str) -> None: ...
 
     async def read(
         self, document_id: str, after_id: str | None = None, count: int = 100

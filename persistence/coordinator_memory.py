@@ -47,6 +47,7 @@ from persistence.coordinator_values import (
     encode_json,
     parse_entry_id,
 )
+from persistence.errors import DocumentFrozen
 
 
 def _presence_order(entry: Presence) -> tuple[str, str, str, str]:
@@ -267,15 +268,30 @@ class MemoryJournal:
         self._shared = shared
         self._streams: dict[str, _Stream] = {}
         self._waiters: set[asyncio.Future[None]] = set()
+        self._frozen: set[str] = set()
+
+    async def freeze(self, document_id: str) -> None:
+        self._frozen.add(check_document_id(document_id))
+
+    async def thaw(self, document_id: str) -> None:
+        self._frozen.discard(check_document_id(document_id))
 
     async def append(
-        self, document_id: str, section_id: str | None, update: bytes, *, origin: str | None = None
+        self,
+        document_id: str,
+        section_id: str | None,
+        update: bytes,
+        *,
+        origin: str | None = None,
+        force: bool = False,
     ) -> str:
         check_document_id(document_id)
         check_section(section_id)
         check_update(update)
         if origin is not None:
             check_token(origin, "origin")
+        if document_id in self._frozen and not force:
+            raise DocumentFrozen(f"document {document_id} is frozen (in review)")
         now_ms = int(self._shared.now() * 1000)
         stream = self._streams.setdefault(document_id, _Stream())
         # Like Redis: ids follow the clock but never go backwards.

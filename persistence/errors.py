@@ -13,6 +13,13 @@ class StorageConflict(StorageError):
     """The write conflicts with what is stored (duplicate key, stale version)."""
 
 
+class DocumentFrozen(StorageConflict):
+    """The document's content is frozen (in review): the change journal refused an append.
+
+    Not transient: appends are refused until the document is thawed. Nothing was written.
+    """
+
+
 class StorageCorrupted(StorageError):
     """What is stored cannot be read back as written. Never treat it as empty."""
 

@@ -92,6 +92,7 @@ class RedisLink:
                 "RATE_HIT",
                 "STATS_INCR",
                 "NOTIFY_PUSH",
+                "JOURNAL_APPEND",
             )
         }
 
@@ -143,7 +144,7 @@ class RedisCoordinator:
         self.presence = RedisPresence(self._link)
         self.cursors = RedisCursors(self._link)
         self.locks = RedisLocks(self._link)
-        self.journal = RedisJournal(self._link)
+        self.journal = RedisJournal(self._link, guarded=True)
         self.signals = RedisJournal(self._link, stream="signals", max_len=SIGNALS_MAX_LEN)
         self.cache = RedisCache(self._link)
         self.sessions = RedisSessions(self._link)

@@ -20,7 +20,7 @@ from persistence.coordinator_values import (
     check_update,
     parse_entry_id,
 )
-from persistence.errors import StorageClosed, StorageCorrupted
+from persistence.errors import DocumentFrozen, StorageClosed, StorageCorrupted
 from persistence.redis_replies import key_bytes, section_field, text
 
 if TYPE_CHECKING:
@@ -43,26 +43,62 @@ class RedisJournal:
     """
 
     def __init__(
-        self, link: RedisLink, *, stream: str = "changes", max_len: int | None = None
+        self,
+        link: RedisLink,
+        *,
+        stream: str = "changes",
+        max_len: int | None = None,
+        guarded: bool = False,
     ) -> None:
         """``stream`` names the key family (``collab:{documentId}:{stream}``); ``max_len``
         caps each stream (approximately, XADD MAXLEN ~) for streams that are not a journal
-        (``signals``: awareness and events crossing nodes)."""
+        (``signals``: awareness and events crossing nodes). ``guarded``: appends check the
+        document's freeze flag ``collab:{documentId}:frozen`` in the same script."""
         self._link = link
         self._stream = stream
         self._max_len = max_len
+        self._guarded = guarded
 
     def _key(self, document_id: str) -> str:
         return self._link.key("collab", check_document_id(document_id), self._stream)
 
+    def _frozen_key(self, document_id: str) -> str:
+        return self._link.key("collab", check_document_id(document_id), "frozen")
+
+    async def freeze(self, document_id: str) -> None:
+        key = self._frozen_key(document_id)
+        with self._link.edge("journal freeze"):
+            await self._link.client.set(key, b"1")
+
+    async def thaw(self, document_id: str) -> None:
+        key = self._frozen_key(document_id)
+        with self._link.edge("journal thaw"):
+            await self._link.client.delete(key)
+
     async def append(
-        self, document_id: str, section_id: str | None, update: bytes, *, origin: str | None = None
+        self,
+        document_id: str,
+        section_id: str | None,
+        update: bytes,
+        *,
+        origin: str | None = None,
+        force: bool = False,
     ) -> str:
         key = self._key(document_id)
         check_section(section_id)
         check_update(update)
         if origin is not None:
             check_token(origin, "origin")
+        if self._guarded and not force:
+            entry = await self._link.run(
+                "JOURNAL_APPEND",
+                "journal append",
+                [key, self._frozen_key(document_id)],
+                [section_field(section_id), update, origin or ""],
+            )
+            if entry is None:
+                raise DocumentFrozen(f"document {document_id} is frozen (in review)")
+            return text(entry, "entry id")
         fields: dict[str | bytes, str | bytes] = {
             "section": section_field(section_id),
             "update": update,

@@ -290,3 +290,11 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 return redis.call('LLEN', KEYS[1])
 """
+
+# The guarded append of a change stream. KEYS: stream, frozen flag. ARGV: section, update,
+# origin. Returns the entry id, or false (nil) when the document is frozen: one atomic step,
+# so no append lands after a freeze that returned.
+JOURNAL_APPEND: Final = r"""
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+return redis.call('XADD', KEYS[1], '*', 'section', ARGV[1], 'update', ARGV[2], 'origin', ARGV[3])
+"""

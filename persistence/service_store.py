@@ -783,8 +783,9 @@ class ServiceRoomStore:
     async def _move_one(self, row: SpooledUpdate) -> None:
         try:
             name = parse_room_name(row.room)
+            # Acknowledged when it was spooled: it lands even if the document froze since.
             entry_id = await self._journal.append(
-                name.document_id, name.section_id, row.update, origin=self._origin
+                name.document_id, name.section_id, row.update, origin=self._origin, force=True
             )
         except ValueError as exc:
             # Only a spool file written by something else gets here (appends are checked

@@ -50,7 +50,7 @@ from server.errors import (
     RoomNotFound,
     ServerShuttingDown,
 )
-from server.guard import Guard
+from server.guard import Guard, apply_right
 from server.limits import MessageLimiter
 from server.registry import RoomRegistry
 from server.revisions import Revisions
@@ -62,6 +62,10 @@ from server.snapshots import Snapshotter, new_document
 from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
+
+# How long a node keeps a document it froze read-only by itself: longer than its cached
+# document facts can lag behind the status change (COLLAB_ACCESS_CACHE_SECONDS is at most 4).
+FREEZE_OVERLAP_SECONDS = 5.0
 
 _apps = itertools.count(1)
 
@@ -205,6 +209,7 @@ class Collab:
         self.snapshots.after_write = self.revisions.on_snapshot
         self.connections: set[Connection] = set()
         self.by_document: defaultdict[str, set[Connection]] = defaultdict(set)
+        self._freezing: dict[str, float] = {}  # document -> until when (monotonic)
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
         # Extension points of the features built on rooms (locks, presence, comments):
         # application event handlers by type, and observers of joins, leaves, awareness
@@ -274,6 +279,54 @@ class Collab:
                 decision.retry_after,
             )
 
+    async def freeze_content(self, document_id: str) -> None:
+        """Freeze a document's content (it goes into review), before its status changes.
+
+        Every open connection of the document on this node turns read-only at once (no
+        await before that), the updates this node already accepted are waited for (they
+        belong to the content under review), then the change journal refuses every later
+        append of the document on every node (an update another node applied meanwhile is
+        refused there, not acknowledged, and rebuilt away). Raises StorageError when the
+        journal cannot be frozen; the connections are then writable again.
+        """
+        # Until the status change is visible to this node's rights checks (cached facts), this
+        # node holds the document frozen itself.
+        self._freezing[document_id] = time.monotonic() + FREEZE_OVERLAP_SECONDS
+        for conn in list(self.by_document.get(document_id, ())):
+            apply_right(conn, Right(conn.right), frozen=True)
+        try:
+            for room in self.registry.rooms_of(document_id):
+                await room.flushed()
+            await self.coordinator.journal.freeze(document_id)
+        except BaseException:
+            self._freezing.pop(document_id, None)
+            self.access.forget(document_id)
+            for conn in list(self.by_document.get(document_id, ())):
+                apply_right(conn, Right(conn.right), frozen=False)
+            raise
+
+    def frozen_here(self, document_id: str) -> bool:
+        """Whether this node froze the document moments ago (its cached facts may not say
+        so yet): the rights checks keep its connections read-only meanwhile."""
+        deadline = self._freezing.get(document_id)
+        if deadline is None:
+            return False
+        if deadline < time.monotonic():
+            del self._freezing[document_id]
+            return False
+        return True
+
+    async def thaw_content(self, document_id: str) -> None:
+        """End a freeze (the review ended, or the status change that froze it failed): the
+        journal takes appends again and this node's connections get their rights back at
+        once (other nodes' at their next rights check, within 5 s). StorageError when the
+        journal cannot be reached (the document then stays frozen: retry the change)."""
+        await self.coordinator.journal.thaw(document_id)
+        self._freezing.pop(document_id, None)
+        self.access.forget(document_id)
+        for conn in list(self.by_document.get(document_id, ())):
+            apply_right(conn, Right(conn.right), frozen=False)
+
     async def open_session(self, admission: Admission, conn: Connection) -> Session | None:
         """Authenticate, authorize, register the connection and join its room (None: it
         was closed with the error)."""
@@ -303,7 +356,11 @@ class Collab:
         conn.principal = principal
         conn.right = right
         facts = await self.access.document(admission.room.document_id)
-        conn.read_only = right < Right.EDIT or (facts is not None and facts.under_review)
+        conn.read_only = (
+            right < Right.EDIT
+            or (facts is not None and facts.under_review)
+            or self.frozen_here(admission.room.document_id)
+        )
         document_id = admission.room.document_id
         self.connections.add(conn)
         self.by_document[document_id].add(conn)

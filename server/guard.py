@@ -94,7 +94,12 @@ class Guard:
                     rights[document_id] = await collab.access.right(subject, document_id)
                     facts = await collab.access.document(document_id)
                     frozen[document_id] = facts is not None and facts.under_review
-                apply_right(conn, rights[document_id], frozen=frozen[document_id])
+                # Read after the awaits: a freeze made meanwhile on this node holds.
+                apply_right(
+                    conn,
+                    rights[document_id],
+                    frozen=frozen[document_id] or collab.frozen_here(document_id),
+                )
         self.checks += 1
 
 

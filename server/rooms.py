@@ -28,7 +28,7 @@ from crdt.errors import CrdtError, InvalidUpdate
 from crdt.ids import RoomName
 from crdt.origins import ClientOrigin, ServerOrigin
 from crdt.section import section_content
-from persistence.errors import StorageError
+from persistence.errors import DocumentFrozen, StorageError
 from persistence.ports import RoomStore
 from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
@@ -63,6 +63,7 @@ class _Step:
     sender: int | None = None
     action: Callable[[], None] | None = None
     ack: tuple[Connection, int] | None = None
+    author: Connection | None = None  # the connection that sent the update, if any
 
 
 def _send_ack(conn: Connection, updates: int) -> None:
@@ -251,7 +252,7 @@ class Room:
             # other than what was sent holds edits the sender lacks (a held-back update it
             # completed): it goes to the sender too.
             sender = conn.id if effective == update else None
-            self._ship(update, effective, sender=sender, ack=ack)
+            self._ship(update, effective, sender=sender, ack=ack, author=conn)
         elif ack is not None:
             # Nothing new (a duplicate), but the client still learns it is safely stored.
             self._after_durable(lambda: _send_ack(*ack))
@@ -276,14 +277,16 @@ class Room:
         shown: bytes | None,
         sender: int | None = None,
         ack: tuple[Connection, int] | None = None,
+        author: Connection | None = None,
     ) -> None:
         """Journal ``journaled``; once it is durable, in order, broadcast ``shown`` (to all but
-        ``sender``; nothing when None) and acknowledge it to ``ack``'s connection."""
+        ``sender``; nothing when None) and acknowledge it to ``ack``'s connection.
+        ``author``: the connection it came from (None for the server's own edits)."""
         if shown is not None:
             self.updates_applied += 1
         self.journal_length += 1
         durable = self._store.append(self.key, journaled)
-        self._pipeline.append(_Step(durable, update=shown, sender=sender, ack=ack))
+        self._pipeline.append(_Step(durable, update=shown, sender=sender, ack=ack, author=author))
         if self._on_change is not None:
             self._on_change(self.name)
         if not durable.done():
@@ -477,6 +480,10 @@ class Room:
                 if not step.durable.done():
                     break
                 exc = step.durable.exception()
+                if isinstance(exc, DocumentFrozen):
+                    pipeline.popleft()
+                    self._refused_frozen(step, exc)
+                    continue
                 if exc is not None:
                     self.fail(exc)
                     return
@@ -496,6 +503,25 @@ class Room:
             if step.action is not None:
                 step.action()
         self._broadcast_updates(ready)
+
+    def _refused_frozen(self, step: _Step, exc: DocumentFrozen) -> None:
+        """The journal refused an update: its document went into review (on another node,
+        after this one applied the update). Nothing of it was shown or acknowledged; every
+        connection turns read-only, the sender is closed (4409: its unacknowledged edits were
+        not stored, it resyncs read-only), and the document is rebuilt from storage so the
+        refused update leaves no trace."""
+        log.info("room %s: an update was refused, the document is in review", self.key)
+        for conn in list(self.connections.values()):
+            if not conn.read_only:
+                conn.read_only = True
+                conn.send(
+                    Frame(encode(AuthPermissionDenied("read-only: the document is in review")))
+                )
+        if step.author is not None:
+            step.author.fail(exc)
+        if self._held is None:
+            self._held = []
+            self._on_tainted(self)
 
     def _broadcast_updates(self, steps: list[_Step]) -> None:
         """One update goes to all but its sender; several are merged into one frame for all

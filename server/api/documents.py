@@ -724,8 +724,20 @@ async def set_status(
     fields: dict[str, Any] = {"status": target, "updatedAt": now, "updatedBy": principal.user_id}
     if current == "review":
         fields.update(lastReviewedAt=now, lastReviewedBy=principal.user_id)
-    await collab.content.update(DOCUMENTS, document_id, fields)
+    freezing = target == "review" and current != "review"
+    if freezing:
+        # Atomic with the status change: no edit is acknowledged after this, on any node,
+        # and the revision cut below holds everything acknowledged before it.
+        await collab.freeze_content(document_id)
+    try:
+        await collab.content.update(DOCUMENTS, document_id, fields)
+    except BaseException:
+        if freezing:
+            await collab.thaw_content(document_id)
+        raise
     collab.access.forget(document_id)  # sockets follow the review state at the next check
+    if current == "review" and target != "review":
+        await collab.thaw_content(document_id)
     revision = await collab.revisions.save(
         document_id, principal.user_id, reason=f"status {current} -> {target}"
     )

@@ -34,7 +34,7 @@ from persistence.coordinator_values import (
     Presence,
     RateDecision,
 )
-from persistence.errors import StorageClosed, ValueTooLarge
+from persistence.errors import DocumentFrozen, StorageClosed, ValueTooLarge
 from persistence.redis import RedisCoordinator
 
 pytestmark = pytest.mark.timeout(30)
@@ -443,6 +443,24 @@ async def test_append_then_read_in_order(harness: Harness) -> None:
     assert await journal.read("empty") == []
     assert await journal.last_id("d") == ids[2]
     assert await journal.last_id("empty") == "0-0"
+
+
+async def test_a_frozen_document_refuses_appends_on_every_node_until_thawed(
+    harness: Harness,
+) -> None:
+    journal, peer = harness.coordinator.journal, harness.peer().journal
+    before = await journal.append("d", "s", b"before")
+    await journal.freeze("d")
+    for node in (journal, peer):
+        with pytest.raises(DocumentFrozen):
+            await node.append("d", "s", b"refused")
+    await peer.append("other", "s", b"another document is not frozen")
+    forced = await peer.append("d", "s", b"acknowledged earlier", force=True)
+    await peer.thaw("d")
+    after = await journal.append("d", "s", b"after")
+    entries = await journal.read("d")
+    assert [e.id for e in entries] == [before, forced, after]
+    assert b"refused" not in [e.update for e in entries]
 
 
 async def test_concurrent_appends_from_several_nodes_are_all_kept(harness: Harness) -> None:

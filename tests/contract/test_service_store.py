@@ -87,8 +87,20 @@ class Journal:
         self.update_reached: dict[bytes, asyncio.Event] = {}
         self.entries: list[JournalEntry] = []  # every entry appended through this wrapper
 
+    async def freeze(self, document_id: str) -> None:
+        await self.inner.freeze(document_id)
+
+    async def thaw(self, document_id: str) -> None:
+        await self.inner.thaw(document_id)
+
     async def append(
-        self, document_id: str, section_id: str | None, update: bytes, *, origin: str | None = None
+        self,
+        document_id: str,
+        section_id: str | None,
+        update: bytes,
+        *,
+        origin: str | None = None,
+        force: bool = False,
     ) -> str:
         self.append_reached.set()
         self.update_reached.setdefault(update, asyncio.Event()).set()
@@ -100,7 +112,9 @@ class Journal:
             raise self.down
         if update in self.fail_append:
             raise StorageUnavailable("injected: the journal is unreachable")
-        entry_id = await self.inner.append(document_id, section_id, update, origin=origin)
+        entry_id = await self.inner.append(
+            document_id, section_id, update, origin=origin, force=force
+        )
         self.entries.append(JournalEntry(entry_id, document_id, section_id, update, origin))
         self.appended.set()
         if self.hold_after_append is not None:
