@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pycrdt
 
 from loadtests.client import YClient
-from protocol.ysync import QueryAwareness, SyncUpdate
+from loadtests.harness import ServerProcess
+from protocol.events import decode_event
+from protocol.ysync import AppEventMessage, QueryAwareness, SyncUpdate
 from tests.conftest import StartServer
 
 
@@ -244,3 +247,23 @@ async def test_healthz_totals_survive_room_unloads(start_server: StartServer) ->
     # The section's edit and the outline's creation entries, both rooms now unloaded.
     assert stats["updates_applied_total"] >= 2
     assert stats["frames_broadcast_total"] >= 1
+
+
+async def test_rooms_unloading_at_once_unload_once(tmp_path: Path) -> None:
+    """With no grace period and a compaction per update, sections and their outlines unload
+    while other unloads are under way: each room is unloaded once and the server keeps
+    serving (a room unloaded twice used to crash the server's task group: 503 to all)."""
+    env = {"COLLAB_ROOM_IDLE_SECONDS": "0", "COLLAB_COMPACT_AFTER_UPDATES": "1"}
+    with ServerProcess(tmp_path / "data", env=env) as server:
+        for room in ("burst/a", "other/b", "burst/a", "other/b", "burst/c", "burst/a"):
+            async with YClient(server.ws_url, room, query="events=1") as client:
+                await client.insert(0, "x")
+                await client.wait_for(lambda c=client: _acked(c) >= 2)  # type: ignore[misc]
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+        assert not [line for line in server.lines if "Traceback" in line]
+
+
+def _acked(client: YClient) -> int:
+    events = [decode_event(m.payload) for m in client.received if isinstance(m, AppEventMessage)]
+    return max((int(e.get("updates")) for e in events if e.type == "ack"), default=0)
