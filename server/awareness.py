@@ -35,8 +35,6 @@ MAX_STATE_BYTES: Final = 64 * 1024
 MAX_REMEMBERED_IDS: Final = 4096
 MAX_IDS_PER_USER: Final = 64
 
-_IDENTITY_KEYS: Final = ("id", "userId", "email")
-
 
 class AwarenessRefused(Exception):
     """A well-formed awareness entry the server will not keep nor relay (a non-fatal
@@ -61,8 +59,12 @@ def _claims_other_user(user: Any, principal: Principal) -> bool:
     other than ``principal``. A name and a colour, as y-websocket demos send, claim nothing."""
     if not isinstance(user, dict):
         return False
-    own = {"id": principal.user_id, "userId": principal.user_id, "email": principal.email}
-    return any(user.get(key) not in (None, own[key]) for key in _IDENTITY_KEYS)
+    for key in ("id", "userId"):
+        claimed = user.get(key)
+        if claimed is not None and claimed != principal.user_id:
+            return True
+    email = user.get("email")
+    return email is not None and email != principal.email
 
 
 def stamp_state(state: str, principal: Principal | None) -> str:
