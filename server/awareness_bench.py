@@ -1,4 +1,4 @@
-"""Awareness micro-benchmark: ``python -m loadtests.bench_awareness``.
+"""Awareness micro-benchmark: ``python -m server.awareness_bench``.
 
 What one awareness message (a cursor move) costs the server's room, in process: no sockets,
 each connection's transport is a counter. One sender, ``--clients`` connections in the room,
