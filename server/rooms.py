@@ -137,7 +137,7 @@ class Room:
         self._awareness: dict[int, AwarenessEntry] = {}
         self._awareness_owner: dict[int, int] = {}  # client id -> connection, while open
         self._client_users = ClientIdOwners()  # client id -> user, as long as remembered
-        self._awareness_out: list[tuple[int, bytes | None, list[AwarenessEntry]]] = []
+        self._awareness_out: list[tuple[int, list[AwarenessEntry]]] = []
         self._pipeline: deque[_Step] = deque()
         self._drain_scheduled = False
         self.updates_merged = 0
@@ -315,7 +315,7 @@ class Room:
             return
         if self.hooks is not None:
             self.hooks.on_awareness(self, conn, accepted)
-        self._relay_awareness(conn.id, None, accepted)
+        self._relay_awareness(conn.id, accepted)
 
     def _accept_awareness(self, conn: Connection, entry: AwarenessEntry) -> bool:
         """Store an entry :meth:`_may_publish` allowed; False for a stale clock."""
@@ -373,10 +373,8 @@ class Room:
             self._awareness_owner[entry.client_id] = owner
         return True
 
-    def _relay_awareness(
-        self, sender: int, raw: bytes | None, accepted: list[AwarenessEntry]
-    ) -> None:
-        self._awareness_out.append((sender, raw, accepted))
+    def _relay_awareness(self, sender: int, accepted: list[AwarenessEntry]) -> None:
+        self._awareness_out.append((sender, accepted))
         if len(self._awareness_out) == 1:
             # Relay at the end of this loop turn: a cursor storm then costs one frame per
             # recipient per turn instead of one per cursor move.
@@ -390,15 +388,12 @@ class Room:
         if not batch:
             return
         if len(batch) == 1:
-            sender, raw, entries = batch[0]
-            if raw is None:
-                raw = encode(
-                    AwarenessMessage(awareness_codec.encode(AwarenessUpdate(tuple(entries))))
-                )
-            self.broadcast(Frame(raw), exclude=sender)
+            sender, entries = batch[0]
+            payload = awareness_codec.encode(AwarenessUpdate(tuple(entries)))
+            self.broadcast(Frame(encode(AwarenessMessage(payload))), exclude=sender)
             return
         latest: dict[int, AwarenessEntry] = {}
-        for _, _, entries in batch:
+        for _, entries in batch:
             for entry in entries:
                 latest[entry.client_id] = entry
         payload = awareness_codec.encode(AwarenessUpdate(tuple(latest.values())))
@@ -445,7 +440,7 @@ class Room:
                 self._client_users.claim(entry.client_id, user)
             accepted.append(entry)
         if accepted:
-            self._relay_awareness(REMOTE_OWNER, None, accepted)
+            self._relay_awareness(REMOTE_OWNER, accepted)
 
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
