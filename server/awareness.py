@@ -38,7 +38,12 @@ MAX_IDS_PER_USER: Final = 64
 
 class AwarenessRefused(Exception):
     """A well-formed awareness entry the server will not keep nor relay (a non-fatal
-    ``error`` event tells the client why)."""
+    ``error`` event with ``code`` tells the client why: 4400 for a state that is not an
+    object, 4403 for one claiming another user)."""
+
+    def __init__(self, message: str, code: int = 4403) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @lru_cache(maxsize=4096)
@@ -79,7 +84,7 @@ def stamp_state(state: str, principal: Principal | None) -> str:
     if value is None:
         return state
     if not isinstance(value, dict):
-        raise AwarenessRefused("an awareness state must be a JSON object")
+        raise AwarenessRefused("an awareness state must be a JSON object", 4400)
     if principal is not None and _claims_other_user(value.get("user"), principal):
         raise AwarenessRefused("awareness may not claim another user's identity")
     identity = identity_json(principal)

@@ -296,7 +296,7 @@ class Room:
         """
         update = awareness_codec.decode(payload, self._max_awareness_entries)
         staged: list[AwarenessEntry] = []
-        refusals: list[str] = []
+        refusals: list[AwarenessRefused] = []
         for entry in update.entries:
             if not self._may_publish(conn, entry, refusals):
                 continue
@@ -304,12 +304,12 @@ class Room:
                 try:
                     stamped = stamp_state(entry.state, conn.principal)
                 except AwarenessRefused as exc:
-                    refusals.append(str(exc))
+                    refusals.append(exc)
                     continue
                 entry = AwarenessEntry(entry.client_id, entry.clock, stamped)
             staged.append(entry)
-        for detail in dict.fromkeys(refusals):
-            conn.send_event(error_event(4403, "awareness refused", detail, fatal=False))
+        for code, detail in dict.fromkeys((exc.code, str(exc)) for exc in refusals):
+            conn.send_event(error_event(code, "awareness refused", detail, fatal=False))
         accepted = [entry for entry in staged if self._accept_awareness(conn, entry)]
         if not accepted:
             return
@@ -336,7 +336,9 @@ class Room:
             conn.awareness_clocks[entry.client_id] = entry.clock
         return True
 
-    def _may_publish(self, conn: Connection, entry: AwarenessEntry, refusals: list[str]) -> bool:
+    def _may_publish(
+        self, conn: Connection, entry: AwarenessEntry, refusals: list[AwarenessRefused]
+    ) -> bool:
         """Whether ``conn`` may publish ``entry``'s client id (appends to ``refusals`` the
         reason to tell the client, for a takeover attempt)."""
         client_id = entry.client_id
@@ -357,7 +359,9 @@ class Room:
         current = self._awareness.get(client_id)
         if entry.removed or (current is not None and entry.clock <= current.clock):
             return False  # an echo of another user's state (or of its removal)
-        refusals.append(f"awareness client id {client_id} belongs to another user")
+        refusals.append(
+            AwarenessRefused(f"awareness client id {client_id} belongs to another user")
+        )
         return False
 
     def _keep_awareness(self, entry: AwarenessEntry, owner: int) -> bool:

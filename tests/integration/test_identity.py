@@ -278,7 +278,7 @@ async def test_a_non_object_state_is_refused_with_an_error_event(
     ):
         await sender.set_awareness("42")
         await sender.wait_for(lambda: len(errors_of(sender)) > 0)
-        assert errors_of(sender)[0]["code"] == 4403
+        assert errors_of(sender)[0]["code"] == 4400
         await sender.set_awareness('{"cursor": null}')
         await watcher.wait_for(lambda: sender.client_id in watcher.awareness)
         assert json.loads(watcher.awareness[sender.client_id])["cursor"] is None
