@@ -17,6 +17,9 @@ from protocol.errors import MalformedMessage, MessageTooLarge
 
 EVENT_VERSION: Final = 1
 MAX_EVENT_BYTES: Final = 64 * 1024
+# Arrays and maps nested deeper than this are refused: handlers (and json.dumps when a field
+# is stored) walk the values recursively.
+MAX_EVENT_DEPTH: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,22 @@ def _string_keyed_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ValueError(f"map key of type {type(key).__name__}")
     return dict(pairs)
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    """MalformedMessage when arrays and maps nest deeper than ``max_depth``; iterative."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= max_depth:
+            raise MalformedMessage(f"event nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -61,7 +80,8 @@ def decode_event(payload: bytes, max_bytes: int = MAX_EVENT_BYTES) -> AppEvent:
     """Unpack an event.
 
     Total: raises MessageTooLarge over ``max_bytes`` and MalformedMessage for anything that is
-    not a msgpack map with a string ``type`` and an integer ``v``.
+    not a msgpack map with a string ``type`` and an integer ``v``, or that nests arrays and
+    maps deeper than ``MAX_EVENT_DEPTH``.
     """
     if len(payload) > max_bytes:
         raise MessageTooLarge(f"event of {len(payload)} bytes exceeds {max_bytes}")
@@ -89,6 +109,7 @@ def decode_event(payload: bytes, max_bytes: int = MAX_EVENT_BYTES) -> AppEvent:
         raise MalformedMessage(f"event is not valid msgpack: {exc}") from exc
     if not isinstance(body, dict):
         raise MalformedMessage("event is not a msgpack map")
+    _check_depth(body, MAX_EVENT_DEPTH)
     kind = body.pop("type", None)
     version = body.pop("v", None)
     if not isinstance(kind, str) or not kind:

@@ -12,6 +12,7 @@ from crdt.errors import InvalidUpdate
 from crdt.ids import InvalidRoomName
 from persistence.errors import DocumentFrozen, StorageError
 from protocol.errors import MalformedMessage, MessageTooLarge
+from protocol.jsontext import JsonTooDeep
 from server.auth import AuthError
 
 
@@ -65,6 +66,7 @@ class ErrorKind:
 # Order matters: the first matching class wins (subclasses before their bases).
 _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (MessageTooLarge, ErrorKind(1009, 413, "message too large")),
+    (JsonTooDeep, ErrorKind(1002, 422, "JSON nested too deeply")),
     (MalformedMessage, ErrorKind(1002, 400, "malformed message")),
     (InvalidUpdate, ErrorKind(1007, 400, "invalid CRDT update")),
     (UnsupportedData, ErrorKind(1003, 400, "unsupported data")),

@@ -38,7 +38,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from persistence.coordinator import Coordinator
 from persistence.errors import StorageError
 from protocol.awareness import AwarenessEntry
+from protocol.errors import ProtocolError
 from protocol.events import AppEvent
+from protocol.jsontext import parse_json
+from server.awareness import MAX_STATE_BYTES, MAX_STATE_DEPTH
 
 if TYPE_CHECKING:
     from server.app import Collab
@@ -80,12 +83,14 @@ class _Member:
 
 
 def cursor_of(state: str | None) -> Any:
-    """The ``cursor`` of an awareness state (a JSON string), None when it carries none."""
+    """The ``cursor`` of an awareness state (a JSON string), None when it carries none or
+    is not bounded JSON (rooms refuse such states; this guards the cursor writer anyway, so
+    one connection's state can never stop the others' cursors). Never raises."""
     if state is None or '"cursor"' not in state:
         return None
     try:
-        value = json.loads(state)
-    except ValueError:
+        value = parse_json(state, max_depth=MAX_STATE_DEPTH, max_bytes=MAX_STATE_BYTES)
+    except ProtocolError:
         return None
     return value.get("cursor") if isinstance(value, dict) else None
 

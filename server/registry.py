@@ -65,8 +65,13 @@ class RoomRegistry:
         """Load the room if needed (once, however many join at the same time) and join it.
 
         Raises RoomUnavailable when storage cannot be read, RoomNotFound when the room does
-        not exist and creation on join is off.
+        not exist and creation on join is off, or when it is a section the outline does not
+        list and ``conn`` is read-only (only connections that may edit create sections).
         """
+        if conn.read_only and name.section_id is not None and str(name) not in self._rooms:
+            # Checked before the single-flight load: a viewer's refusal must not become
+            # the result of an editor's concurrent join.
+            await self._ensure_section(name.outline(), name.section_id, create=False)
         room = await self._acquire(name)
         # Deferred: a connection may be closed from inside a broadcast over the room.
         loop = asyncio.get_running_loop()
@@ -199,14 +204,16 @@ class RoomRegistry:
             journal_length=journal_length,
         )
 
-    async def _ensure_section(self, outline_name: RoomName, section_id: str) -> None:
+    async def _ensure_section(
+        self, outline_name: RoomName, section_id: str, *, create: bool = True
+    ) -> None:
         """Make sure the document's outline lists ``section_id``: appended at the end when
-        creation on join is on, RoomNotFound otherwise."""
+        ``create`` and creation on join are on, RoomNotFound otherwise."""
         outline = await self._acquire(outline_name)
         try:
             if section_id in Outline(outline.doc.doc):
                 return
-            if not self._settings.create_on_join:
+            if not (create and self._settings.create_on_join):
                 raise RoomNotFound(f"section {outline_name}/{section_id} does not exist")
             outline.apply_local(
                 lambda doc: Outline(doc).add_section(section_id, section_id), "section created"

@@ -14,7 +14,6 @@ no trace and the other clients only notice a short delay.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from protocol.ysync import (
     encode,
     encode_update,
 )
+from server.awareness import AwarenessRefused, ClientIdOwners, identity_of_state, stamp_state
 from server.connection import Connection, Frame, error_event
 from server.errors import Overloaded
 
@@ -84,24 +84,11 @@ class RoomHooks(Protocol):
         """Awareness entries a local connection published, once accepted."""
 
 
-_IDENTITY_KEYS = ("id", "userId", "email")
-
-
-def _claims_own_identity(state: str, conn: Connection) -> bool:
-    """Whether an awareness state's ``user`` field, if it names a user (``id``, ``userId``
-    or ``email``), names the connection's own user. States without such a field (a name and
-    a colour, as y-websocket demos send) pass: the server knows who each connection is."""
+def _user_key(conn: Connection) -> str:
+    """Who owns the awareness client ids ``conn`` publishes: its user (or, without a
+    principal, the connection alone)."""
     principal = conn.principal
-    if principal is None or '"user"' not in state:
-        return True
-    try:
-        user = json.loads(state).get("user")
-    except (ValueError, AttributeError):
-        return True  # not a JSON object: it claims nothing
-    if not isinstance(user, dict):
-        return True
-    own = {"id": principal.user_id, "userId": principal.user_id, "email": principal.email}
-    return all(user.get(key) in (None, own[key]) for key in _IDENTITY_KEYS)
+    return principal.user_id if principal is not None else f"connection {conn.id}"
 
 
 class Room:
@@ -149,8 +136,9 @@ class Room:
         self._held_remote: list[bytes] = []
         self._max_held = max_held_messages
         self._awareness: dict[int, AwarenessEntry] = {}
-        self._awareness_owner: dict[int, int] = {}
-        self._awareness_out: list[tuple[int, bytes | None, list[AwarenessEntry]]] = []
+        self._awareness_owner: dict[int, int] = {}  # client id -> connection, while open
+        self._client_users = ClientIdOwners()  # client id -> user, as long as remembered
+        self._awareness_out: list[tuple[int, list[AwarenessEntry]]] = []
         self._pipeline: deque[_Step] = deque()
         self._drain_scheduled = False
         self.updates_merged = 0
@@ -211,7 +199,7 @@ class Room:
             case SyncStep2(update=update) | SyncUpdate(update=update):
                 self._receive_update(conn, update)
             case AwarenessMessage(payload=payload):
-                self._receive_awareness(conn, payload, data)
+                self._receive_awareness(conn, payload)
             case QueryAwareness():
                 payload = awareness_codec.encode(AwarenessUpdate(tuple(self._awareness.values())))
                 conn.send(Frame(encode(AwarenessMessage(payload))))
@@ -310,52 +298,85 @@ class Room:
                 )
             )
 
-    def _receive_awareness(self, conn: Connection, payload: bytes, data: bytes) -> None:
-        """Keep and relay the awareness entries this connection may publish.
+    def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
+        """Keep and relay the awareness entries this connection may publish, each state
+        stamped with the connection's verified identity (:mod:`server.awareness`).
 
-        y-websocket clients send every awareness change they see, their peers' included, so
-        entries for a client id first published by another connection are echoes (or
-        spoofing): dropped without closing anything. Stale clocks are dropped too, as
-        y-protocols does.
+        Raises MalformedMessage (JsonTooDeep included) or MessageTooLarge when an entry's
+        state is not bounded JSON: nothing of the message is then kept or relayed. Entries
+        for client ids another user owns are dropped (y-websocket clients echo every change
+        they see, so a stale one is normal; a newer one is a takeover attempt and gets a
+        non-fatal error event), and so are stale clocks, as y-protocols does.
         """
         update = awareness_codec.decode(payload, self._max_awareness_entries)
-        owners = self._awareness_owner
-        accepted: list[AwarenessEntry] = []
+        staged: list[AwarenessEntry] = []
+        refusals: list[AwarenessRefused] = []
         for entry in update.entries:
-            if owners.get(entry.client_id, conn.id) != conn.id:
+            if not self._may_publish(conn, entry, refusals):
                 continue
-            if (
-                conn.read_only
-                and conn.awareness_clocks
-                and entry.client_id not in (conn.awareness_clocks)
-            ):
-                # A read-only connection publishes for one client id: its own.
-                continue
-            if not entry.removed and not _claims_own_identity(entry.state, conn):
-                conn.send_event(
-                    error_event(
-                        4403,
-                        "awareness refused",
-                        "awareness may not claim another user's identity",
-                        fatal=False,
-                    )
-                )
-                continue
-            if not self._keep_awareness(entry, conn.id):
-                continue
-            accepted.append(entry)
-            if entry.removed:
-                conn.awareness_clocks.pop(entry.client_id, None)
-            else:
-                conn.awareness_clocks[entry.client_id] = entry.clock
+            if not entry.removed:
+                try:
+                    stamped = stamp_state(entry.state, conn.principal)
+                except AwarenessRefused as exc:
+                    refusals.append(exc)
+                    continue
+                entry = AwarenessEntry(entry.client_id, entry.clock, stamped)
+            staged.append(entry)
+        for code, detail in dict.fromkeys((exc.code, str(exc)) for exc in refusals):
+            conn.send_event(error_event(code, "awareness refused", detail, fatal=False))
+        accepted = [entry for entry in staged if self._accept_awareness(conn, entry)]
         if not accepted:
             return
         if self.hooks is not None:
             self.hooks.on_awareness(self, conn, accepted)
-        # The frame was just decoded, so it is well formed: relayable as received.
-        self._relay_awareness(
-            conn.id, data if len(accepted) == len(update.entries) else None, accepted
+        self._relay_awareness(conn.id, accepted)
+
+    def _accept_awareness(self, conn: Connection, entry: AwarenessEntry) -> bool:
+        """Store an entry :meth:`_may_publish` allowed; False for a stale clock."""
+        previous = self._awareness_owner.get(entry.client_id)
+        if previous is not None and previous != conn.id:
+            # The same user's other connection (a reconnect the server has not seen close
+            # yet): the id moves over to this one.
+            self._awareness.pop(entry.client_id, None)
+            other = self.connections.get(previous)
+            if other is not None:
+                other.awareness_clocks.pop(entry.client_id, None)
+        if not self._keep_awareness(entry, conn.id):
+            return False
+        self._client_users.claim(entry.client_id, _user_key(conn))
+        if entry.removed:
+            conn.awareness_clocks.pop(entry.client_id, None)
+        else:
+            conn.awareness_clocks[entry.client_id] = entry.clock
+        return True
+
+    def _may_publish(
+        self, conn: Connection, entry: AwarenessEntry, refusals: list[AwarenessRefused]
+    ) -> bool:
+        """Whether ``conn`` may publish ``entry``'s client id (appends to ``refusals`` the
+        reason to tell the client, for a takeover attempt)."""
+        client_id = entry.client_id
+        if conn.read_only and conn.awareness_clocks and client_id not in conn.awareness_clocks:
+            # A read-only connection publishes for one client id: its own.
+            return False
+        live = self._awareness_owner.get(client_id)
+        owner = self._client_users.owner(client_id)
+        user = _user_key(conn)
+        if live is None or live == conn.id:
+            if owner is None or owner == user:
+                return True
+        elif owner == user:
+            current = self._awareness.get(client_id)
+            # The same user on another connection: a newer clock moves the id over; an
+            # older or equal one is an echo of what the server relayed.
+            return current is None or entry.clock > current.clock
+        current = self._awareness.get(client_id)
+        if entry.removed or (current is not None and entry.clock <= current.clock):
+            return False  # an echo of another user's state (or of its removal)
+        refusals.append(
+            AwarenessRefused(f"awareness client id {client_id} belongs to another user")
         )
+        return False
 
     def _keep_awareness(self, entry: AwarenessEntry, owner: int) -> bool:
         """Store (or remove) an entry published by ``owner``; False for a stale clock."""
@@ -370,32 +391,27 @@ class Room:
             self._awareness_owner[entry.client_id] = owner
         return True
 
-    def _relay_awareness(
-        self, sender: int, raw: bytes | None, accepted: list[AwarenessEntry]
-    ) -> None:
-        self._awareness_out.append((sender, raw, accepted))
+    def _relay_awareness(self, sender: int, accepted: list[AwarenessEntry]) -> None:
+        self._awareness_out.append((sender, accepted))
         if len(self._awareness_out) == 1:
             # Relay at the end of this loop turn: a cursor storm then costs one frame per
             # recipient per turn instead of one per cursor move.
             asyncio.get_running_loop().call_soon(self._flush_awareness)
 
     def _flush_awareness(self) -> None:
-        """Relay the awareness accepted this turn: one update alone goes as received to all
-        but its sender; several are merged (latest entry per client) into one frame for all
+        """Relay the awareness accepted this turn: one update alone goes to all but its
+        sender; several are merged (latest entry per client) into one frame for all
         (y-protocols ignores a client's own state coming back at the same clock)."""
         batch, self._awareness_out = self._awareness_out, []
         if not batch:
             return
         if len(batch) == 1:
-            sender, raw, entries = batch[0]
-            if raw is None:
-                raw = encode(
-                    AwarenessMessage(awareness_codec.encode(AwarenessUpdate(tuple(entries))))
-                )
-            self.broadcast(Frame(raw), exclude=sender)
+            sender, entries = batch[0]
+            payload = awareness_codec.encode(AwarenessUpdate(tuple(entries)))
+            self.broadcast(Frame(encode(AwarenessMessage(payload))), exclude=sender)
             return
         latest: dict[int, AwarenessEntry] = {}
-        for _, _, entries in batch:
+        for _, entries in batch:
             for entry in entries:
                 latest[entry.client_id] = entry
         payload = awareness_codec.encode(AwarenessUpdate(tuple(latest.values())))
@@ -424,17 +440,25 @@ class Room:
             asyncio.get_running_loop().call_soon(self._drain)
 
     def apply_remote_awareness(self, payload: bytes) -> None:
-        """Awareness relayed from another node: kept (for late joiners) and sent to every
-        local client. Its client ids belong to that node: no local connection may use them."""
+        """Awareness relayed from another node (stamped there): kept (for late joiners) and
+        sent to every local client. While published there, its client ids belong to that
+        node: no local connection may use them; the user they name owns them from then on."""
         update = awareness_codec.decode(payload, self._max_awareness_entries)
-        accepted = [
-            entry
-            for entry in update.entries
-            if self._awareness_owner.get(entry.client_id, REMOTE_OWNER) == REMOTE_OWNER
-            and self._keep_awareness(entry, REMOTE_OWNER)
-        ]
+        accepted = []
+        for entry in update.entries:
+            if self._awareness_owner.get(entry.client_id, REMOTE_OWNER) != REMOTE_OWNER:
+                continue
+            user = None if entry.removed else identity_of_state(entry.state)
+            owner = self._client_users.owner(entry.client_id)
+            if user is not None and owner not in (None, user):
+                continue
+            if not self._keep_awareness(entry, REMOTE_OWNER):
+                continue
+            if user is not None:
+                self._client_users.claim(entry.client_id, user)
+            accepted.append(entry)
         if accepted:
-            self._relay_awareness(REMOTE_OWNER, None, accepted)
+            self._relay_awareness(REMOTE_OWNER, accepted)
 
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document and replay the messages held meanwhile, in order."""

@@ -11,7 +11,6 @@ the field errors, 429 with Retry-After, 503 when a store is unavailable).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -30,10 +29,12 @@ from persistence.errors import (
     StorageError,
     ValueTooLarge,
 )
+from protocol.errors import MalformedMessage
+from protocol.jsontext import parse_json
 from server.access import Right
 from server.auth import AuthError
 from server.authn import Principal, origin_allowed
-from server.errors import PermissionDenied, RateLimited
+from server.errors import PermissionDenied, RateLimited, classify
 
 if TYPE_CHECKING:
     from server.app import Collab
@@ -169,7 +170,9 @@ async def require(request: Request, document_id: str, right: Right) -> tuple[Pri
 
 async def read_json(request: Request, model: type[M]) -> M:
     """The request body as ``model``: 415 unless JSON, 413 past 1 MiB, 400 for malformed
-    JSON, 422 with the field errors when it does not fit the model (unknown fields too)."""
+    JSON, 422 for JSON nested deeper than ``MAX_JSON_DEPTH`` (checked before parsing: no
+    recursion) and with the field errors when it does not fit the model (unknown fields
+    too)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported media type", "send the body as application/json")
@@ -182,9 +185,11 @@ async def read_json(request: Request, model: type[M]) -> M:
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, "body too large", f"at most {MAX_BODY_BYTES} bytes")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed JSON", str(exc)) from exc
+        data = parse_json(bytes(body), max_bytes=MAX_BODY_BYTES)
+    except MalformedMessage as exc:
+        kind = classify(exc)  # nested too deep: 422; not JSON: 400
+        title = "malformed JSON" if kind.http_status == 400 else kind.title
+        raise ApiError(kind.http_status, title, str(exc)) from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -226,7 +226,9 @@ async def test_awareness_cannot_claim_another_identity(start_server: StartServer
         await mallory.set_awareness(spoof)
         await mallory.set_awareness(honest)
         await watcher.wait_for(lambda: mallory.client_id in watcher.awareness)
-        assert watcher.awareness[mallory.client_id] == honest
+        relayed = json.loads(watcher.awareness[mallory.client_id])
+        assert relayed["user"] == json.loads(honest)["user"]
+        assert relayed["collab"]["userId"] == str(alice.id)
 
 
 async def test_insecure_dev_needs_no_token_and_says_so(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -76,7 +77,9 @@ async def test_awareness_relayed_and_removed_when_owner_leaves(start_server: Sta
         owner = await YClient(server.ws_url, "plan/team").__aenter__()
         await owner.set_awareness('{"user":{"name":"Ada"}}')
         await watcher.wait_for(lambda: owner.client_id in watcher.awareness)
-        assert watcher.awareness[owner.client_id] == '{"user":{"name":"Ada"}}'
+        relayed = json.loads(watcher.awareness[owner.client_id])
+        assert relayed["user"] == {"name": "Ada"}
+        assert relayed["collab"]["name"] == "Local developer", "the verified identity"
         # A late joiner receives the known states on join.
         async with YClient(server.ws_url, "plan/team") as late:
             await late.wait_for(lambda: owner.client_id in late.awareness)
@@ -120,7 +123,7 @@ async def test_awareness_for_another_connections_client_is_dropped(
         assert not spoofer.closed.is_set()
         async with YClient(server.ws_url, "plan/spoof") as observer:
             await observer.wait_for(lambda: own_id in observer.awareness)
-            assert observer.awareness[victim.client_id] == '{"user":"victim"}'
+            assert json.loads(observer.awareness[victim.client_id])["user"] == "victim"
 
 
 async def test_content_survives_a_restart(start_server: StartServer, tmp_path) -> None:

@@ -77,11 +77,12 @@ async def test_cursor_moves_of_one_turn_leave_as_one_frame() -> None:
     [message] = writers[2].messages()
     assert isinstance(message, AwarenessMessage)
     entries = {e.client_id: e for e in awareness_codec.decode(message.payload).entries}
-    assert entries[10].state == '{"cursor":3}'
-    assert entries[11].state == '{"cursor":2}'
+    # Without a principal the verified identity field is null (any client value replaced).
+    assert entries[10].state == '{"cursor":3,"collab":null}'
+    assert entries[11].state == '{"cursor":2,"collab":null}'
 
 
-async def test_single_awareness_update_is_relayed_as_received_to_the_others() -> None:
+async def test_single_awareness_update_is_relayed_stamped_to_the_others() -> None:
     room = _room()
     writers = [RecordingWriter() for _ in range(2)]
     conns = [_connection(writer) for writer in writers]
@@ -89,11 +90,10 @@ async def test_single_awareness_update_is_relayed_as_received_to_the_others() ->
         room.join(conn)
     for writer in writers:
         writer.frames.clear()
-    frame = _awareness(10, 1, '{"cursor":1}')
-    room.receive(conns[0], frame)
+    room.receive(conns[0], _awareness(10, 1, '{"cursor":1}'))
     await _next_turn()
     assert writers[0].frames == []
-    assert [f[2:] for f in writers[1].frames] == [frame]
+    assert [f[2:] for f in writers[1].frames] == [_awareness(10, 1, '{"cursor":1,"collab":null}')]
 
 
 async def test_pending_awareness_goes_out_before_its_owners_removal() -> None:
@@ -111,4 +111,4 @@ async def test_pending_awareness_goes_out_before_its_owners_removal() -> None:
         for message in writers[1].messages()
         for entry in awareness_codec.decode(message.payload).entries
     ]
-    assert states == ['{"cursor":1}', "null"]
+    assert states == ['{"cursor":1,"collab":null}', "null"]
