@@ -7,6 +7,12 @@ but cannot be integrated, and ``pyo3_runtime.PanicException`` (a ``BaseException
 Rust core panics on hostile input; all become :class:`crdt.errors.InvalidUpdate` here and
 nowhere else.
 
+Bytes reach pycrdt only after :mod:`protocol.yupdate` has checked their structure: the core
+sizes its buffers from the counts an encoding declares, so a 10-byte state vector claiming
+900 million entries would otherwise allocate a gigabyte and block the event loop for seconds.
+A payload whose counts do not fit its own bytes is refused as InvalidUpdate before pycrdt
+sees it, in microseconds.
+
 Yrs cannot roll a transaction back: an update that fails half-way may leave the structs it
 integrated before the failure in the document. :attr:`RoomDoc.tainted` says so, and the
 owner must then rebuild the document from storage before anything of it is shown again.
@@ -20,6 +26,8 @@ import pycrdt
 
 from crdt.errors import InvalidUpdate
 from crdt.origins import Origin, StoreOrigin
+from protocol.errors import MalformedUpdate
+from protocol.yupdate import validate_state_vector, validate_update
 
 # A y-protocols update that carries nothing: zero structs, empty delete set.
 EMPTY_UPDATE = b"\x00\x00"
@@ -69,9 +77,15 @@ class RoomDoc:
         the update changed that text's length (measured inside the update's transaction, so
         it costs no transaction of its own).
 
-        Raises InvalidUpdate for bytes pycrdt rejects; if the failed update had already
-        changed the document, :attr:`tainted` is set and the document must be discarded.
+        Raises InvalidUpdate for bytes that are not a well-formed v1 update (checked before
+        pycrdt sees them; the document is then untouched) or that pycrdt rejects; if the
+        failed update had already changed the document, :attr:`tainted` is set and the
+        document must be discarded.
         """
+        try:
+            validate_update(update)
+        except MalformedUpdate as exc:
+            raise InvalidUpdate(f"malformed update: {exc}") from exc
         self._changes.clear()
         try:
             with self._doc.transaction(origin=origin):
@@ -118,8 +132,14 @@ class RoomDoc:
     def diff(self, state_vector: bytes | None = None) -> bytes:
         """The update a peer with ``state_vector`` is missing (payload of sync step 2).
 
-        With no state vector, the full state. Raises InvalidUpdate for an undecodable vector.
+        With no state vector, the full state. Raises InvalidUpdate for a vector that is not
+        well-formed (checked before pycrdt sees it) or that pycrdt cannot decode.
         """
+        if state_vector is not None:
+            try:
+                validate_state_vector(state_vector)
+            except MalformedUpdate as exc:
+                raise InvalidUpdate(f"malformed state vector: {exc}") from exc
         try:
             update: bytes = self._doc.get_update(state_vector)
         except (ValueError, RuntimeError) as exc:
