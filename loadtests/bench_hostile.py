@@ -8,8 +8,10 @@ loopback:
   (the server closes a socket on its first bomb, so each round reconnects): a state vector
   claiming 900 million entries, an update header claiming 400 million clients, a delete set
   claiming 400 million ranges, in turn. Meanwhile a probe thread asks ``/healthz`` back to
-  back; its worst and p99 latency are the measure (target: p99 under 100 ms). The same probe
-  runs first on the idle server, for comparison.
+  back; its worst and p99 latency are the measure (target: p99 under 100 ms). For
+  comparison the same probe runs first on the idle server, then under the same connection
+  churn with a harmless frame instead of the bomb (each bomb uses up a connection, and
+  connecting is what costs the server most here).
 * **fuzz**: ``--fuzz-frames`` malformed frames (valid sync frames bit-flipped, truncated,
   their CRDT payload mutated and re-wrapped, random bytes) over ``--fuzz-connections``
   sockets. After each frame the client asks for awareness (a frame the server always answers)
@@ -148,25 +150,32 @@ class BombResult:
     close_seconds: list[float] = field(default_factory=list)
 
 
-async def _bomber(url: str, rounds: int, offset: int, deadline: float, out: BombResult) -> None:
+async def _bomber(
+    url: str, rounds: int, offset: int, deadline: float, out: BombResult, harmless: bool
+) -> None:
+    """``rounds`` connections one after the other, each sending one bomb and reading until
+    the server closes it; with ``harmless``, a frame the server answers instead, after which
+    the client closes (the same connection churn without the bombs, for comparison)."""
     kinds = list(BOMBS)
     for index in range(rounds):
         if time.monotonic() > deadline:
             return
-        kind = kinds[(offset + index) % len(kinds)]
+        kind = "harmless" if harmless else kinds[(offset + index) % len(kinds)]
         async with websockets.connect(url, max_size=None, compression=None) as ws:
             started = time.perf_counter()
-            await ws.send(BOMBS[kind])
-            code = await _drain_until_closed(ws)
+            if harmless:
+                code = 1000 if await _answer(ws) == "accepted" else None
+            else:
+                await ws.send(BOMBS[kind])
+                code = await _drain_until_closed(ws)
         out.close_seconds.append(time.perf_counter() - started)
         out.sent[kind] += 1
         out.close_codes[code if code is not None else -1] += 1
 
 
-def run_bombs(
-    server: ServerProcess, connections: int, rounds: int, deadline: float
-) -> dict[str, Any]:
-    idle = _idle_probe(server.http_url, 200)
+def _bomb_round(
+    server: ServerProcess, connections: int, rounds: int, deadline: float, harmless: bool
+) -> tuple[BombResult, HealthProbe, float]:
     out = BombResult()
     url = f"{server.ws_url}/hostile/bombs"
     started = time.perf_counter()
@@ -175,11 +184,22 @@ def run_bombs(
 
         async def bomb_all() -> None:
             await asyncio.gather(
-                *(_bomber(url, rounds, index, stop_at, out) for index in range(connections))
+                *(
+                    _bomber(url, rounds, index, stop_at, out, harmless)
+                    for index in range(connections)
+                )
             )
 
         asyncio.run(bomb_all())
-    elapsed = time.perf_counter() - started
+    return out, probe, time.perf_counter() - started
+
+
+def run_bombs(
+    server: ServerProcess, connections: int, rounds: int, deadline: float
+) -> dict[str, Any]:
+    idle = _idle_probe(server.http_url, 200)
+    _, churn_probe, churn_seconds = _bomb_round(server, connections, rounds, deadline, True)
+    out, probe, elapsed = _bomb_round(server, connections, rounds, deadline, False)
     closes = sorted(out.close_seconds)
     return {
         "connections": connections,
@@ -194,6 +214,7 @@ def run_bombs(
             "max": closes[-1] * 1e3 if closes else None,
         },
         "healthz_idle": idle,
+        "healthz_same_churn_harmless": {**churn_probe.summary(), "seconds": churn_seconds},
         "healthz_under_bombs": probe.summary(),
     }
 
@@ -358,6 +379,7 @@ def _ms(value: float | None) -> str:
 
 def render(bombs: dict[str, Any], fuzz: dict[str, Any], info: dict[str, Any], command: str) -> str:
     health, idle = bombs["healthz_under_bombs"], bombs["healthz_idle"]
+    churn = bombs["healthz_same_churn_harmless"]
     met = _bombs_target_met(bombs)
     codes = ", ".join(f"{code}: {count}" for code, count in sorted(bombs["close_codes"].items()))
     outcomes = ", ".join(f"{what}: {count}" for what, count in sorted(fuzz["outcomes"].items()))
@@ -368,14 +390,15 @@ def render(bombs: dict[str, Any], fuzz: dict[str, Any], info: dict[str, Any], co
         "",
         "| bombs | sent | close codes | close p50 / p99 / max | /healthz requests | "
         "/healthz p50 | /healthz p99 (target < 100 ms) | /healthz worst "
-        "| idle /healthz p99 / worst |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| same churn, harmless frames: p99 / worst | idle: p99 / worst |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {bombs['connections']} connections x {bombs['rounds']} rounds "
         f"| {bombs['bombs_sent']} in {bombs['seconds']:.1f} s | {codes} "
         f"| {_ms(bombs['close_ms']['p50'])} / {_ms(bombs['close_ms']['p99'])} / "
         f"{_ms(bombs['close_ms']['max'])} | {health['requests']} ({health['failures']} failed) "
         f"| {_ms(health.get('p50_ms'))} | {_ms(health.get('p99_ms'))} "
         f"({'met' if met else 'MISSED'}) | {_ms(health.get('max_ms'))} "
+        f"| {_ms(churn.get('p99_ms'))} / {_ms(churn.get('max_ms'))} "
         f"| {_ms(idle.get('p99_ms'))} / {_ms(idle.get('max_ms'))} |",
         "",
         "| fuzz | frames handled | outcomes | frames/s | server CPU per frame | "
