@@ -19,6 +19,9 @@ loopback:
   frames handled per second, the close codes, and the server's CPU seconds per frame
   (psutil), also net of the cost of the connection each refused frame uses up (measured on
   the same server by opening and closing as many connections).
+* **validator cost** (no server): the time :func:`protocol.yupdate.validate_update` takes on
+  one keystroke's update and on a whole document of 20,000 keystrokes as one update, beside
+  what pycrdt takes to apply the same bytes to a new document.
 
 Both parts stop at ``--deadline`` seconds whatever is left. The markdown goes to stdout, the
 JSON to ``loadtests/results/`` (git-ignored). Exit status 1 when the target is missed, 3 when
@@ -54,6 +57,7 @@ from loadtests.bench_core import RESULTS_DIR, machine
 from loadtests.harness import ServerProcess
 from protocol.varint import encode_varbytes, encode_varuint
 from protocol.ysync import QueryAwareness, SyncStep1, SyncStep2, SyncUpdate, encode
+from protocol.yupdate import validate_update
 
 TARGET_P99_MS = 100.0
 ANSWER_TIMEOUT = 10.0
@@ -370,6 +374,51 @@ def run_fuzz(
     }
 
 
+# -- part c: what the validator costs on the hot path ---------------------------------------
+
+
+def _typing_updates(count: int, seed: int) -> tuple[bytes, bytes]:
+    """One keystroke's update after ``count`` of them, and the whole document as one update
+    (a client's first sync step 2, or a stored snapshot)."""
+    rng = random.Random(seed)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    text = doc.get("content", type=pycrdt.Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    for index in range(count):
+        at = rng.randint(0, len(text)) if index % 3 == 0 else len(text)
+        text.insert(at, "typing some words "[index % 18] * rng.randint(1, 3))
+        if index % 7 == 0 and len(text) > 4:
+            start = at % (len(text) - 2)
+            del text[start : start + 2]
+    text.insert(len(text), "x")  # the keystroke measured: typing at the end of the text
+    return updates[-1], doc.get_update()
+
+
+def _per_call(function: Any, argument: bytes, seconds: float) -> float:
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        function(argument)
+        calls += 1
+    return (time.perf_counter() - started) / calls
+
+
+def run_validator_cost(seconds: float = 1.0) -> dict[str, Any]:
+    """Seconds per call of the validator and of pycrdt's own decode+apply, same bytes."""
+    small, large = _typing_updates(20_000, 7)
+    result: dict[str, Any] = {}
+    for name, update in (("typing", small), ("large", large)):
+        result[name] = {
+            "bytes": len(update),
+            "validate_us": _per_call(validate_update, update, seconds) * 1e6,
+            "pycrdt_apply_us": _per_call(
+                lambda data: pycrdt.Doc().apply_update(data), update, seconds
+            )
+            * 1e6,
+        }
+    return result
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -377,7 +426,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def render(bombs: dict[str, Any], fuzz: dict[str, Any], info: dict[str, Any], command: str) -> str:
+def render(
+    bombs: dict[str, Any],
+    fuzz: dict[str, Any],
+    cost: dict[str, Any],
+    info: dict[str, Any],
+    command: str,
+) -> str:
     health, idle = bombs["healthz_under_bombs"], bombs["healthz_idle"]
     churn = bombs["healthz_same_churn_harmless"]
     met = _bombs_target_met(bombs)
@@ -409,6 +464,14 @@ def render(bombs: dict[str, Any], fuzz: dict[str, Any], info: dict[str, Any], co
         f"| {fuzz['frames_per_second']:.0f} | {fuzz['server_cpu_us_per_frame']:.0f} us "
         f"| {fuzz['server_cpu_us_per_connection']:.0f} us "
         f"| {fuzz['server_cpu_us_per_frame_net_of_connections']:.0f} us |",
+        "",
+        "| update | bytes | validator | pycrdt: new doc + apply_update |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {row['bytes']} | {row['validate_us']:.1f} us "
+            f"| {row['pycrdt_apply_us']:.1f} us |"
+            for name, row in cost.items()
+        ),
     ]
     return "\n".join(lines)
 
@@ -471,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, RuntimeError, websockets.WebSocketException) as exc:
         print(f"bench_hostile: the run failed: {exc}", file=sys.stderr)
         return 3
-    print(render(bombs, fuzz, info, command))
+    print("== validator cost", file=sys.stderr)
+    cost = run_validator_cost()
+    print(render(bombs, fuzz, cost, info, command))
     out = args.out or RESULTS_DIR / (
         "bench_hostile-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json"
     )
@@ -486,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "problem": problem,
         "bombs": bombs,
         "fuzz": fuzz,
+        "validator_cost": cost,
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nJSON: {out}", file=sys.stderr)

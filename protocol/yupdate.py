@@ -72,6 +72,8 @@ _REF_SKIP: Final = 10
 _HAS_ORIGIN: Final = 0x80
 _HAS_RIGHT_ORIGIN: Final = 0x40
 _HAS_PARENT_SUB: Final = 0x20
+_HAS_ORIGINS: Final = _HAS_ORIGIN | _HAS_RIGHT_ORIGIN
+_REF_STRING: Final = 4
 
 _TYPE_XML_ELEMENT: Final = 3
 _KNOWN_TYPE_REFS: Final = frozenset({0, 1, 2, 3, 4, 5, 6, 9, 15})
@@ -199,13 +201,33 @@ def _structs(data: bytes, pos: int, end: int) -> int:
         pos = _skip_id(data, pos)
         # A struct is at least an info byte and one more byte.
         _bound(count, 2, end - pos, "structs")
-        for _ in range(count):
-            info = data[pos]
-            ref = info & 0x1F
-            if ref in (_REF_GC, _REF_SKIP):
-                pos = _skip(data, pos + 1)
+        pos = _struct_run(data, pos, count)
+    return pos
+
+
+def _struct_run(data: bytes, pos: int, count: int) -> int:
+    match_one_id, match_two_ids = _match_id, _match_two_ids
+    for _ in range(count):
+        info = data[pos]
+        if info & 0x1F == _REF_STRING and info & _HAS_ORIGINS:
+            # Typed text: a string after its origins, most of the structs of a document.
+            match = (match_two_ids if info & _HAS_ORIGINS == _HAS_ORIGINS else match_one_id)(
+                data, pos + 1
+            )
+            if match is None:
+                raise MalformedUpdate("truncated or overlong origin id")
+            pos = match.end()
+            length = data[pos]
+            if length < 0x80 and pos + 1 + length <= len(data):
+                pos += 1 + length
             else:
-                pos = _item(data, pos + 1, info, ref)
+                pos = _bytes(data, pos)
+            continue
+        ref = info & 0x1F
+        if ref in (_REF_GC, _REF_SKIP):
+            pos = _skip(data, pos + 1)
+        else:
+            pos = _item(data, pos + 1, info, ref)
     return pos
 
 

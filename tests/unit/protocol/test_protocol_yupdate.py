@@ -109,6 +109,15 @@ REFUSED: dict[str, bytes] = {
     "trailing bytes": b"\x00\x00\x00",
     "string longer than the update": _item(4, v(400_000_000) + b"x"),
     "binary longer than the update": _item(3, v(1 << 40)),
+    "typed string longer than the update": b"\x01\x01"
+    + v(5)
+    + v(1)
+    + b"\x84"
+    + v(5)
+    + v(0)
+    + v(100)
+    + b"x\x00",
+    "typed string origin truncated": b"\x01\x01" + v(5) + v(1) + b"\xc4" + v(5) + b"\x80",
     "json count": _item(2, v(400_000_000) + vs("1")),
     "any count": _item(8, v(400_000_000) + b"\x7e"),
     "any object count": _item(8, v(1) + b"\x76" + v(400_000_000) + vs("k") + b"\x7e"),
