@@ -35,9 +35,10 @@ Where Yjs and yrs read the same bytes differently, the validator reads them as y
 yrs is what allocates: were the two to disagree on where an element ends, a frame could carry a
 count the validator never saw. yrs reads one more string in JSON content than the count says
 (Yjs reads exactly the count; Yjs has written Any content instead since v13, so no current
-client sends JSON content). What yrs knows only
-behind features pycrdt does not enable (Move content 11, weak-link type 7) is refused: pycrdt
-rejects it anyway, and no Yjs client writes it.
+client sends JSON content). Stricter than yrs where that is safe: what yrs knows only behind
+features pycrdt does not enable (Move content 11, weak-link type 7), content kinds 12-31 (yrs
+would read them modulo 16), parent info over 32 bits, and trailing bytes are refused: no Yjs
+client writes them.
 
 Every function is total and pure (no I/O, no pycrdt): it returns None or raises
 :class:`protocol.errors.MalformedUpdate`, whatever the bytes, in time linear in their length.
