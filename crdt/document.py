@@ -7,6 +7,12 @@ but cannot be integrated, and ``pyo3_runtime.PanicException`` (a ``BaseException
 Rust core panics on hostile input; all become :class:`crdt.errors.InvalidUpdate` here and
 nowhere else.
 
+Bytes reach pycrdt only after :mod:`protocol.yupdate` has checked their structure: the core
+sizes its buffers from the counts an encoding declares, so a 10-byte state vector claiming
+900 million entries would otherwise allocate a gigabyte and block the event loop for seconds.
+A payload whose counts do not fit its own bytes is refused as InvalidUpdate before pycrdt
+sees it, in microseconds.
+
 Yrs cannot roll a transaction back: an update that fails half-way may leave the structs it
 integrated before the failure in the document. :attr:`RoomDoc.tainted` says so, and the
 owner must then rebuild the document from storage before anything of it is shown again.
@@ -21,6 +27,8 @@ import pycrdt
 from crdt.errors import InvalidUpdate
 from crdt.origins import Origin, StoreOrigin
 from crdt.pending import still_pending
+from protocol.errors import MalformedUpdate
+from protocol.yupdate import validate_state_vector, validate_update
 
 # A y-protocols update that carries nothing: zero structs, empty delete set.
 EMPTY_UPDATE = b"\x00\x00"
@@ -74,7 +82,12 @@ class RoomDoc:
             self._changes.append(update)
 
     def apply(
-        self, update: bytes, origin: Origin, measure: pycrdt.Text | None = None
+        self,
+        update: bytes,
+        origin: Origin,
+        measure: pycrdt.Text | None = None,
+        *,
+        trusted: bool = False,
     ) -> bytes | None:
         """Integrate a remote update; return the effective update, or None if nothing changed.
 
@@ -88,11 +101,18 @@ class RoomDoc:
         the update changed that text's length (measured inside the update's transaction, so
         it costs no transaction of its own).
 
-        Raises InvalidUpdate for bytes pycrdt rejects; if the failed update had already
-        changed the document, :attr:`tainted` is set and the document must be discarded.
-        Raises InvalidUpdate too when :data:`MAX_HELD_BACK` updates already wait for
-        dependencies that never came (the document is then unchanged).
+        Raises InvalidUpdate for bytes that are not a well-formed v1 update (checked before
+        pycrdt sees them, unless ``trusted``: bytes this server stored; the document is then
+        untouched) or that pycrdt rejects; if the
+        failed update had already changed the document, :attr:`tainted` is set and the
+        document must be discarded. Raises InvalidUpdate too when :data:`MAX_HELD_BACK`
+        updates already wait for dependencies that never came (the document is unchanged).
         """
+        if not trusted:
+            try:
+                validate_update(update)
+            except MalformedUpdate as exc:
+                raise InvalidUpdate(f"malformed update: {exc}") from exc
         if len(self._held_back) >= MAX_HELD_BACK:
             self._settle()
             if len(self._held_back) >= MAX_HELD_BACK:
@@ -163,7 +183,9 @@ class RoomDoc:
         bytes pycrdt rejects (a corrupted store, reported rather than silently dropped).
         """
         for update in updates:
-            self.apply(update, StoreOrigin())
+            # Storage holds what passed the check on its way in, or what yrs itself encoded
+            # (states, merged entries): checking it again would double a cold load's cost.
+            self.apply(update, StoreOrigin(), trusted=True)
         self._changes.clear()
         self.held_back = False
 
@@ -175,8 +197,14 @@ class RoomDoc:
     def diff(self, state_vector: bytes | None = None) -> bytes:
         """The update a peer with ``state_vector`` is missing (payload of sync step 2).
 
-        With no state vector, the full state. Raises InvalidUpdate for an undecodable vector.
+        With no state vector, the full state. Raises InvalidUpdate for a vector that is not
+        well-formed (checked before pycrdt sees it) or that pycrdt cannot decode.
         """
+        if state_vector is not None:
+            try:
+                validate_state_vector(state_vector)
+            except MalformedUpdate as exc:
+                raise InvalidUpdate(f"malformed state vector: {exc}") from exc
         try:
             update: bytes = self._doc.get_update(state_vector)
         except (ValueError, RuntimeError) as exc:

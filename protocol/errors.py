@@ -11,3 +11,8 @@ class MalformedMessage(ProtocolError):
 
 class MessageTooLarge(ProtocolError):
     """The message, or a field inside it, exceeds the configured limits."""
+
+
+class MalformedUpdate(MalformedMessage):
+    """A CRDT payload (update, state vector, delete set) that is not well-formed Yjs v1, or
+    that declares more elements than its bytes can hold (see :mod:`protocol.yupdate`)."""

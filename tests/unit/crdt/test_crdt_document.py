@@ -159,3 +159,47 @@ def test_other_base_exceptions_are_not_swallowed(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(pycrdt.Doc, "apply_update", interrupted)
     with pytest.raises(KeyboardInterrupt):
         room.apply(b"\x00\x00", ClientOrigin(1))
+
+
+# Payloads whose counts cannot fit in their bytes (the frame bombs of the hardening issue):
+# pycrdt would size its buffers from them, about a gigabyte and seconds of work each.
+STATE_VECTOR_BOMB = bytes.fromhex("80d293ad030101")  # 900 million entries
+UPDATE_BOMBS = {
+    "update header claiming 400 million clients": bytes.fromhex("8088debe01010101"),
+    "delete set claiming 400 million clients": bytes.fromhex("008088debe010101"),
+    "delete set claiming 400 million ranges": bytes.fromhex("0001078088debe010101"),
+}
+
+
+def _untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("pycrdt must not see a payload the validator refuses")
+
+    monkeypatch.setattr(pycrdt.Doc, "apply_update", refuse)
+    monkeypatch.setattr(pycrdt.Doc, "get_update", refuse)
+
+
+@pytest.mark.parametrize("name", sorted(UPDATE_BOMBS))
+def test_update_bombs_are_refused_before_pycrdt_sees_them(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    room = RoomDoc()
+    room.apply(_client_edit("keep"), ClientOrigin(1))
+    before = room.state_vector()
+    _untouchable(monkeypatch)
+    with pytest.raises(InvalidUpdate, match="malformed update"):
+        room.apply(UPDATE_BOMBS[name], ClientOrigin(2))
+    with pytest.raises(InvalidUpdate, match="malformed update"):
+        RoomDoc().load([UPDATE_BOMBS[name]])
+    monkeypatch.undo()
+    assert room.state_vector() == before
+    assert not room.tainted
+
+
+def test_state_vector_bomb_is_refused_before_pycrdt_sees_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    room = RoomDoc()
+    _untouchable(monkeypatch)
+    with pytest.raises(InvalidUpdate, match="malformed state vector"):
+        room.diff(STATE_VECTOR_BOMB)
