@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -49,6 +50,7 @@ from server.errors import (
     RateLimited,
     RoomNotFound,
     ServerShuttingDown,
+    TooManySockets,
 )
 from server.guard import Guard
 from server.limits import MessageLimiter
@@ -206,6 +208,7 @@ class Collab:
         self.connections: set[Connection] = set()
         self.by_document: defaultdict[str, set[Connection]] = defaultdict(set)
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
+        self._opening: collections.Counter[str] = collections.Counter()  # sockets joining
         # Extension points of the features built on rooms (locks, presence, comments):
         # application event handlers by type, and observers of joins, leaves, awareness
         # and events arriving from other nodes.
@@ -282,11 +285,13 @@ class Collab:
                 admission.identity, ip=admission.ip, user_agent=admission.user_agent
             )
             await self.limit(principal, "connect")
+            self._count_socket(principal.user_id)
         except (CollabError, AuthError, StorageError) as exc:
             conn.fail(exc)
             return None
         try:
             right = await self._join_right(principal, admission.room)
+            facts = await self.access.document(admission.room.document_id)
         except (CollabError, StorageError) as exc:
             if isinstance(exc, PermissionDenied | RoomNotFound):
                 self.audit.record(
@@ -300,9 +305,12 @@ class Collab:
                 )
             conn.fail(exc)
             return None
+        finally:
+            self._opening[principal.user_id] -= 1  # counted in by_user from now on
+            if not self._opening[principal.user_id]:
+                del self._opening[principal.user_id]
         conn.principal = principal
         conn.right = right
-        facts = await self.access.document(admission.room.document_id)
         conn.read_only = right < Right.EDIT or (facts is not None and facts.under_review)
         document_id = admission.room.document_id
         self.connections.add(conn)
@@ -331,6 +339,17 @@ class Collab:
             principal.context.access(document, "join", await self._sensitivity(document))
         )
         return session
+
+    def _count_socket(self, user_id: str) -> None:
+        """Count a socket of the user as opening; TooManySockets when the user already holds
+        ``max_sockets_per_user`` on this node (open or opening)."""
+        held = len(self.by_user.get(user_id, ())) + self._opening[user_id]
+        if held >= self.settings.max_sockets_per_user:
+            raise TooManySockets(
+                f"{held} sockets open on this node (at most "
+                f"{self.settings.max_sockets_per_user}); close one first"
+            )
+        self._opening[user_id] += 1
 
     async def _join_right(self, principal: Principal, room: RoomName) -> Right:
         document_id = room.document_id

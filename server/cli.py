@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from persistence.errors import SchemaOutdated, StorageConflict, StorageError
 from server import admin
 from server.app import create_app, open_content_store
+from server.http_head import head_limited_protocol
 from server.settings import Settings
 from server.transport import FanoutProtocol
 
@@ -168,6 +169,9 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop="uvloop",
+        # h11 (httptools is not a dependency), with a deadline and a cap on request heads.
+        http=head_limited_protocol(settings.header_timeout_seconds, settings.max_header_bytes),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         ws=FanoutProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,

@@ -51,6 +51,10 @@ class RateLimited(CollabError):
         self.retry_after = retry_after
 
 
+class TooManySockets(CollabError):
+    """The user already holds as many open sockets on this node as allowed."""
+
+
 class PermissionDenied(CollabError):
     """The user is known but lacks the right this needs (HTTP 403, close 4403)."""
 
@@ -72,6 +76,7 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (AuthError, ErrorKind(4401, 401, "unauthenticated")),
     (PermissionDenied, ErrorKind(4403, 403, "forbidden")),
     (RateLimited, ErrorKind(4429, 429, "too many requests")),
+    (TooManySockets, ErrorKind(4430, 429, "too many open sockets")),
     (RoomNotFound, ErrorKind(4404, 404, "room not found")),
     (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
     (StorageError, ErrorKind(1011, 503, "storage unavailable")),
