@@ -8,8 +8,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
-import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -25,18 +23,13 @@ from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
 from persistence.content import ContentStore
-from persistence.coordinator import Coordinator
 from persistence.errors import StorageConflict, StorageError
-from persistence.memory import MemoryRoomStore
 from persistence.ports import RoomStore
-from persistence.service_store import ServiceRoomStore, require_durable
-from persistence.sqlite import SqliteRoomStore
-from persistence.sqlite_content import SqliteContentStore
-from persistence.sqlite_spool import Spool
+from persistence.service_store import ServiceRoomStore
 from protocol.awareness import AwarenessEntry
 from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
-from server import approvals, comments, locks, notifications, presence
+from server import approvals, comments, locks, notifications, presence, shutdown
 from server.access import DOCUMENTS, AccessControl, Right, may_create
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
@@ -60,25 +53,15 @@ from server.rooms import Room
 from server.services import Services, open_services
 from server.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.settings import Settings
+from server.shutdown import CLOSE_SECONDS as CLOSE
+from server.shutdown import TaskGroup, bounded
 from server.snapshots import Snapshotter, new_document
+from server.stores import node_name, open_content_store, open_store
 from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
 
 _apps = itertools.count(1)
-
-
-def node_name(settings: Settings) -> str:
-    """This node's stable name (its spool file is named after it): COLLAB_NODE_NAME, else
-    the host name and port."""
-    if settings.node_name:
-        return settings.node_name
-    suffix = str(settings.port) if settings.port else f"pid{os.getpid()}"
-    return _token(f"{socket.gethostname()}-{suffix}")
-
-
-def _token(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:100]
 
 
 def problem_body(status: int, title: str, detail: str = "") -> dict[str, Any]:
@@ -96,40 +79,6 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
         status_code=status,
         media_type="application/problem+json",
     )
-
-
-async def open_content_store(settings: Settings) -> ContentStore:
-    """The document content store: MongoDB when ``mongo_url`` is set, else embedded SQLite."""
-    if settings.mongo_url:
-        # Imported only when configured: pymongo weighs tens of MB of memory.
-        from persistence.mongo import MongoContentStore
-
-        return MongoContentStore.from_url(settings.mongo_url, settings.mongo_database)
-    return await SqliteContentStore.open(settings.data_dir / "content.sqlite3")
-
-
-async def open_store(
-    settings: Settings,
-    coordinator: Coordinator,
-    content: ContentStore,
-    stack: contextlib.AsyncExitStack | None = None,
-    node_id: str = "node",
-) -> RoomStore:
-    """The room store the settings ask for: the Redis change stream + the content store in
-    service mode (``redis_url`` set; Redis must be durable), else embedded SQLite."""
-    if settings.storage == "memory":
-        return MemoryRoomStore()
-    if settings.redis_url:
-        require_durable(await coordinator.durability())
-        # While Redis cannot take appends, updates wait in a durable local spool (editing
-        # goes on; they reach the stream, in order, when Redis is back).
-        spool = await Spool.open(settings.data_dir / f"spool-{node_name(settings)}.sqlite3")
-        if stack is not None:
-            stack.push_async_callback(spool.aclose)  # after the store (callbacks run LIFO)
-        return ServiceRoomStore(
-            coordinator.journal, content, origin=node_id, follow=True, spool=spool
-        )
-    return await SqliteRoomStore.open(settings.data_dir / "rooms.sqlite3")
 
 
 # The lock a node holds on a document while it writes the snapshot (a reserved section id).
@@ -516,10 +465,10 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             services = await open_services(settings, stack)
             content = await open_content_store(settings)
-            stack.push_async_callback(content.aclose)
+            stack.push_async_callback(bounded, "closing the content store", content.aclose, CLOSE)
             store = room_store or await open_store(settings, services.coordinator, content, stack)
-            stack.push_async_callback(store.aclose)
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            stack.push_async_callback(bounded, "closing the room store", store.aclose, CLOSE)
+            tasks = await stack.enter_async_context(TaskGroup())
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
@@ -539,14 +488,19 @@ def create_app(
                 # WebSocket protocol finds the direct path's handler.
                 yield {"collab": collab, DIRECT_HANDLER: DirectWebSockets(collab)}
             finally:
+                # Every step has a deadline (see server.shutdown); the stack then closes the
+                # stores, each within its own.
                 collab.guard.stop()
                 collab.shutdown_sockets()
-                await collab.registry.close()
-                await collab.snapshots.flush()
+                await bounded("flushing the rooms", collab.registry.close, shutdown.ROOMS_SECONDS)
+                await bounded(
+                    "writing snapshots", collab.snapshots.flush, shutdown.SNAPSHOTS_SECONDS
+                )
                 if collab.cluster is not None:
                     # Let what the closing sockets said (leaves, unlocks) reach other nodes.
-                    await collab.cluster.drain(timeout=2.0)
+                    await collab.cluster.drain(timeout=shutdown.SIGNALS_SECONDS)
                     collab.cluster.stop()
+                await tasks.settle(shutdown.TASKS_SECONDS)
 
     app = Starlette(
         routes=[

@@ -334,18 +334,23 @@ class RoomRegistry:
         await waiter
 
     async def close(self) -> None:
-        """Flush and compact every loaded room (used at shutdown, after sockets closed)."""
+        """Flush and compact every loaded room, all rooms at once (used at shutdown, after
+        sockets closed). Never raises StorageError (a failed compaction keeps the journal
+        and is logged); the caller bounds the time (cancelling leaves the rest undone)."""
         for timer in self._unload_timers.values():
             timer.cancel()
         self._unload_timers.clear()
-        for room in list(self._rooms.values()):
-            await room.flushed()
-            if room.failed is None and room.journal_length:
-                try:
-                    await self._store.compact(room.key, room.full_state())
-                except StorageError as exc:
-                    log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
+        rooms = list(self._rooms.values())
+        await asyncio.gather(*(self._close_room(room) for room in rooms))
         self._rooms.clear()
+
+    async def _close_room(self, room: Room) -> None:
+        await room.flushed()
+        if room.failed is None and room.journal_length:
+            try:
+                await self._store.compact(room.key, room.full_state())
+            except StorageError as exc:
+                log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
 
     def _retire(self, room: Room) -> None:
         """Keep an unloaded room's counters in the totals."""
