@@ -33,7 +33,7 @@ SNAPSHOTS_SECONDS: Final = 5.0  # derived content of the documents edited last
 SIGNALS_SECONDS: Final = 2.0  # leaves and unlocks reaching the other nodes
 TASKS_SECONDS: Final = 3.0  # background tasks finishing; then they are cancelled
 CLOSE_SECONDS: Final = 5.0  # each store, spool and service closing
-PROCESS_SECONDS: Final = 40.0  # from the signal to the end of the process, whatever happens
+PROCESS_SECONDS: Final = 30.0  # from the signal to the end of the process, whatever happens
 WATCHDOG_EXIT_CODE: Final = 70  # EX_SOFTWARE
 
 T = TypeVar("T")
