@@ -40,13 +40,12 @@ from server.connection import Connection, Frame
 from server.errors import (
     CollabError,
     PermissionDenied,
-    RateLimited,
     RoomNotFound,
     ServerShuttingDown,
     TooManySockets,
 )
 from server.guard import Guard
-from server.limits import MessageLimiter
+from server.limits import MessageLimiter, SharedLimits
 from server.registry import RoomRegistry
 from server.revisions import Revisions
 from server.rooms import Room
@@ -196,11 +195,14 @@ class Collab:
         self.started = time.monotonic()
         self.process = psutil.Process()
         self.accepting = True
-        self._limits = {
-            "edit": (settings.rate_messages_per_second * 10, 10.0),
-            "connect": (settings.rate_connects_per_minute, 60.0),
-            "rest": (settings.rate_requests_per_minute, 60.0),
-        }
+        self._limits = SharedLimits(
+            services.coordinator.rate_limits,
+            {
+                "edit": (settings.rate_messages_per_second * 10, 10.0),
+                "connect": (settings.rate_connects_per_minute, 60.0),
+                "rest": (settings.rate_requests_per_minute, 60.0),
+            },
+        )
 
     def admit(
         self, path: str, query: str, headers: dict[str, str], client: str | None
@@ -217,14 +219,7 @@ class Collab:
 
     async def limit(self, principal: Principal, action: str) -> None:
         """Count one ``action`` of the user; RateLimited when over the limit."""
-        limit, window = self._limits[action]
-        decision = await self.coordinator.rate_limits.hit(principal.user_id, action, limit, window)
-        if not decision.allowed:
-            raise RateLimited(
-                f"more than {limit} {action} actions in {window:g} s; retry in "
-                f"{decision.retry_after:.1f} s",
-                decision.retry_after,
-            )
+        await self._limits.check(principal.user_id, action)
 
     async def open_session(self, admission: Admission, conn: Connection) -> Session | None:
         """Authenticate, authorize, register the connection and join its room (None: it

@@ -93,6 +93,7 @@ async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) ->
         cookie_name=settings.session_cookie,
         dev_user=dev_user,
         cache_ttl=settings.access_cache_seconds,
+        outage_grace=settings.session_outage_grace_seconds,
     )
     audit = AuditTrail(relational.audit if settings.audit else NullAuditStore())
     await audit.start()

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         description="how long a user's status and rights are cached; changes reach open "
         "connections within twice this plus the recheck interval (under 5 s)",
     )
+    session_outage_grace_seconds: float = Field(
+        900.0,
+        ge=0,
+        description="while Redis is down, sessions this node verified within this many "
+        "seconds are still accepted (others: close 1013, retry later); 0: refuse all",
+    )
     rate_messages_per_second: int = Field(
         200,
         ge=1,
