@@ -462,7 +462,8 @@ def create_app(
             content = await open_content_store(settings)
             stack.push_async_callback(bounded, "closing the content store", content.aclose, CLOSE)
             store = room_store or await open_store(settings, services.coordinator, content, stack)
-            stack.push_async_callback(bounded, "closing the room store", store.aclose, CLOSE)
+            # The service store tries to drain its spool for 5 s itself: a second more here.
+            stack.push_async_callback(bounded, "closing the room store", store.aclose, CLOSE + 1)
             tasks = await stack.enter_async_context(TaskGroup())
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab

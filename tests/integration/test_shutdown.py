@@ -84,3 +84,28 @@ async def test_sigterm_in_service_mode_exits_0(tmp_path: Path, redis_servers: St
         assert str(client.text).startswith("typed")
         code, _ = await _terminate(second)
     _assert_clean(second, code)
+
+
+async def test_sigterm_with_redis_down_exits_within_the_bound(
+    tmp_path: Path, redis_servers: StartRedis
+) -> None:
+    """Every step that needs Redis fails or times out; the stop is still bounded, and
+    orderly (exit 0): the edits made meanwhile wait in the spool for the next start."""
+    redis = redis_servers(aof=True)
+    env = {"COLLAB_REDIS_URL": redis.url}
+    server = ServerProcess(tmp_path / "data", env=env).start()
+    async with YClient(server.ws_url, "plan/s0") as client:
+        await client.insert(0, "before ")
+        redis.kill()
+        await client.insert(len(client.text), "during the outage")
+        code, took = await _terminate(server)
+    log = "\n".join(server.lines)
+    assert code == 0, log
+    assert took < EXIT_BOUND
+    redis.restart()
+    restarted = ServerProcess(tmp_path / "data", env=env).start()
+    try:
+        async with YClient(restarted.ws_url, "plan/s0") as client:
+            await client.wait_for(lambda: str(client.text) == "before during the outage", 20)
+    finally:
+        restarted.stop()
