@@ -38,6 +38,11 @@ class RoomUnavailable(CollabError):
     """The room's stored state could not be read: refuse rather than start from empty."""
 
 
+class RoomUnavailableForNow(RoomUnavailable):
+    """The room's stored state cannot be read now (its storage is unavailable): retrying
+    in a few seconds may succeed (close 1013)."""
+
+
 class SlowConsumer(CollabError):
     """The client fell further behind than the configured buffer allows."""
 
@@ -94,6 +99,7 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (RateLimited, ErrorKind(4429, 429, "too many requests")),
     (TooManySockets, ErrorKind(4430, 429, "too many open sockets")),
     (RoomNotFound, ErrorKind(4404, 404, "room not found")),
+    (RoomUnavailableForNow, ErrorKind(1013, 503, "try again later")),
     (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
     (ServiceUnavailable, ErrorKind(1013, 503, "try again later")),
     (StorageError, ErrorKind(1011, 503, "storage unavailable")),

@@ -21,11 +21,11 @@ from crdt.document import RoomDoc
 from crdt.errors import InvalidUpdate
 from crdt.ids import RoomName
 from crdt.outline import Outline
-from persistence.errors import StorageError
+from persistence.errors import StorageError, StorageUnavailable
 from persistence.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
 from server.connection import Connection
-from server.errors import RoomNotFound, RoomUnavailable
+from server.errors import RoomNotFound, RoomUnavailable, RoomUnavailableForNow
 from server.rooms import Room, RoomHooks
 from server.settings import Settings
 
@@ -153,6 +153,9 @@ class RoomRegistry:
         """Rebuild a room's document from storage; RoomUnavailable if it cannot be read."""
         try:
             stored = await self._store.load(key)
+        except StorageUnavailable as exc:
+            log.error("room %s: cannot read stored state now: %s", key, exc)
+            raise RoomUnavailableForNow(f"room {key} cannot be loaded now; retry in 5 s") from exc
         except StorageError as exc:
             log.error("room %s: cannot read stored state: %s", key, exc)
             raise RoomUnavailable(f"stored state of {key} cannot be read") from exc
