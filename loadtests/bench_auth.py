@@ -45,6 +45,7 @@ SECURE_ENV = {
     # One user drives every client here: keep the per-user limits out of the measurement.
     "COLLAB_RATE_MESSAGES_PER_SECOND": "10000000",
     "COLLAB_RATE_CONNECTS_PER_MINUTE": "10000000",
+    "COLLAB_MAX_SOCKETS_PER_USER": "10000000",
 }
 OPEN_ENV = {"COLLAB_INSECURE_DEV": "true", "COLLAB_AUDIT": "false"}
 TARGET_RATIO = 1.3

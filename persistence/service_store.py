@@ -552,6 +552,11 @@ class ServiceRoomStore:
             # covers both claims. (Bytes that are not CRDT states are saved as given and the
             # content store's own check refuses a save behind the stored position.)
             existing = await self._states.load_crdt_state(key)
+            if existing is not None and existing[0] == state and existing[1] >= seq:
+                # This very state is stored already (by another node, or before this node's
+                # follower caught up): the compaction is a no-op, not a conflict.
+                self._stored_at_least(key, covered_position(existing[1]))
+                return
             if existing is not None and existing[0] != state:
                 try:
                     state = pycrdt.merge_updates(existing[0], state)

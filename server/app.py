@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
 import os
-import re
-import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -24,18 +23,13 @@ from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
 from persistence.content import ContentStore
-from persistence.coordinator import Coordinator
 from persistence.errors import StorageConflict, StorageError
-from persistence.memory import MemoryRoomStore
 from persistence.ports import RoomStore
-from persistence.service_store import ServiceRoomStore, require_durable
-from persistence.sqlite import SqliteRoomStore
-from persistence.sqlite_content import SqliteContentStore
-from persistence.sqlite_spool import Spool
+from persistence.service_store import ServiceRoomStore
 from protocol.awareness import AwarenessEntry
 from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
-from server import approvals, comments, locks, notifications, presence
+from server import approvals, comments, locks, notifications, presence, shutdown
 from server.access import DOCUMENTS, AccessControl, Right, may_create
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
@@ -46,19 +40,22 @@ from server.connection import Connection, Frame
 from server.errors import (
     CollabError,
     PermissionDenied,
-    RateLimited,
     RoomNotFound,
     ServerShuttingDown,
+    TooManySockets,
 )
 from server.guard import Guard, apply_right
-from server.limits import MessageLimiter
+from server.limits import MessageLimiter, SharedLimits
 from server.registry import RoomRegistry
 from server.revisions import Revisions
 from server.rooms import Room
 from server.services import Services, open_services
 from server.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.settings import Settings
+from server.shutdown import CLOSE_SECONDS as CLOSE
+from server.shutdown import TaskGroup, bounded
 from server.snapshots import Snapshotter, new_document
+from server.stores import node_name, open_content_store, open_store
 from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
@@ -68,19 +65,6 @@ log = logging.getLogger(__name__)
 FREEZE_OVERLAP_SECONDS = 5.0
 
 _apps = itertools.count(1)
-
-
-def node_name(settings: Settings) -> str:
-    """This node's stable name (its spool file is named after it): COLLAB_NODE_NAME, else
-    the host name and port."""
-    if settings.node_name:
-        return settings.node_name
-    suffix = str(settings.port) if settings.port else f"pid{os.getpid()}"
-    return _token(f"{socket.gethostname()}-{suffix}")
-
-
-def _token(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:100]
 
 
 def problem_body(status: int, title: str, detail: str = "") -> dict[str, Any]:
@@ -98,40 +82,6 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
         status_code=status,
         media_type="application/problem+json",
     )
-
-
-async def open_content_store(settings: Settings) -> ContentStore:
-    """The document content store: MongoDB when ``mongo_url`` is set, else embedded SQLite."""
-    if settings.mongo_url:
-        # Imported only when configured: pymongo weighs tens of MB of memory.
-        from persistence.mongo import MongoContentStore
-
-        return MongoContentStore.from_url(settings.mongo_url, settings.mongo_database)
-    return await SqliteContentStore.open(settings.data_dir / "content.sqlite3")
-
-
-async def open_store(
-    settings: Settings,
-    coordinator: Coordinator,
-    content: ContentStore,
-    stack: contextlib.AsyncExitStack | None = None,
-    node_id: str = "node",
-) -> RoomStore:
-    """The room store the settings ask for: the Redis change stream + the content store in
-    service mode (``redis_url`` set; Redis must be durable), else embedded SQLite."""
-    if settings.storage == "memory":
-        return MemoryRoomStore()
-    if settings.redis_url:
-        require_durable(await coordinator.durability())
-        # While Redis cannot take appends, updates wait in a durable local spool (editing
-        # goes on; they reach the stream, in order, when Redis is back).
-        spool = await Spool.open(settings.data_dir / f"spool-{node_name(settings)}.sqlite3")
-        if stack is not None:
-            stack.push_async_callback(spool.aclose)  # after the store (callbacks run LIFO)
-        return ServiceRoomStore(
-            coordinator.journal, content, origin=node_id, follow=True, spool=spool
-        )
-    return await SqliteRoomStore.open(settings.data_dir / "rooms.sqlite3")
 
 
 # The lock a node holds on a document while it writes the snapshot (a reserved section id).
@@ -211,6 +161,7 @@ class Collab:
         self.by_document: defaultdict[str, set[Connection]] = defaultdict(set)
         self._freezing: dict[str, float] = {}  # document -> until when (monotonic)
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
+        self._opening: collections.Counter[str] = collections.Counter()  # sockets joining
         # Extension points of the features built on rooms (locks, presence, comments):
         # application event handlers by type, and observers of joins, leaves, awareness
         # and events arriving from other nodes.
@@ -249,11 +200,14 @@ class Collab:
         self.started = time.monotonic()
         self.process = psutil.Process()
         self.accepting = True
-        self._limits = {
-            "edit": (settings.rate_messages_per_second * 10, 10.0),
-            "connect": (settings.rate_connects_per_minute, 60.0),
-            "rest": (settings.rate_requests_per_minute, 60.0),
-        }
+        self._limits = SharedLimits(
+            services.coordinator.rate_limits,
+            {
+                "edit": (settings.rate_messages_per_second * 10, 10.0),
+                "connect": (settings.rate_connects_per_minute, 60.0),
+                "rest": (settings.rate_requests_per_minute, 60.0),
+            },
+        )
 
     def admit(
         self, path: str, query: str, headers: dict[str, str], client: str | None
@@ -270,14 +224,7 @@ class Collab:
 
     async def limit(self, principal: Principal, action: str) -> None:
         """Count one ``action`` of the user; RateLimited when over the limit."""
-        limit, window = self._limits[action]
-        decision = await self.coordinator.rate_limits.hit(principal.user_id, action, limit, window)
-        if not decision.allowed:
-            raise RateLimited(
-                f"more than {limit} {action} actions in {window:g} s; retry in "
-                f"{decision.retry_after:.1f} s",
-                decision.retry_after,
-            )
+        await self._limits.check(principal.user_id, action)
 
     async def freeze_content(self, document_id: str) -> None:
         """Freeze a document's content (it goes into review), before its status changes.
@@ -335,11 +282,13 @@ class Collab:
                 admission.identity, ip=admission.ip, user_agent=admission.user_agent
             )
             await self.limit(principal, "connect")
+            self._count_socket(principal.user_id)
         except (CollabError, AuthError, StorageError) as exc:
             conn.fail(exc)
             return None
         try:
             right = await self._join_right(principal, admission.room)
+            facts = await self.access.document(admission.room.document_id)
         except (CollabError, StorageError) as exc:
             if isinstance(exc, PermissionDenied | RoomNotFound):
                 self.audit.record(
@@ -353,9 +302,12 @@ class Collab:
                 )
             conn.fail(exc)
             return None
+        finally:
+            self._opening[principal.user_id] -= 1  # counted in by_user from now on
+            if not self._opening[principal.user_id]:
+                del self._opening[principal.user_id]
         conn.principal = principal
         conn.right = right
-        facts = await self.access.document(admission.room.document_id)
         conn.read_only = (
             right < Right.EDIT
             or (facts is not None and facts.under_review)
@@ -388,6 +340,17 @@ class Collab:
             principal.context.access(document, "join", await self._sensitivity(document))
         )
         return session
+
+    def _count_socket(self, user_id: str) -> None:
+        """Count a socket of the user as opening; TooManySockets when the user already holds
+        ``max_sockets_per_user`` on this node (open or opening)."""
+        held = len(self.by_user.get(user_id, ())) + self._opening[user_id]
+        if held >= self.settings.max_sockets_per_user:
+            raise TooManySockets(
+                f"{held} sockets open on this node (at most "
+                f"{self.settings.max_sockets_per_user}); close one first"
+            )
+        self._opening[user_id] += 1
 
     async def _join_right(self, principal: Principal, room: RoomName) -> Right:
         document_id = room.document_id
@@ -554,10 +517,11 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             services = await open_services(settings, stack)
             content = await open_content_store(settings)
-            stack.push_async_callback(content.aclose)
+            stack.push_async_callback(bounded, "closing the content store", content.aclose, CLOSE)
             store = room_store or await open_store(settings, services.coordinator, content, stack)
-            stack.push_async_callback(store.aclose)
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            # The service store tries to drain its spool for 5 s itself: a second more here.
+            stack.push_async_callback(bounded, "closing the room store", store.aclose, CLOSE + 1)
+            tasks = await stack.enter_async_context(TaskGroup())
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
@@ -577,14 +541,19 @@ def create_app(
                 # WebSocket protocol finds the direct path's handler.
                 yield {"collab": collab, DIRECT_HANDLER: DirectWebSockets(collab)}
             finally:
+                # Every step has a deadline (see server.shutdown); the stack then closes the
+                # stores, each within its own.
                 collab.guard.stop()
                 collab.shutdown_sockets()
-                await collab.registry.close()
-                await collab.snapshots.flush()
+                await bounded("flushing the rooms", collab.registry.close, shutdown.ROOMS_SECONDS)
+                await bounded(
+                    "writing snapshots", collab.snapshots.flush, shutdown.SNAPSHOTS_SECONDS
+                )
                 if collab.cluster is not None:
                     # Let what the closing sockets said (leaves, unlocks) reach other nodes.
-                    await collab.cluster.drain(timeout=2.0)
+                    await collab.cluster.drain(timeout=shutdown.SIGNALS_SECONDS)
                     collab.cluster.stop()
+                await tasks.settle(shutdown.TASKS_SECONDS)
 
     app = Starlette(
         routes=[

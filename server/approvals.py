@@ -51,6 +51,7 @@ from server.access import DOCUMENTS, RESOURCE_TYPE, Right, Subject
 from server.api.common import ApiError
 from server.authn import Principal
 from server.comments import store_errors
+from server.errors import STORAGE_DETAIL
 from server.notifications import iso, notifier, snippet
 from server.revisions import RevisionNotFound
 
@@ -144,7 +145,7 @@ class ApprovalService:
         try:
             return await self._collab.access.right(actor.subject, document_id)
         except StorageError as exc:
-            raise ApiError(503, "storage unavailable", str(exc)) from exc
+            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
 
     async def request_for(
         self, actor: Principal, request_id: uuid.UUID, needed: Right = Right.VIEW
@@ -411,7 +412,7 @@ class ApprovalService:
         try:
             record = await self._collab.content.get(DOCUMENTS, document_id)
         except StorageError as exc:
-            raise ApiError(503, "storage unavailable", str(exc)) from exc
+            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
         if record is None:
             raise ApiError(404, "document not found", f"no document {document_id!r}")
         return str(record.get("status") or "draft")

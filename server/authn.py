@@ -8,6 +8,14 @@ deactivated users are refused) and the token's session is checked in the session
 (``session:{sessionId}``, 24 h TTL; in-process when embedded): a session ended by logout is
 refused even though its token has not expired yet.
 
+While the session store is unavailable (Redis down), a session this node verified as live
+within ``outage_grace`` seconds (``COLLAB_SESSION_OUTAGE_GRACE_SECONDS``) is accepted without
+the lookup, from a bounded in-memory table of recently verified sessions; any other is
+refused with ServiceUnavailable (close 1013 / HTTP 503, retry in 5 s). The revocation
+guarantee during an outage: a logout made on this node is honoured at once; one made on
+another node, or less than ``cache_ttl`` before the outage, is honoured once the store is back.
+Users' status (suspensions) is in the relational store and is still checked.
+
 ``--insecure-dev`` makes a request without credentials act as a local development admin.
 It is off by default and the server says so loudly on every start when it is on.
 
@@ -22,6 +30,7 @@ import ipaddress
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,15 +39,17 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from persistence.coordinator import SessionStore
+from persistence.errors import StorageUnavailable
 from persistence.relational import NewUser, User, UserStore
 from server.access import Subject
 from server.audit import AuditContext
 from server.auth import AuthError, Identity, TokenService
-from server.errors import PermissionDenied
+from server.errors import PermissionDenied, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 SESSION_TTL: Final = 24 * 3600.0
+VOUCHED_MAX: Final = 50_000  # sessions remembered for an outage of the session store
 DEV_EMAIL: Final = "dev@localhost"
 
 
@@ -138,6 +149,7 @@ class Authenticator:
         cookie_name: str = "collab_session",
         dev_user: User | None = None,
         cache_ttl: float = 2.0,
+        outage_grace: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tokens = tokens
@@ -149,6 +161,12 @@ class Authenticator:
         self._clock = clock
         self._user_cache: dict[str, tuple[float, User | None]] = {}
         self._session_cache: dict[str, float] = {}
+        # Sessions the store said were live, most recent last: (user id, when), at most
+        # VOUCHED_MAX of them. Used only while the store is unavailable (see the module doc).
+        self._outage_grace = outage_grace
+        self._vouched: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._outage = False
+        self.outage_admissions = 0
 
     @property
     def insecure(self) -> bool:
@@ -221,6 +239,9 @@ class Authenticator:
         """Log out: the session is refused from now on, even with an unexpired token."""
         if not identity.session_id:
             return
+        # Forgotten first: even if the store is down, this node refuses the session now.
+        self._session_cache.pop(identity.session_id, None)
+        self._vouched.pop(identity.session_id, None)
         remaining = max(1.0, identity.expires_at - time.time() + 60.0)
         await self._sessions.put(
             identity.session_id,
@@ -228,6 +249,7 @@ class Authenticator:
             ttl=min(remaining, SESSION_TTL * 30),
         )
         self._session_cache.pop(identity.session_id, None)
+        self._vouched.pop(identity.session_id, None)
 
     async def _check_session(
         self, identity: Identity, ip: str | None, user_agent: str | None
@@ -238,23 +260,60 @@ class Authenticator:
         now = self._clock()
         if self._session_cache.get(sid, 0.0) > now:
             return
-        record = await self._sessions.get(sid)
-        if record is None:
-            await self._sessions.put(
-                sid,
-                {
-                    "userId": identity.user_id,
-                    "createdAt": _now_iso(),
-                    "ip": ip,
-                    "userAgent": (user_agent or "")[:256] or None,
-                },
-                ttl=SESSION_TTL,
-            )
-        elif record.get("revoked") or record.get("userId") != identity.user_id:
+        try:
+            record = await self._sessions.get(sid)
+            if record is None:
+                await self._sessions.put(
+                    sid,
+                    {
+                        "userId": identity.user_id,
+                        "createdAt": _now_iso(),
+                        "ip": ip,
+                        "userAgent": (user_agent or "")[:256] or None,
+                    },
+                    ttl=SESSION_TTL,
+                )
+        except StorageUnavailable as exc:
+            self._vouch_in_outage(identity, exc)
+            return
+        if self._outage:
+            self._outage = False
+            log.info("session store available again: sessions are checked again")
+        if record is not None and (
+            record.get("revoked") or record.get("userId") != identity.user_id
+        ):
+            self._vouched.pop(sid, None)
             raise AuthError("this session has ended; sign in again")
         if len(self._session_cache) > 50_000:
             self._session_cache.clear()
         self._session_cache[sid] = now + self._ttl
+        self._vouched[sid] = (identity.user_id, now)
+        self._vouched.move_to_end(sid)
+        if len(self._vouched) > VOUCHED_MAX:
+            self._vouched.popitem(last=False)
+
+    def _vouch_in_outage(self, identity: Identity, exc: StorageUnavailable) -> None:
+        """The session store is down: accept a session this node saw live within
+        ``outage_grace`` seconds; ServiceUnavailable (retry later) for any other."""
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "session store unavailable (%s): accepting sessions this node verified in "
+                "the last %g s, refusing others with 1013 until it is back",
+                exc,
+                self._outage_grace,
+            )
+        seen = self._vouched.get(identity.session_id)
+        if (
+            seen is not None
+            and seen[0] == identity.user_id
+            and self._clock() - seen[1] <= self._outage_grace
+        ):
+            self.outage_admissions += 1
+            return
+        raise ServiceUnavailable(
+            "sessions cannot be checked right now; retry in 5 s", retry_after=5.0
+        ) from exc
 
 
 def _principal(

@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
 from persistence.errors import SchemaOutdated, StorageConflict, StorageError
-from server import admin
-from server.app import create_app, open_content_store
+from server import admin, shutdown
+from server.app import create_app
+from server.http_head import head_limited_protocol
 from server.settings import Settings
+from server.stores import open_content_store
 from server.transport import FanoutProtocol
 
 log = logging.getLogger("collab")
@@ -168,6 +172,9 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop="uvloop",
+        # h11 (httptools is not a dependency), with a deadline and a cap on request heads.
+        http=head_limited_protocol(settings.header_timeout_seconds, settings.max_header_bytes),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         ws=FanoutProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
@@ -177,8 +184,20 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         # uvicorn logs every WebSocket accept at INFO: thousands of lines under load.
         log_level="debug" if settings.log_level == "debug" else "warning",
         access_log=settings.log_level == "debug",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=shutdown.SOCKETS_SECONDS,
     )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with the shutdown watchdog armed by the first stop signal."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.watchdog = shutdown.Watchdog()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.watchdog.start()
+        super().handle_exit(sig, frame)
 
 
 def serve(settings: Settings) -> int:
@@ -195,7 +214,7 @@ def serve(settings: Settings) -> int:
         return 2
     host, port = sock.getsockname()[:2]
     config = uvicorn_config(create_app(settings), settings)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     shown = f"[{host}]" if ":" in host else host
     # Printed whatever the log level: operators and scripts (port 0) need this line.
     print(
@@ -203,7 +222,21 @@ def serve(settings: Settings) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server.run(sockets=[sock])
+    # uvicorn restores the signal handlers it found and raises the signal that stopped it
+    # again once it has shut down: with the default handlers in place that kills the process
+    # (exit status -15 for SIGTERM) after an orderly drain. These handlers take it instead.
+    stopped_by: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: stopped_by.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped_by:
+        log.info("collab stopped (signal %d)", stopped_by[0])
     return 0
 
 

@@ -64,7 +64,7 @@ from server.access import Right, Subject
 from server.api.common import ApiError, Model, validation_problem
 from server.authn import Principal
 from server.connection import Connection
-from server.errors import RoomNotFound, RoomUnavailable
+from server.errors import STORAGE_DETAIL, RoomNotFound, RoomUnavailable
 from server.notifications import iso, notifier, snippet
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def store_errors(what: str = "comment") -> Iterator[None]:
         raise ApiError(409, "conflict", str(exc)) from exc
     except StorageError as exc:
         raise ApiError(
-            503, "storage unavailable", str(exc) or type(exc).__name__, headers={"Retry-After": "5"}
+            503, "storage unavailable", STORAGE_DETAIL, headers={"Retry-After": "5"}
         ) from exc
 
 
@@ -234,7 +234,7 @@ class CommentService:
         try:
             return await self._collab.access.right(actor.subject, document_id)
         except StorageError as exc:
-            raise ApiError(503, "storage unavailable", str(exc)) from exc
+            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
 
     async def require(
         self, actor: Principal, document_id: str, needed: Right, hidden: str = "document"
@@ -446,7 +446,7 @@ class CommentService:
                 subject = Subject(str(user.id), user.role, user.status == "active")
                 right = await self._collab.access.right(subject, document_id)
             except StorageError as exc:
-                raise ApiError(503, "storage unavailable", str(exc)) from exc
+                raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
             if right < Right.VIEW:
                 blind.append(str(user_id))
         if unknown:

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 from crdt.errors import InvalidUpdate
 from crdt.ids import InvalidRoomName
-from persistence.errors import DocumentFrozen, StorageError
+from persistence.errors import (
+    DocumentFrozen,
+    DocumentNotFound,
+    DocumentTooLarge,
+    RecordNotFound,
+    StorageConflict,
+    StorageError,
+    ValueTooLarge,
+)
 from protocol.errors import MalformedMessage, MessageTooLarge
 from protocol.jsontext import JsonTooDeep
 from server.auth import AuthError
@@ -32,6 +40,11 @@ class RoomUnavailable(CollabError):
     """The room's stored state could not be read: refuse rather than start from empty."""
 
 
+class RoomUnavailableForNow(RoomUnavailable):
+    """The room's stored state cannot be read now (its storage is unavailable): retrying
+    in a few seconds may succeed (close 1013)."""
+
+
 class SlowConsumer(CollabError):
     """The client fell further behind than the configured buffer allows."""
 
@@ -48,6 +61,19 @@ class RateLimited(CollabError):
     """Too many actions of one kind by one user; ``retry_after`` seconds until allowed."""
 
     def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooManySockets(CollabError):
+    """The user already holds as many open sockets on this node as allowed."""
+
+
+class ServiceUnavailable(CollabError):
+    """A service this needs (the coordinator: Redis) is down and nothing local can stand in
+    for it; ``retry_after`` seconds is a reasonable wait (close 1013, HTTP 503)."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -74,9 +100,12 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (AuthError, ErrorKind(4401, 401, "unauthenticated")),
     (PermissionDenied, ErrorKind(4403, 403, "forbidden")),
     (RateLimited, ErrorKind(4429, 429, "too many requests")),
+    (TooManySockets, ErrorKind(4430, 429, "too many open sockets")),
     (RoomNotFound, ErrorKind(4404, 404, "room not found")),
+    (RoomUnavailableForNow, ErrorKind(1013, 503, "try again later")),
     (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
     (DocumentFrozen, ErrorKind(4409, 409, "document in review")),
+    (ServiceUnavailable, ErrorKind(1013, 503, "try again later")),
     (StorageError, ErrorKind(1011, 503, "storage unavailable")),
     (SlowConsumer, ErrorKind(1013, 503, "client too slow")),
     (Overloaded, ErrorKind(1013, 503, "overloaded")),
@@ -94,13 +123,30 @@ def classify(exc: BaseException) -> ErrorKind:
     return UNEXPECTED
 
 
+# What a client is told of a storage failure: its text names drivers, hosts and keys.
+STORAGE_DETAIL = "a storage service is unavailable; retry shortly"
+
+# Storage errors whose text is about the request (not found, conflict, too large): sent.
+_TOLD = (DocumentNotFound, RecordNotFound, StorageConflict, ValueTooLarge, DocumentTooLarge)
+
+
+def public_detail(exc: BaseException) -> str:
+    """The detail of ``exc`` that may be sent to a client: its text for the errors the
+    server raises on purpose and the storage errors about the request, nothing (``""``) for
+    other storage errors and unexpected ones (their text stays in the log)."""
+    if isinstance(exc, StorageError) and not isinstance(exc, _TOLD):
+        return ""
+    if classify(exc) is UNEXPECTED:
+        return ""
+    return str(exc)
+
+
 def close_reason(exc: BaseException) -> str:
-    """A close reason safe to send: the title plus detail for expected errors only.
+    """A close reason safe to send: the title plus :func:`public_detail`.
 
     RFC 6455 limits the close frame payload to 125 bytes, 2 of them the code.
     """
     kind = classify(exc)
-    if kind is UNEXPECTED:
-        return kind.title
-    reason = f"{kind.title}: {exc}" if str(exc) else kind.title
+    detail = public_detail(exc)
+    reason = f"{kind.title}: {detail}" if detail else kind.title
     return reason.encode("utf-8")[:123].decode("utf-8", "ignore")

@@ -40,6 +40,7 @@ from protocol.events import AppEvent
 from server.access import RESOURCE_TYPE, Right
 from server.authn import Principal
 from server.connection import error_event
+from server.errors import STORAGE_DETAIL
 
 if TYPE_CHECKING:
     from server.app import Collab
@@ -312,7 +313,8 @@ class SectionLockService:
         except LockHeld as held:
             conn.send_event(_refusal(4409, "section locked", str(held), section_id, held.holder))
         except StorageError as exc:
-            conn.send_event(_refusal(4503, "locks unavailable", str(exc), section_id, None))
+            log.warning("locks: %s of %s unavailable: %s", section_id, document_id, exc)
+            conn.send_event(_refusal(4503, "locks unavailable", STORAGE_DETAIL, section_id, None))
 
     def on_unlock_event(self, room: Room, conn: Connection, event: AppEvent) -> None:
         """``{"type": "unlock", "section": S}`` (``"force": true`` for admins)."""
@@ -348,7 +350,8 @@ class SectionLockService:
                 detail = f"section {section_id} is not locked"
                 conn.send_event(_refusal(4404, "not locked", detail, section_id, None))
         except StorageError as exc:
-            conn.send_event(_refusal(4503, "locks unavailable", str(exc), section_id, None))
+            log.warning("locks: %s of %s unavailable: %s", section_id, document_id, exc)
+            conn.send_event(_refusal(4503, "locks unavailable", STORAGE_DETAIL, section_id, None))
 
     # -- joins and leaves -----------------------------------------------------------------
 

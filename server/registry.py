@@ -21,11 +21,11 @@ from crdt.document import RoomDoc
 from crdt.errors import InvalidUpdate
 from crdt.ids import RoomName
 from crdt.outline import Outline
-from persistence.errors import StorageError
+from persistence.errors import StorageError, StorageUnavailable
 from persistence.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
 from server.connection import Connection
-from server.errors import RoomNotFound, RoomUnavailable
+from server.errors import RoomNotFound, RoomUnavailable, RoomUnavailableForNow
 from server.rooms import Room, RoomHooks
 from server.settings import Settings
 
@@ -159,6 +159,9 @@ class RoomRegistry:
         """Rebuild a room's document from storage; RoomUnavailable if it cannot be read."""
         try:
             stored = await self._store.load(key)
+        except StorageUnavailable as exc:
+            log.error("room %s: cannot read stored state now: %s", key, exc)
+            raise RoomUnavailableForNow(f"room {key} cannot be loaded now; retry in 5 s") from exc
         except StorageError as exc:
             log.error("room %s: cannot read stored state: %s", key, exc)
             raise RoomUnavailable(f"stored state of {key} cannot be read") from exc
@@ -346,18 +349,23 @@ class RoomRegistry:
         await waiter
 
     async def close(self) -> None:
-        """Flush and compact every loaded room (used at shutdown, after sockets closed)."""
+        """Flush and compact every loaded room, all rooms at once (used at shutdown, after
+        sockets closed). Never raises StorageError (a failed compaction keeps the journal
+        and is logged); the caller bounds the time (cancelling leaves the rest undone)."""
         for timer in self._unload_timers.values():
             timer.cancel()
         self._unload_timers.clear()
-        for room in list(self._rooms.values()):
-            await room.flushed()
-            if room.failed is None and room.journal_length:
-                try:
-                    await self._store.compact(room.key, room.full_state())
-                except StorageError as exc:
-                    log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
+        rooms = list(self._rooms.values())
+        await asyncio.gather(*(self._close_room(room) for room in rooms))
         self._rooms.clear()
+
+    async def _close_room(self, room: Room) -> None:
+        await room.flushed()
+        if room.failed is None and room.journal_length:
+            try:
+                await self._store.compact(room.key, room.full_state())
+            except StorageError as exc:
+                log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
 
     def _retire(self, room: Room) -> None:
         """Keep an unloaded room's counters in the totals."""

@@ -28,6 +28,8 @@ from server.admin import first_admin_hint, token_service
 from server.audit import AuditTrail, EditTally
 from server.authn import Authenticator, ensure_dev_user
 from server.settings import Settings
+from server.shutdown import CLOSE_SECONDS as CLOSE
+from server.shutdown import bounded
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,10 @@ async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) ->
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await migrate(url)
     relational = await open_relational(url)
-    stack.push_async_callback(relational.aclose)
+    stack.push_async_callback(bounded, "closing the relational stores", relational.aclose, CLOSE)
     await relational.check_schema()
     coordinator = await open_coordinator(settings)
-    stack.push_async_callback(coordinator.aclose)
+    stack.push_async_callback(bounded, "closing the coordinator", coordinator.aclose, CLOSE)
     dev_user = await ensure_dev_user(relational.users) if settings.insecure_dev else None
     admins = await relational.users.find(UserQuery(role="admin", status="active", limit=1))
     if admins.total == 0:
@@ -91,15 +93,20 @@ async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) ->
         cookie_name=settings.session_cookie,
         dev_user=dev_user,
         cache_ttl=settings.access_cache_seconds,
+        outage_grace=settings.session_outage_grace_seconds,
     )
     audit = AuditTrail(relational.audit if settings.audit else NullAuditStore())
     await audit.start()
-    stack.push_async_callback(audit.aclose)
+    # The trail writes what is queued for at most CLOSE_SECONDS, then says what it lost.
+    stack.push_async_callback(
+        bounded, "closing the audit trail", lambda: audit.aclose(CLOSE), CLOSE + 1.0
+    )
     edits: EditTally | None = None
     if settings.audit:
         edits = EditTally(audit)
         await edits.start()
-        stack.push_async_callback(edits.aclose)  # closes first: its last rows reach the trail
+        # Closes first: its last rows reach the trail.
+        stack.push_async_callback(bounded, "closing the edit tally", edits.aclose, CLOSE)
     else:
         log.warning("audit is off (COLLAB_AUDIT=false): no audit or data-access rows are written")
     return Services(relational, coordinator, authn, audit, edits)

@@ -41,6 +41,26 @@ class Settings(BaseSettings):
     compact_after_updates: int = Field(
         1000, ge=1, description="journal entries after which a room is compacted"
     )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a request head (request line and headers) must be complete this long "
+        "after its first byte (after the connection opened, for the first request); "
+        "otherwise the connection is closed (408)",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=8 * 1024,
+        le=1024 * 1024,
+        description="largest request head accepted (431 past it; a request line past 8 KiB "
+        "gets 414)",
+    )
+    max_sockets_per_user: int = Field(
+        200,
+        ge=1,
+        description="WebSockets one user may hold open at once on this node; more are "
+        "closed with 4429",
+    )
     ping_interval: float = Field(20.0, gt=0, description="seconds between keepalive pings")
     ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong")
     create_on_join: bool = Field(True, description="joining an unknown room creates it")
@@ -101,6 +121,12 @@ class Settings(BaseSettings):
         le=4.0,
         description="how long a user's status and rights are cached; changes reach open "
         "connections within twice this plus the recheck interval (under 5 s)",
+    )
+    session_outage_grace_seconds: float = Field(
+        900.0,
+        ge=0,
+        description="while Redis is down, sessions this node verified within this many "
+        "seconds are still accepted (others: close 1013, retry later); 0: refuse all",
     )
     rate_messages_per_second: int = Field(
         200,

@@ -56,6 +56,7 @@ class Snapshotter:
         self._last_change: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._flushing = False  # set by flush(): no timer is armed after it
         self.snapshots_written = 0
         self.failures = 0
         # Called after each debounced write (the revision time policy hangs here).
@@ -69,6 +70,8 @@ class Snapshotter:
     def touched(self, document_id: str) -> None:
         """A room of ``document_id`` changed. Called for every edit: it only notes the time,
         and arms one timer per dirty document (not one per keystroke). Never blocks."""
+        if self._flushing:
+            return
         now = time.monotonic()
         self._last_change[document_id] = now
         self._first_change.setdefault(document_id, now)
@@ -93,6 +96,8 @@ class Snapshotter:
     def _start(self, document_id: str) -> None:
         self._timers.pop(document_id, None)
         if document_id in self._running:
+            if self._flushing:
+                return  # flush waits for the running write
             # One write per document at a time: look again when the current one is done.
             self._timers[document_id] = asyncio.get_running_loop().call_later(
                 self._idle, self._start, document_id
@@ -129,7 +134,11 @@ class Snapshotter:
                     log.warning("document %s: snapshot claim not released: %s", document_id, exc)
 
     def _retry(self, document_id: str, started: float | None) -> None:
-        """Mark the document dirty again, so that a timer writes it later."""
+        """Mark the document dirty again, so that a timer writes it later (not once
+        :meth:`flush` has begun: the task group is closing)."""
+        if self._flushing:
+            log.warning("document %s: snapshot not written at shutdown", document_id)
+            return
         now = time.monotonic()
         self._first_change.setdefault(document_id, started if started is not None else now)
         self._last_change.setdefault(document_id, now)
@@ -175,7 +184,9 @@ class Snapshotter:
             log.info("document %s has no record (deleted): content not stored", document_id)
 
     async def flush(self) -> None:
-        """Write every dirty document now and wait for running writes (shutdown)."""
+        """Write every dirty document now and wait for running writes (shutdown): failed
+        writes are not retried after this."""
+        self._flushing = True
         for document_id in list(self._timers):
             self._timers.pop(document_id).cancel()
             self._start(document_id)

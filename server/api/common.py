@@ -34,7 +34,13 @@ from protocol.jsontext import parse_json
 from server.access import Right
 from server.auth import AuthError
 from server.authn import Principal, origin_allowed
-from server.errors import PermissionDenied, RateLimited, classify
+from server.errors import (
+    STORAGE_DETAIL,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+    classify,
+)
 
 if TYPE_CHECKING:
     from server.app import Collab
@@ -277,6 +283,14 @@ def access_logged(
     collab_of(request).audit.access(principal.context.access(document_id, access_type, sensitivity))
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A service is down for now (the coordinator): 503 with Retry-After."""
+    assert isinstance(exc, ServiceUnavailable)
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    retry = max(1, round(exc.retry_after))
+    return problem_response(503, "try again later", str(exc), headers={"Retry-After": str(retry)})
+
+
 def exception_handlers() -> dict[
     Any, Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 ]:
@@ -285,7 +299,8 @@ def exception_handlers() -> dict[
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         if exc.status >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc)
+            # The detail sent is generic; the cause (a driver's text) is logged here.
+            log.error("%s %s: %s (%r)", request.method, request.url.path, exc, exc.__cause__)
         return problem_response(
             exc.status, exc.title, exc.detail, headers=exc.headers, extra=exc.extra
         )
@@ -317,7 +332,9 @@ def exception_handlers() -> dict[
         if isinstance(exc, ValueTooLarge):
             return problem_response(413, "too large", str(exc))
         log.error("%s %s: storage error: %s", request.method, request.url.path, exc)
-        return problem_response(503, "storage unavailable", str(exc), headers={"Retry-After": "5"})
+        return problem_response(
+            503, "storage unavailable", STORAGE_DETAIL, headers={"Retry-After": "5"}
+        )
 
     async def http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -332,6 +349,7 @@ def exception_handlers() -> dict[
         AuthError: auth_error,
         PermissionDenied: forbidden,
         RateLimited: limited,
+        ServiceUnavailable: _unavailable,
         StorageError: storage,
         HTTPException: http,
         Exception: unexpected,

@@ -1264,3 +1264,18 @@ async def test_appends_queued_together_share_one_entry(backend: Backend) -> None
     assert len(stored.journal) < len(updates)
     assert node.appends_merged == len(updates) - len(stored.journal)
     assert _rebuild(stored.updates()) == str(text)
+
+
+async def test_compacting_the_state_another_node_stored_is_a_no_op(backend: Backend) -> None:
+    """Node B loaded the room before any state was stored and has marked nothing; node A
+    stores a state at a real position. B then compacts the very same state (a node stopped
+    right after loading): no StorageConflict, and the stored position stays A's."""
+    node_a, node_b = backend.node("node-a", follow=True), backend.node("node-b", follow=True)
+    await asyncio.wait_for(node_a.append("d/s", b"a1"), WAIT)
+    assert await node_b.load("d/s") == StoredRoom(None, (b"a1",))
+    ids = await _ids(backend, "d")
+    node_a.mark_applied("d/s", ids[b"a1"])
+    await asyncio.wait_for(node_a.compact("d/s", b"state-1"), WAIT)
+    await asyncio.wait_for(node_b.compact("d/s", b"state-1"), WAIT)
+    assert await _saved_seq(backend, "d/s") == journal_seq(ids[b"a1"])
+    assert await backend.node("node-c").load("d/s") == StoredRoom(b"state-1", ())

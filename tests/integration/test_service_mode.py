@@ -13,8 +13,8 @@ from persistence.service_store import ServiceRoomStore
 from persistence.sqlite_content import SqliteContentStore
 from protocol.events import decode_event
 from protocol.ysync import AppEventMessage
-from server.app import open_store
 from server.settings import Settings
+from server.stores import open_store
 from tests.conftest import StartServer
 from tests.services.redis import StartRedis
 

@@ -1,5 +1,6 @@
-"""A journal that refuses writes: nothing unsaved is shown, clients are told (1011), and their
-edits arrive once storage is back and they reconnect."""
+"""A journal that refuses writes: nothing unsaved is shown, clients are told (1011; 1013 for
+a room that cannot be loaded yet), and their edits arrive once storage is back and they
+reconnect."""
 
 from __future__ import annotations
 
@@ -48,9 +49,12 @@ async def test_failed_journal_write_closes_the_room_and_nothing_is_lost(
         assert await reader.wait_closed() == 1011
         assert await writer.wait_closed() == 1011
         assert str(reader.text) == "saved "
-        # While storage is down the room refuses to open rather than start empty.
+        # While storage is down the room refuses to open rather than start empty, and says
+        # to try again later (1013), without the storage's error text.
         refused = await YClient(server.ws_url, "flaky/s").connect()
-        assert await refused.wait_closed() == 1011
+        assert await refused.wait_closed() == 1013
+        assert "retry in 5 s" in refused.close_reason
+        assert "disk on fire" not in refused.close_reason
     store.failing = False
     # The writer's client still holds its edit and sends it when it reconnects.
     back = YClient(server.ws_url, "flaky/s")
