@@ -66,7 +66,7 @@ class YClient:
         self._local: list[bytes] = []
         self._awareness_clock = 0
         self._remote = False
-        self.doc.observe(self._on_transaction)
+        self._subscription: pycrdt.Subscription | None = self.doc.observe(self._on_transaction)
 
     @property
     def client_id(self) -> int:
@@ -78,6 +78,8 @@ class YClient:
 
     async def connect(self, timeout: float = 10.0) -> YClient:
         """Open the socket and send sync step 1; ``synced`` is set on the server's step 2."""
+        if self._subscription is None:
+            self._subscription = self.doc.observe(self._on_transaction)
         self._ws = await asyncio.wait_for(
             websockets.connect(
                 self.url, max_size=None, compression=None, additional_headers=self.headers
@@ -179,6 +181,11 @@ class YClient:
         return self.close_code
 
     async def close(self) -> None:
+        """Close the socket and release the document's observer (a pycrdt Doc with an
+        observer is never freed); the document stays readable and can reconnect."""
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

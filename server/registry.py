@@ -160,6 +160,7 @@ class RoomRegistry:
         try:
             doc.load(stored.updates())
         except InvalidUpdate as exc:
+            doc.close()
             log.error("room %s: stored state is corrupted: %s", key, exc)
             raise RoomUnavailable(f"stored state of {key} is corrupted") from exc
         return doc, stored
@@ -170,6 +171,7 @@ class RoomRegistry:
             await self._ensure_section(name.outline(), name.section_id)
         doc, stored = await self._read_doc(key)
         if stored.is_empty and name.is_outline and not self._settings.create_on_join:
+            doc.close()
             raise RoomNotFound(f"document {name.document_id} does not exist")
         room = self._new_room(name, doc, journal_length=len(stored.journal))
         if stored.is_empty and name.is_outline:
@@ -258,6 +260,9 @@ class RoomRegistry:
         except RoomUnavailable as exc:
             room.fail(exc)
             return
+        if room.failed is not None:
+            doc.close()
+            return
         room.replace_doc(doc)
         log.info("room %s: rebuilt from storage", room.key)
 
@@ -345,10 +350,14 @@ class RoomRegistry:
                     await self._store.compact(room.key, room.full_state())
                 except StorageError as exc:
                     log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
+        for room in self._rooms.values():
+            room.doc.close()
         self._rooms.clear()
 
     def _retire(self, room: Room) -> None:
-        """Keep an unloaded room's counters in the totals."""
+        """Keep an unloaded (or failed) room's counters in the totals and release its
+        document: nothing reads a room's memory once it left the registry."""
+        room.doc.close()
         self._retired["updates_applied_total"] += room.updates_applied
         self._retired["updates_merged_total"] += room.updates_merged
         self._retired["frames_broadcast_total"] += room.frames_broadcast

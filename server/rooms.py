@@ -423,8 +423,10 @@ class Room:
             self._relay_awareness(REMOTE_OWNER, None, accepted)
 
     def replace_doc(self, doc: RoomDoc) -> None:
-        """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
-        self.doc = doc
+        """Swap in a rebuilt document (closing the tainted one) and replay the messages held
+        meanwhile, in order."""
+        tainted, self.doc = self.doc, doc
+        tainted.close()
         if self._text is not None:
             self._text = section_content(doc.doc)
         held, self._held = self._held or [], None

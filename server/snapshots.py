@@ -12,6 +12,7 @@ next flush; the document stays dirty meanwhile. Shutdown flushes every dirty doc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -147,21 +148,24 @@ class Snapshotter:
         return content
 
     async def render(self, document_id: str) -> BusinessContent:
-        """The derived content of ``document_id`` as the rooms hold it now."""
-        outline_doc = await self._doc(str(RoomName(document_id)))
-        sections = Outline(outline_doc.doc).sections()
-        pairs = []
-        for section in sections:
-            doc = await self._doc(str(RoomName(document_id, section.id)))
-            pairs.append((section, section_text(doc.doc)))
+        """The derived content of ``document_id`` as the rooms hold it now. Rooms that are
+        not loaded are read from the room store into temporary documents, closed after."""
+        with contextlib.ExitStack() as temporary:
+            outline_doc = await self._doc(str(RoomName(document_id)), temporary)
+            sections = Outline(outline_doc.doc).sections()
+            pairs = []
+            for section in sections:
+                doc = await self._doc(str(RoomName(document_id, section.id)), temporary)
+                pairs.append((section, section_text(doc.doc)))
         return render_business_content(pairs)
 
-    async def _doc(self, room: str) -> RoomDoc:
+    async def _doc(self, room: str, temporary: contextlib.ExitStack) -> RoomDoc:
         live = self._live_doc(room)
         if live is not None:
             return live
-        doc = RoomDoc()
-        doc.load((await self._rooms.load(room)).updates())
+        stored = await self._rooms.load(room)
+        doc = temporary.enter_context(RoomDoc())
+        doc.load(stored.updates())
         return doc
 
     async def _store(self, document_id: str, content: BusinessContent) -> None:
