@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from typing import Any
 
 import pycrdt
 
@@ -17,7 +18,7 @@ def _docs_alive() -> int:
 
 
 def test_anchors_release_their_scratch_copies() -> None:
-    doc: pycrdt.Doc[object] = pycrdt.Doc()
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
     text = doc.get("content", type=pycrdt.Text)
     text.insert(0, "a sentence to comment on")
     anchor = create_anchor(text, 2, 10)
@@ -37,7 +38,7 @@ def test_a_room_doc_dropped_without_close_is_still_freed() -> None:
 
 
 def test_close_is_idempotent_and_the_document_stays_readable() -> None:
-    source: pycrdt.Doc[object] = pycrdt.Doc()
+    source: pycrdt.Doc[Any] = pycrdt.Doc()
     source.get("content", type=pycrdt.Text).insert(0, "readable")
     with RoomDoc() as doc:
         doc.load([source.get_update()])
