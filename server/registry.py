@@ -112,10 +112,13 @@ class RoomRegistry:
         self._unload_when_idle(room)
 
     def _unload_when_idle(self, room: Room) -> None:
+        # A connection's leave can come twice (the session's, then its close chain's) and
+        # the second may land while the room is already being unloaded: never twice.
         if (
             not room.connections
             and self._rooms.get(room.key) is room
             and room.key not in self._unload_timers
+            and room.key not in self._unloading
         ):
             loop = asyncio.get_running_loop()
             self._unload_timers[room.key] = loop.call_later(
@@ -299,7 +302,7 @@ class RoomRegistry:
 
     def _start_unload(self, room: Room) -> None:
         self._unload_timers.pop(room.key, None)
-        if room.connections or self._rooms.get(room.key) is not room:
+        if room.connections or self._rooms.get(room.key) is not room or room.key in self._unloading:
             return
         if room.name.is_outline and self._has_sections_loaded(room.name.document_id):
             # The outline stays while sections of its document are loaded: the snapshotter
