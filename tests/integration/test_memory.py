@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from collections.abc import Iterator
 
 import httpx
 import pycrdt
+import pytest
 
+from loadtests import bench_memory
 from loadtests.client import YClient
+from loadtests.harness import ServerProcess
 from tests.conftest import StartServer
 
 
@@ -84,3 +88,34 @@ async def test_fresh_reads_of_unloaded_documents_leave_no_document(
             assert "kept kept" in response.json()["content"]["markdown"]
     assert registry.stats()["rooms"] == 0
     assert _docs_alive() <= before
+
+
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A ``collab serve`` child process that unloads a room as soon as it is empty."""
+    with ServerProcess(tmp_path_factory.mktemp("memory"), env=bench_memory.ENV) as server:
+        yield server
+
+
+async def test_a_leave_during_the_unload_does_not_unload_twice(
+    idle_server: ServerProcess,
+) -> None:
+    """Two clients leave a 1 MB room one after the other: the second leave used to land
+    while the room was being unloaded and start a second unload, whose bookkeeping failed
+    and shut the whole server down."""
+    size = 1 << 20
+    async with httpx.AsyncClient(base_url=idle_server.http_url, timeout=30) as http:
+        await bench_memory.write_room(idle_server.ws_url, http, "twice/s", size)
+        unloaded = (await bench_memory.health(http))["rooms_unloaded_total"]
+        await bench_memory.join_and_leave(idle_server.ws_url, http, "twice/s", size, unloaded)
+        assert (await http.get("/healthz")).json()["status"] == "ok"
+
+
+async def test_rss_stays_bounded_over_many_loads_and_unloads(
+    idle_server: ServerProcess,
+) -> None:
+    """200 load/unload cycles of a 1 MB room: a leaked document costs about 1 MB each, so
+    the bound (60 MB) is far above noise and far below a leak."""
+    result = await bench_memory.cycles(idle_server, 200, 1 << 20)
+    growth = (result["rss_end_bytes"] - result["rss_warm_bytes"]) / 1e6
+    assert growth < 60, result
