@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from crdt.errors import InvalidUpdate
 from crdt.ids import InvalidRoomName
-from persistence.errors import StorageError
+from persistence.errors import DocumentTooLarge, StorageError
 from protocol.errors import MalformedMessage, MessageTooLarge
 from server.auth import AuthError
 
@@ -74,6 +74,7 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (RateLimited, ErrorKind(4429, 429, "too many requests")),
     (RoomNotFound, ErrorKind(4404, 404, "room not found")),
     (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
+    (DocumentTooLarge, ErrorKind(1009, 413, "document too large")),
     (StorageError, ErrorKind(1011, 503, "storage unavailable")),
     (SlowConsumer, ErrorKind(1013, 503, "client too slow")),
     (Overloaded, ErrorKind(1013, 503, "overloaded")),
