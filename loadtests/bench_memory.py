@@ -110,6 +110,11 @@ async def cycles(server: ServerProcess, count: int, size: int) -> dict[str, Any]
     }
 
 
+async def _join(client: YClient) -> None:
+    await client.connect(timeout=120)
+    await asyncio.wait_for(client.synced.wait(), 120)
+
+
 async def many_rooms(server: ServerProcess, rooms: int, batch: int) -> dict[str, Any]:
     """Join ``rooms`` sections (one document each) in batches of open clients, then leave
     all; RSS before, with every room loaded, and after they all unloaded."""
@@ -124,7 +129,7 @@ async def many_rooms(server: ServerProcess, rooms: int, batch: int) -> dict[str,
                     for index in range(first, min(first + batch, rooms))
                 ]
                 clients.extend(opened)
-                await asyncio.gather(*(client.__aenter__() for client in opened))
+                await asyncio.gather(*(_join(client) for client in opened))
             loaded = await health(http)
         finally:
             await asyncio.gather(*(client.close() for client in clients))
@@ -145,6 +150,7 @@ async def measure(count: int, size: int, rooms: int, batch: int) -> dict[str, An
     with tempfile.TemporaryDirectory(prefix="collab-bench-memory-") as tmp:
         with ServerProcess(Path(tmp) / "cycles", env=ENV) as server:
             results["cycles"] = await cycles(server, count, size)
+        print(json.dumps(results["cycles"]), flush=True)
         if rooms:
             with ServerProcess(Path(tmp) / "rooms", env=ENV) as server:
                 results["many_rooms"] = await many_rooms(server, rooms, batch)
@@ -177,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=1000, help="load/unload cycles (1,000)")
     parser.add_argument("--room-kb", type=int, default=1024, help="room size in KiB (1,024)")
     parser.add_argument("--rooms", type=int, default=5000, help="rooms joined at once (5,000)")
-    parser.add_argument("--batch", type=int, default=250, help="clients opened at a time (250)")
+    parser.add_argument("--batch", type=int, default=50, help="clients opened at a time (50)")
     args = parser.parse_args(argv)
     if not 1 <= args.cycles <= 10_000 or not 1 <= args.room_kb <= 8 * 1024:
         parser.error("--cycles must be 1..10000 and --room-kb 1..8192")

@@ -134,14 +134,15 @@ class Settings(BaseSettings):
         300.0, gt=0, description="...up to this long between attempts"
     )
     max_section_bytes: int = Field(
-        4 * 1024 * 1024,
+        2 * 1024 * 1024,
         ge=1024,
         description="encoded CRDT state a room (section or outline) may reach; updates past "
         "it are refused",
     )
     max_document_bytes: int = Field(
-        12 * 1024 * 1024,
+        3 * 1024 * 1024,
         ge=1024,
-        description="encoded CRDT state all rooms of a document may reach together (under the "
-        "16 MB record limit with the inline revisions); updates past it are refused",
+        description="encoded CRDT state all rooms of a document may reach together; updates "
+        "past it are refused. Its record holds the text twice (markdown and sections) plus "
+        "once per inline revision, under 16 MB: keep it at 3 MiB or less",
     )
