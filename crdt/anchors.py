@@ -59,7 +59,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Assoc, Doc, StickyIndex, Text, TransactionEvent
+from pycrdt import Assoc, Doc, StickyIndex, Subscription, Text, TransactionEvent
 
 from crdt.errors import CrdtError
 
@@ -132,9 +132,9 @@ def create_anchor(text: Text, start: int, end: int) -> Anchor:
         raise ValueError(
             f"anchor range [{start}, {end}) must satisfy 0 <= start < end <= {len(value)}"
         )
-    probe = _Probe(text, value)
-    first_client, first_clock, _ = probe.char_at(start)
-    last_client, last_clock, last_units = probe.char_at(end - 1)
+    with _Probe(text, value) as probe:
+        first_client, first_clock, _ = probe.char_at(start)
+        last_client, last_clock, last_units = probe.char_at(end - 1)
     return Anchor(
         _encode(first_client, first_clock, _AFTER),
         _encode(last_client, last_clock + last_units - 1, _BEFORE),
@@ -156,23 +156,29 @@ def resolve_anchors(text: Text, anchors: Sequence[Anchor]) -> list[Resolved | Or
     """:func:`resolve_anchor` for many anchors of one text, sharing one scratch copy."""
     value = str(text)
     known = _state_vector(text.doc.get_state())
-    probe = _Probe(text, value)
     results: list[Resolved | Orphaned] = []
-    for anchor in anchors:
-        first = _parse(anchor.start, "start", _AFTER)
-        last = _parse(anchor.end, "end", _BEFORE)
-        for name, (client, clock) in (("start", first), ("end", last)):
-            if clock >= known.get(client, 0):
-                raise InvalidAnchor(f"anchor {name} names a character this document does not hold")
-        start, start_live = _locate(text, probe, first)
-        end, end_live = _locate(text, probe, last)
-        if end_live:
-            end += 1  # the edge is just after its (last) character
-        if not (start_live or end_live) or start >= end:
-            results.append(Orphaned(anchor.quote))
-        else:
-            results.append(Resolved(start, end, value[start:end]))
+    with _Probe(text, value) as probe:
+        for anchor in anchors:
+            results.append(_resolve_one(text, probe, known, value, anchor))
     return results
+
+
+def _resolve_one(
+    text: Text, probe: _Probe, known: dict[int, int], value: str, anchor: Anchor
+) -> Resolved | Orphaned:
+    """One anchor of :func:`resolve_anchors`, with the shared probe and state vector."""
+    first = _parse(anchor.start, "start", _AFTER)
+    last = _parse(anchor.end, "end", _BEFORE)
+    for name, (client, clock) in (("start", first), ("end", last)):
+        if clock >= known.get(client, 0):
+            raise InvalidAnchor(f"anchor {name} names a character this document does not hold")
+    start, start_live = _locate(text, probe, first)
+    end, end_live = _locate(text, probe, last)
+    if end_live:
+        end += 1  # the edge is just after its (last) character
+    if not (start_live or end_live) or start >= end:
+        return Orphaned(anchor.quote)
+    return Resolved(start, end, value[start:end])
 
 
 def _locate(text: Text, probe: _Probe, char: CharId) -> tuple[int, bool]:
@@ -225,12 +231,27 @@ class _Probe:
         self._updates: list[bytes] = []
         self._deleted: list[int] = []  # offsets (in the original) deleted in the copy
         self._ids: dict[int, tuple[int, int, int]] = {}
+        self._subscription: tuple[Doc[Any], Subscription] | None = None
+
+    def __enter__(self) -> _Probe:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the scratch copy (a pycrdt Doc with an observer is never freed while the
+        subscription lives). Idempotent."""
+        if self._subscription is not None:
+            doc, subscription = self._subscription
+            self._subscription = None
+            doc.unobserve(subscription)
 
     def _copy(self) -> Text:
         if self._scratch is None:
             doc: Doc[Any] = Doc()
             doc.apply_update(self._text.doc.get_update())
-            self._subscription = doc.observe(self._on_transaction)
+            self._subscription = (doc, doc.observe(self._on_transaction))
             self._scratch = doc.get(self._root, type=Text)
         return self._scratch
 

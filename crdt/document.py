@@ -16,11 +16,21 @@ sees it, in microseconds.
 Yrs cannot roll a transaction back: an update that fails half-way may leave the structs it
 integrated before the failure in the document. :attr:`RoomDoc.tainted` says so, and the
 owner must then rebuild the document from storage before anything of it is shown again.
+
+A pycrdt ``Doc`` with an ``observe()`` callback is never freed while the subscription lives
+(pycrdt keeps the document in the callback it hands to the Rust core, out of the garbage
+collector's sight). A :class:`RoomDoc` is therefore a resource: its owner calls
+:meth:`RoomDoc.close` (or uses it as a context manager) when done with it. As a safety net the
+callback holds the wrapper only weakly, and a wrapper that is dropped without ``close()``
+releases its subscription when it is collected.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
 
 import pycrdt
 
@@ -44,17 +54,33 @@ def _is_rust_panic(exc: BaseException) -> bool:
     return type(exc).__name__ == "PanicException"
 
 
+def _forward_to(ref: weakref.ref[RoomDoc]) -> Callable[[pycrdt.TransactionEvent], None]:
+    def on_transaction(event: pycrdt.TransactionEvent) -> None:
+        owner = ref()
+        if owner is not None:
+            owner._on_transaction(event)
+
+    return on_transaction
+
+
+def _unobserve(doc: pycrdt.Doc[Any], subscription: pycrdt.Subscription) -> None:
+    doc.unobserve(subscription)
+
+
 class RoomDoc:
     """The CRDT state of one room (an outline ``D`` or a section ``D/S``).
 
-    Not thread-safe; owned by one event loop. No method does I/O.
+    Not thread-safe; owned by one event loop. No method does I/O. A resource: call
+    :meth:`close` (or use ``with RoomDoc() as doc:``) when done, so that the pycrdt document
+    can be freed.
     """
 
     __slots__ = (
+        "__weakref__",
         "_changes",
         "_doc",
         "_held_back",
-        "_subscription",
+        "_release",
         "held_back",
         "length_change",
         "tainted",
@@ -63,13 +89,41 @@ class RoomDoc:
     def __init__(self) -> None:
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self._changes: list[bytes] = []
-        self._subscription = self._doc.observe(self._on_transaction)
+        # The callback reaches the wrapper through a weak reference only: pycrdt keeps the
+        # callback (and the Doc) alive until unobserved, so a strong one would pin both.
+        subscription = self._doc.observe(_forward_to(weakref.ref(self)))
+        self._release = weakref.finalize(self, _unobserve, self._doc, subscription)
         # Updates (or parts of them) yrs keeps pending: not in its encoded state, so kept here
         # for :meth:`full_state` until they integrate.
         self._held_back: list[bytes] = []
         self.tainted = False
         self.length_change = 0
         self.held_back = False
+
+    def close(self) -> None:
+        """Release the document's change subscription, so that it can be freed.
+
+        Idempotent; never raises. The document may still be read afterwards (state vector,
+        diff, the model helpers), but changes made to it are no longer reported: a closed
+        document must not be edited or applied to.
+        """
+        self._release()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return not self._release.alive
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     @property
     def doc(self) -> pycrdt.Doc[Any]:

@@ -66,7 +66,12 @@ class YClient:
         self._local: list[bytes] = []
         self._awareness_clock = 0
         self._remote = False
-        self.doc.observe(self._on_transaction)
+        # The document observed (callers may swap ``doc``) and the subscription to release.
+        self._observed: tuple[pycrdt.Doc[Any], pycrdt.Subscription] | None = None
+        self._observe()
+
+    def _observe(self) -> None:
+        self._observed = (self.doc, self.doc.observe(self._on_transaction))
 
     @property
     def client_id(self) -> int:
@@ -78,6 +83,8 @@ class YClient:
 
     async def connect(self, timeout: float = 10.0) -> YClient:
         """Open the socket and send sync step 1; ``synced`` is set on the server's step 2."""
+        if self._observed is None:
+            self._observe()
         self._ws = await asyncio.wait_for(
             websockets.connect(
                 self.url, max_size=None, compression=None, additional_headers=self.headers
@@ -179,6 +186,12 @@ class YClient:
         return self.close_code
 
     async def close(self) -> None:
+        """Close the socket and release the document's observer (a pycrdt Doc with an
+        observer is never freed); the document stays readable and can reconnect."""
+        if self._observed is not None:
+            doc, subscription = self._observed
+            self._observed = None
+            doc.unobserve(subscription)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

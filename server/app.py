@@ -147,6 +147,8 @@ class Collab:
             tasks,
             idle=settings.snapshot_idle_seconds,
             max_wait=settings.snapshot_max_wait_seconds,
+            retry_base=settings.snapshot_retry_seconds,
+            retry_max=settings.snapshot_retry_max_seconds,
         )
         self.registry.on_change = lambda name: self.snapshots.touched(name.document_id)
         self.revisions = Revisions(
@@ -501,12 +503,15 @@ class Collab:
 
 
 def create_app(
-    settings: Settings | None = None, *, room_store: RoomStore | None = None
+    settings: Settings | None = None,
+    *,
+    room_store: RoomStore | None = None,
+    content_store: ContentStore | None = None,
 ) -> Starlette:
     """Build the ASGI app. Nothing starts until the lifespan runs.
 
-    ``room_store`` replaces the store the settings name (tests inject failing stores); the
-    app then closes it at shutdown like its own.
+    ``room_store`` and ``content_store`` replace the stores the settings name (tests inject
+    failing stores); the app then closes them at shutdown like its own.
     """
     settings = settings or Settings()
     # Unique per process and app: the origin of this node's stream entries.
@@ -516,7 +521,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             services = await open_services(settings, stack)
-            content = await open_content_store(settings)
+            content = content_store or await open_content_store(settings)
             stack.push_async_callback(bounded, "closing the content store", content.aclose, CLOSE)
             store = room_store or await open_store(settings, services.coordinator, content, stack)
             # The service store tries to drain its spool for 5 s itself: a second more here.
@@ -580,6 +585,7 @@ async def healthz(request: Request) -> JSONResponse:
             "rss_bytes": rss,
             **collab.registry.stats(),
             **collab.snapshots.stats(),
+            "snapshots": collab.snapshots.health(),
             **(collab.cluster.stats() if collab.cluster is not None else {}),
             "audit": collab.audit.stats(),
         }

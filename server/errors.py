@@ -106,6 +106,7 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (RoomUnavailable, ErrorKind(1011, 503, "room unavailable")),
     (DocumentFrozen, ErrorKind(4409, 409, "document in review")),
     (ServiceUnavailable, ErrorKind(1013, 503, "try again later")),
+    (DocumentTooLarge, ErrorKind(1009, 413, "document too large")),
     (StorageError, ErrorKind(1011, 503, "storage unavailable")),
     (SlowConsumer, ErrorKind(1013, 503, "client too slow")),
     (Overloaded, ErrorKind(1013, 503, "overloaded")),

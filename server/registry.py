@@ -46,6 +46,10 @@ class RoomRegistry:
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._compacting: set[str] = set()
         self._unload_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # Encoded sizes of the rooms of each document (loaded ones as of their last update,
+        # unloaded ones as measured when they unloaded), for the document size cap.
+        self._sizes: dict[str, dict[str, int]] = {}
+        self.updates_refused_too_large = 0
         self.rooms_loaded = 0
         self.rooms_unloaded = 0
         self._retired: collections.Counter[str] = collections.Counter()
@@ -117,6 +121,8 @@ class RoomRegistry:
         self._unload_when_idle(room)
 
     def _unload_when_idle(self, room: Room) -> None:
+        # A connection's leave can come twice (the session's, then its close chain's) and
+        # the second may land while the room is already being unloaded: never twice.
         if (
             not room.connections
             and self._rooms.get(room.key) is room
@@ -169,6 +175,7 @@ class RoomRegistry:
         try:
             doc.load(stored.updates())
         except InvalidUpdate as exc:
+            doc.close()
             log.error("room %s: stored state is corrupted: %s", key, exc)
             raise RoomUnavailable(f"stored state of {key} is corrupted") from exc
         return doc, stored
@@ -179,8 +186,14 @@ class RoomRegistry:
             await self._ensure_section(name.outline(), name.section_id)
         doc, stored = await self._read_doc(key)
         if stored.is_empty and name.is_outline and not self._settings.create_on_join:
+            doc.close()
             raise RoomNotFound(f"document {name.document_id} does not exist")
-        room = self._new_room(name, doc, journal_length=len(stored.journal))
+        room = self._new_room(
+            name,
+            doc,
+            journal_length=len(stored.journal),
+            state_bytes=sum(len(update) for update in stored.updates()),
+        )
         if stored.is_empty and name.is_outline:
             created = datetime.now(UTC).isoformat(timespec="milliseconds")
             room.apply_local(lambda doc: Outline(doc).set_meta("createdAt", created), "created")
@@ -192,7 +205,9 @@ class RoomRegistry:
         )
         return room
 
-    def _new_room(self, name: RoomName, doc: RoomDoc, journal_length: int) -> Room:
+    def _new_room(
+        self, name: RoomName, doc: RoomDoc, journal_length: int, state_bytes: int
+    ) -> Room:
         return Room(
             name,
             doc,
@@ -205,7 +220,35 @@ class RoomRegistry:
             on_edit=self.on_edit,
             hooks=self.hooks,
             journal_length=journal_length,
+            state_bytes=state_bytes,
+            size_guard=self._size_refusal,
         )
+
+    def _size_refusal(self, room: Room, incoming: int) -> str | None:
+        """Why an update of ``incoming`` bytes must be refused (None: accept it): it would
+        take the room past ``max_section_bytes`` or its document past ``max_document_bytes``.
+
+        Cheap: sizes are estimates (exact at the last measure, plus every effective update
+        since); the exact measure (one encode per room) runs only when an estimate says the
+        cap is near.
+        """
+        max_room = self._settings.max_section_bytes
+        max_document = self._settings.max_document_bytes
+        if room.state_bytes + incoming > max_room and room.measure_state() + incoming > max_room:
+            self.updates_refused_too_large += 1
+            return f"room {room.key} would exceed {max_room} bytes"
+        document_id = room.name.document_id
+        sizes = self._sizes.setdefault(document_id, {})
+        sizes[room.key] = room.state_bytes
+        if sum(sizes.values()) + incoming > max_document:
+            for other in self.rooms_of(document_id):
+                sizes[other.key] = other.measure_state()
+            if sum(sizes.values()) + incoming > max_document:
+                self.updates_refused_too_large += 1
+                return f"document {document_id} would exceed {max_document} bytes"
+        # Counted with the update (at most its length: duplicates change nothing).
+        sizes[room.key] = room.state_bytes + incoming
+        return None
 
     async def _ensure_section(
         self, outline_name: RoomName, section_id: str, *, create: bool = True
@@ -269,6 +312,9 @@ class RoomRegistry:
         except RoomUnavailable as exc:
             room.fail(exc)
             return
+        if room.failed is not None:
+            doc.close()
+            return
         room.replace_doc(doc)
         log.info("room %s: rebuilt from storage", room.key)
 
@@ -330,6 +376,9 @@ class RoomRegistry:
         finally:
             if self._rooms.get(room.key) is room:
                 del self._rooms[room.key]
+                self._sizes.setdefault(room.name.document_id, {})[room.key] = (
+                    room.measure_state() if room.failed is None else room.state_bytes
+                )
                 self._retire(room)
             if not room.name.is_outline and not self._has_sections_loaded(room.name.document_id):
                 outline = self._rooms.get(room.name.document_id)
@@ -357,6 +406,8 @@ class RoomRegistry:
         self._unload_timers.clear()
         rooms = list(self._rooms.values())
         await asyncio.gather(*(self._close_room(room) for room in rooms))
+        for room in rooms:
+            room.doc.close()
         self._rooms.clear()
 
     async def _close_room(self, room: Room) -> None:
@@ -368,7 +419,9 @@ class RoomRegistry:
                 log.warning("room %s: compaction at shutdown failed: %s", room.key, exc)
 
     def _retire(self, room: Room) -> None:
-        """Keep an unloaded room's counters in the totals."""
+        """Keep an unloaded (or failed) room's counters in the totals and release its
+        document: nothing reads a room's memory once it left the registry."""
+        room.doc.close()
         self._retired["updates_applied_total"] += room.updates_applied
         self._retired["updates_merged_total"] += room.updates_merged
         self._retired["frames_broadcast_total"] += room.frames_broadcast
@@ -381,6 +434,7 @@ class RoomRegistry:
             "connections": sum(len(room.connections) for room in rooms),
             "rooms_loaded_total": self.rooms_loaded,
             "rooms_unloaded_total": self.rooms_unloaded,
+            "updates_refused_too_large_total": self.updates_refused_too_large,
             "updates_applied_total": self._retired["updates_applied_total"]
             + sum(room.updates_applied for room in rooms),
             "updates_merged_total": self._retired["updates_merged_total"]

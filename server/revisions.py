@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crdt.ids import RoomName
-from crdt.markdown import ContentSection
+from crdt.markdown import BusinessContent, ContentSection
 from crdt.outline import Outline
 from crdt.revisions import (
     SectionDiff,
@@ -35,6 +35,24 @@ from server.snapshots import Snapshotter
 log = logging.getLogger(__name__)
 
 DOCUMENTS = "business_documents"
+
+
+# What a business record may hold: its content plus the inline revisions' contents, kept
+# well under the stores' 16 MiB (JSON escaping and the other fields take the rest).
+RECORD_BUDGET_BYTES = 12 * 1024 * 1024
+
+
+def inline_revisions(content: BusinessContent, wanted: int) -> int:
+    """How many revisions of a document of this size to keep inline (at most ``wanted``, at
+    least 1): the record holds the content once (markdown and sections) and once more per
+    inline revision, and must stay under :data:`RECORD_BUDGET_BYTES`; the others move to
+    the revisions archive."""
+    size = len(content.markdown.encode("utf-8", "surrogatepass")) + sum(
+        len(section.content.encode("utf-8", "surrogatepass")) for section in content.sections
+    )
+    if size == 0:
+        return wanted
+    return max(1, min(wanted, (RECORD_BUDGET_BYTES - size) // size))
 
 
 class RevisionNotFound(LookupError):
@@ -82,7 +100,8 @@ class Revisions:
             "content": content.markdown,
             "sections": [section.to_dict() for section in content.sections],
         }
-        await self._content.add_revision(document_id, revision, keep_inline=self._keep_inline)
+        keep_inline = inline_revisions(content, self._keep_inline)
+        await self._content.add_revision(document_id, revision, keep_inline=keep_inline)
         await self._content.update(
             DOCUMENTS,
             document_id,

@@ -109,12 +109,18 @@ class Room:
         hooks: RoomHooks | None = None,
         journal_length: int = 0,
         max_held_messages: int = 10_000,
+        state_bytes: int = 0,
+        size_guard: Callable[[Room, int], str | None] | None = None,
     ) -> None:
         self.name = name
         self.key = str(name)
         self.doc = doc
         self.connections: dict[int, Connection] = {}
         self.journal_length = journal_length
+        # The encoded size of the document, estimated: exact when measured, plus the length
+        # of every effective update since (see measure_state).
+        self.state_bytes = state_bytes
+        self._size_guard = size_guard
         self.updates_applied = 0
         self.frames_broadcast = 0
         self.failed: BaseException | None = None
@@ -218,6 +224,11 @@ class Room:
         ):
             conn.send(Frame(encode(AuthPermissionDenied("section locked by another user"))))
             return
+        if self._size_guard is not None:
+            refusal = self._size_guard(self, len(update))
+            if refusal is not None:
+                self._refuse_too_large(conn, refusal)
+                return
         try:
             effective = self.doc.apply(update, ClientOrigin(conn.id), self._text)
         except InvalidUpdate:
@@ -239,11 +250,26 @@ class Room:
             # lacks and which an acknowledgement must cover all the same. An effective update
             # other than what was sent holds edits the sender lacks (a held-back update it
             # completed): it goes to the sender too.
+            self.state_bytes += len(update)
             sender = conn.id if effective == update else None
             self._ship(update, effective, sender=sender, ack=ack, author=conn)
         elif ack is not None:
             # Nothing new (a duplicate), but the client still learns it is safely stored.
             self._after_durable(lambda: _send_ack(*ack))
+
+    def _refuse_too_large(self, conn: Connection, reason: str) -> None:
+        """Drop an update that would take the room or its document past the size caps; the
+        connection stays open and is told (y-protocols permission denied, and an error event
+        with code 4413 to clients that take events)."""
+        log.warning("conn %s room %s: update refused: %s", conn.id, self.key, reason)
+        conn.send(Frame(encode(AuthPermissionDenied(reason))))
+        conn.send_event(error_event(4413, "document too large", reason, fatal=False))
+
+    def measure_state(self) -> int:
+        """Measure the document's encoded size exactly (one full encode), reset
+        :attr:`state_bytes` to it and return it."""
+        self.state_bytes = len(self.doc.diff())
+        return self.state_bytes
 
     def apply_local(self, edit: Callable[[pycrdt.Doc[Any]], object], reason: str) -> bool:
         """Make a server-side edit (creation on join, REST, restore) and ship it like a
@@ -256,6 +282,7 @@ class Room:
         effective = self.doc.local_changes()
         if effective is None:
             return False
+        self.state_bytes += len(effective)
         self._ship(effective, effective)
         return True
 
@@ -433,6 +460,7 @@ class Room:
             return
         if effective is None:
             return
+        self.state_bytes += len(effective)
         self.updates_applied += 1
         self._pipeline.append(_Step(None, update=effective, sender=None))
         if not self._drain_scheduled:
@@ -461,8 +489,10 @@ class Room:
             self._relay_awareness(REMOTE_OWNER, accepted)
 
     def replace_doc(self, doc: RoomDoc) -> None:
-        """Swap in a rebuilt document and replay the messages held meanwhile, in order."""
-        self.doc = doc
+        """Swap in a rebuilt document (closing the tainted one) and replay the messages held
+        meanwhile, in order."""
+        tainted, self.doc = self.doc, doc
+        tainted.close()
         if self._text is not None:
             self._text = section_content(doc.doc)
         held, self._held = self._held or [], None

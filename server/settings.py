@@ -153,3 +153,22 @@ class Settings(BaseSettings):
     snapshot_max_wait_seconds: float = Field(
         10.0, ge=0, description="...and at the latest this long after the first unwritten edit"
     )
+    snapshot_retry_seconds: float = Field(
+        2.0, gt=0, description="a failed snapshot is retried after this long, then doubling"
+    )
+    snapshot_retry_max_seconds: float = Field(
+        300.0, gt=0, description="...up to this long between attempts"
+    )
+    max_section_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="encoded CRDT state a room (section or outline) may reach; updates past "
+        "it are refused",
+    )
+    max_document_bytes: int = Field(
+        3 * 1024 * 1024,
+        ge=1024,
+        description="encoded CRDT state all rooms of a document may reach together; updates "
+        "past it are refused. Its record holds the text twice (markdown and sections) plus "
+        "once per inline revision, under 16 MB: keep it at 3 MiB or less",
+    )

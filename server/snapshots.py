@@ -5,16 +5,22 @@ Every change to a room of document ``D`` marks ``D`` dirty. The derived content 
 rebuilt from the outline room and every section room, then written to the content store,
 debounced: ``idle`` seconds after the last change, and at the latest ``max_wait`` seconds after
 the first change that is not yet written, never per keystroke. Sections whose room is not
-loaded are read from the room store. A failed write is retried at the next change or the
-next flush; the document stays dirty meanwhile. Shutdown flushes every dirty document.
+loaded are read from the room store. Shutdown flushes every dirty document.
+
+A failed write (storage down, a record over the store's size limit) keeps the document dirty
+and is retried with exponential backoff: ``retry_base`` seconds after the first failure,
+doubling up to ``retry_max``, whatever edits arrive meanwhile. Failing documents are listed
+by :meth:`Snapshotter.health` (``/healthz``) until a write succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +37,18 @@ from persistence.ports import RoomStore
 log = logging.getLogger(__name__)
 
 LiveDoc = Callable[[str], RoomDoc | None]
+# Failing documents listed by /healthz at most (the count is always complete).
+MAX_FAILING_LISTED = 20
+
+
+@dataclass(slots=True)
+class _Failing:
+    """A document whose snapshots fail: how often in a row, why, and when to try again."""
+
+    failures: int
+    error: str
+    delay: float
+    retry_at: float
 
 
 class Snapshotter:
@@ -45,6 +63,8 @@ class Snapshotter:
         *,
         idle: float,
         max_wait: float,
+        retry_base: float = 2.0,
+        retry_max: float = 300.0,
     ) -> None:
         self._content = content
         self._rooms = rooms
@@ -57,6 +77,9 @@ class Snapshotter:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._flushing = False  # set by flush(): no timer is armed after it
+        self._retry_base = retry_base
+        self._retry_max = max(retry_max, retry_base)
+        self._failing: dict[str, _Failing] = {}
         self.snapshots_written = 0
         self.failures = 0
         # Called after each debounced write (the revision time policy hangs here).
@@ -87,6 +110,9 @@ class Snapshotter:
             self._last_change.get(document_id, now) + self._idle,
             self._first_change.get(document_id, now) + self._max_wait,
         )
+        failing = self._failing.get(document_id)
+        if failing is not None:
+            due = max(due, failing.retry_at)  # edits never shorten a backoff
         if due > now:
             loop = asyncio.get_running_loop()
             self._timers[document_id] = loop.call_later(due - now, self._due, document_id)
@@ -100,7 +126,7 @@ class Snapshotter:
                 return  # flush waits for the running write
             # One write per document at a time: look again when the current one is done.
             self._timers[document_id] = asyncio.get_running_loop().call_later(
-                self._idle, self._start, document_id
+                self._idle, self._due, document_id
             )
             return
         task = self._tasks.create_task(self._write(document_id), name=f"snapshot {document_id}")
@@ -116,15 +142,21 @@ class Snapshotter:
                 if not claimed:
                     # Another node is writing this document now: look again later.
                     self.claims_refused += 1
-                    self._retry(document_id, started)
+                    self._retry(document_id, started, max(self._idle, 0.5))
                     return
             await self.write_now(document_id)
             if self.after_write is not None:
                 await self.after_write(document_id)
         except (StorageError, InvalidUpdate) as exc:
-            self.failures += 1
-            log.warning("document %s: snapshot failed, will retry: %s", document_id, exc)
-            self._retry(document_id, started)
+            failing = self._failed(document_id, exc)
+            log.warning(
+                "document %s: snapshot failed (%d in a row), next attempt in %.1f s: %s",
+                document_id,
+                failing.failures,
+                failing.delay,
+                exc,
+            )
+            self._retry(document_id, started, failing.delay)
         finally:
             del self._running[document_id]
             if claimed and self.release is not None:
@@ -133,44 +165,62 @@ class Snapshotter:
                 except StorageError as exc:
                     log.warning("document %s: snapshot claim not released: %s", document_id, exc)
 
-    def _retry(self, document_id: str, started: float | None) -> None:
-        """Mark the document dirty again, so that a timer writes it later (not once
-        :meth:`flush` has begun: the task group is closing)."""
+    def _failed(self, document_id: str, exc: Exception) -> _Failing:
+        """Count a failed write and set the document's next attempt (doubling delays)."""
+        self.failures += 1
+        previous = self._failing.get(document_id)
+        delay = self._retry_base if previous is None else min(previous.delay * 2, self._retry_max)
+        failing = _Failing(
+            failures=1 if previous is None else previous.failures + 1,
+            error=f"{type(exc).__name__}: {exc}"[:300],
+            delay=delay,
+            retry_at=time.monotonic() + delay,
+        )
+        self._failing[document_id] = failing
+        return failing
+
+    def _retry(self, document_id: str, started: float | None, delay: float) -> None:
+        """Mark the document dirty again, so that a timer writes it ``delay`` s from now."""
         if self._flushing:
             log.warning("document %s: snapshot not written at shutdown", document_id)
             return
         now = time.monotonic()
         self._first_change.setdefault(document_id, started if started is not None else now)
         self._last_change.setdefault(document_id, now)
-        if document_id not in self._timers:
-            delay = max(self._idle, 0.5)
-            self._timers[document_id] = asyncio.get_running_loop().call_later(
-                delay, self._due, document_id
-            )
+        timer = self._timers.pop(document_id, None)
+        if timer is not None:
+            timer.cancel()  # armed by an edit during the write: the backoff decides
+        self._timers[document_id] = asyncio.get_running_loop().call_later(
+            delay, self._due, document_id
+        )
 
     async def write_now(self, document_id: str) -> BusinessContent:
         """Render and store the document's content now (creating its record if needed)."""
         content = await self.render(document_id)
         await self._store(document_id, content)
         self.snapshots_written += 1
+        self._failing.pop(document_id, None)
         return content
 
     async def render(self, document_id: str) -> BusinessContent:
-        """The derived content of ``document_id`` as the rooms hold it now."""
-        outline_doc = await self._doc(str(RoomName(document_id)))
-        sections = Outline(outline_doc.doc).sections()
-        pairs = []
-        for section in sections:
-            doc = await self._doc(str(RoomName(document_id, section.id)))
-            pairs.append((section, section_text(doc.doc)))
+        """The derived content of ``document_id`` as the rooms hold it now. Rooms that are
+        not loaded are read from the room store into temporary documents, closed after."""
+        with contextlib.ExitStack() as temporary:
+            outline_doc = await self._doc(str(RoomName(document_id)), temporary)
+            sections = Outline(outline_doc.doc).sections()
+            pairs = []
+            for section in sections:
+                doc = await self._doc(str(RoomName(document_id, section.id)), temporary)
+                pairs.append((section, section_text(doc.doc)))
         return render_business_content(pairs)
 
-    async def _doc(self, room: str) -> RoomDoc:
+    async def _doc(self, room: str, temporary: contextlib.ExitStack) -> RoomDoc:
         live = self._live_doc(room)
         if live is not None:
             return live
-        doc = RoomDoc()
-        doc.load((await self._rooms.load(room)).updates())
+        stored = await self._rooms.load(room)
+        doc = temporary.enter_context(RoomDoc())
+        doc.load(stored.updates())
         return doc
 
     async def _store(self, document_id: str, content: BusinessContent) -> None:
@@ -198,7 +248,28 @@ class Snapshotter:
             "snapshots_written": self.snapshots_written,
             "snapshot_failures": self.failures,
             "documents_dirty": len(self._timers) + len(self._running),
+            "documents_failing": len(self._failing),
             "snapshot_claims_refused": self.claims_refused,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """The documents whose snapshots keep failing (``/healthz``): the most failed first,
+        at most :data:`MAX_FAILING_LISTED`, each with its failures in a row, last error and
+        the seconds until its next attempt."""
+        now = time.monotonic()
+        worst = sorted(self._failing.items(), key=lambda item: -item[1].failures)
+        return {
+            "failing": len(self._failing),
+            "documents": [
+                {
+                    "documentId": document_id,
+                    "failures": failing.failures,
+                    "lastError": failing.error,
+                    "retryDelaySeconds": failing.delay,
+                    "nextAttemptSeconds": round(max(failing.retry_at - now, 0.0), 3),
+                }
+                for document_id, failing in worst[:MAX_FAILING_LISTED]
+            ],
         }
 
 

@@ -20,6 +20,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from loadtests.harness import ServerProcess
+from persistence.content import ContentStore
 from persistence.ports import RoomStore
 from persistence.relational import NewUser, User
 from server.app import Collab, create_app
@@ -93,7 +94,12 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     """
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
-    async def start(*, room_store: RoomStore | None = None, **overrides: Any) -> LiveServer:
+    async def start(
+        *,
+        room_store: RoomStore | None = None,
+        content_store: ContentStore | None = None,
+        **overrides: Any,
+    ) -> LiveServer:
         values: dict[str, Any] = {
             "data_dir": tmp_path / f"data{len(running)}",
             "port": 0,
@@ -101,7 +107,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         }
         values.update(overrides)
         settings = Settings(**values)
-        app = create_app(settings, room_store=room_store)
+        app = create_app(settings, room_store=room_store, content_store=content_store)
         config = uvicorn_config(app, settings)
         config.loop = "none"
         server = uvicorn.Server(config)

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from crdt.ids import InvalidIdError, check_document_id, is_reserved_id
 from persistence.errors import (
     DocumentNotFound,
+    DocumentTooLarge,
     RecordNotFound,
     StorageConflict,
     StorageError,
@@ -291,6 +292,15 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return problem_response(503, "try again later", str(exc), headers={"Retry-After": str(retry)})
 
 
+# Storage errors that are the request's own fault (the rest are 503: retry later).
+_STORAGE_PROBLEMS: tuple[tuple[tuple[type[StorageError], ...], int, str], ...] = (
+    ((DocumentNotFound, RecordNotFound), 404, "not found"),
+    ((StorageConflict,), 409, "conflict"),
+    ((ValueTooLarge,), 413, "too large"),
+    ((DocumentTooLarge,), 413, "document too large"),
+)
+
+
 def exception_handlers() -> dict[
     Any, Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 ]:
@@ -325,12 +335,9 @@ def exception_handlers() -> dict[
         )
 
     async def storage(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, DocumentNotFound | RecordNotFound):
-            return problem_response(404, "not found", str(exc))
-        if isinstance(exc, StorageConflict):
-            return problem_response(409, "conflict", str(exc))
-        if isinstance(exc, ValueTooLarge):
-            return problem_response(413, "too large", str(exc))
+        for kinds, status, title in _STORAGE_PROBLEMS:
+            if isinstance(exc, kinds):
+                return problem_response(status, title, str(exc))
         log.error("%s %s: storage error: %s", request.method, request.url.path, exc)
         return problem_response(
             503, "storage unavailable", STORAGE_DETAIL, headers={"Retry-After": "5"}

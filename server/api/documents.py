@@ -63,6 +63,7 @@ from server.api.common import (
 from server.authn import Principal
 from server.errors import RoomNotFound, RoomUnavailable
 from server.revisions import RevisionNotFound
+from server.settings import Settings
 
 if TYPE_CHECKING:
     from server.app import Collab
@@ -430,7 +431,12 @@ async def write_sections(
 
     Sections the rooms list but ``sections`` lacks are emptied while still listed, then
     unlisted: editing the room of an unlisted section would list it again.
+
+    Raises ApiError 413 before anything is written when a section's text is over
+    ``max_section_bytes`` or all of them together over ``max_document_bytes`` (UTF-8 bytes:
+    a lower bound of the encoded CRDT state the socket caps measure).
     """
+    _check_sizes(collab.settings, sections)
     if not collab.settings.create_on_join:
         await _seed_outline(collab, document_id)
     outline_room = RoomName(document_id)
@@ -454,6 +460,25 @@ async def write_sections(
             )
     except (RoomNotFound, RoomUnavailable) as exc:
         raise ApiError(503, "rooms unavailable", str(exc), headers={"Retry-After": "5"}) from exc
+
+
+def _check_sizes(settings: Settings, sections: Sequence[ContentSection]) -> None:
+    total = 0
+    for section in sections:
+        size = len(section.content.encode("utf-8", "surrogatepass"))
+        if size > settings.max_section_bytes:
+            raise ApiError(
+                413,
+                "document too large",
+                f"section {section.id!r} is {size} bytes, over {settings.max_section_bytes}",
+            )
+        total += size
+    if total > settings.max_document_bytes:
+        raise ApiError(
+            413,
+            "document too large",
+            f"the sections total {total} bytes, over {settings.max_document_bytes}",
+        )
 
 
 def _setter(text: str) -> Callable[[pycrdt.Doc[Any]], bool]:

@@ -103,7 +103,10 @@ async def test_invalid_room_name_gets_problem_json(start_server: StartServer) ->
 async def test_slow_client_is_disconnected_and_room_keeps_going(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(max_buffered_bytes=64 * 1024)
+    # Up to 8 MB go into the room: lift the size caps, this is about a slow reader.
+    server = await start_server(
+        max_buffered_bytes=64 * 1024, max_section_bytes=1 << 26, max_document_bytes=1 << 26
+    )
     room = "bad/slow"
     # max_queue=1 and never reading: the kernel buffers fill, then the server's buffer.
     slow = await websockets.connect(f"{server.ws_url}/{room}", max_queue=1, max_size=None)
