@@ -417,8 +417,10 @@ class Agent:
             self.caught_up.set()
 
     def awareness_text(self) -> str:
-        """The awareness states this client ends with, as a canonical text."""
-        return json.dumps(sorted((client, state) for client, (_, state) in self.awareness.items()))
+        """The awareness states this client ends with, as a canonical text: without the
+        ``collab`` field a collab server adds to relayed states (its verified identity), which
+        a client's own copy of its state lacks."""
+        return canonical_awareness({client: state for client, (_, state) in self.awareness.items()})
 
     # -- reconnect storms -----------------------------------------------------------------
 
@@ -563,7 +565,7 @@ class Writer(ApplyingListener):
         states = {client: state for client, (_, state) in self.awareness.items()}
         if self.own_awareness is not None:
             states[self.client_id] = self.own_awareness[1]
-        return json.dumps(sorted(states.items()))
+        return canonical_awareness(states)
 
     def place_cursor(self, fraction: float) -> None:
         self._cursor = int(len(self.text) * fraction)
@@ -646,3 +648,19 @@ def make_agent(
     if plan.role == "applying":
         return ApplyingListener(plan, base_url, query, recorder)
     return PassiveListener(plan, base_url, query, recorder)
+
+
+def canonical_awareness(states: dict[int, str]) -> str:
+    """Awareness states as a canonical text, each as its client wrote it."""
+    return json.dumps(sorted((client, _client_part(state)) for client, state in states.items()))
+
+
+def _client_part(state: str) -> str:
+    """An awareness state as its client wrote it: the server-set ``collab`` field removed."""
+    try:
+        value = json.loads(state)
+    except ValueError:
+        return state
+    if isinstance(value, dict):
+        value.pop("collab", None)
+    return json.dumps(value, sort_keys=True)

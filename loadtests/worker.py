@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -22,7 +21,15 @@ import uvloop
 import websockets
 
 from loadtests import wire
-from loadtests.agents import Agent, Recorder, Writer, make_agent, sleep_until, text_digest
+from loadtests.agents import (
+    Agent,
+    Recorder,
+    Writer,
+    canonical_awareness,
+    make_agent,
+    sleep_until,
+    text_digest,
+)
 from loadtests.client import YClient
 from loadtests.plan import (
     Close,
@@ -292,4 +299,4 @@ class Worker:
         publishers = self.scenario.writers_per_room
         with contextlib.suppress(TimeoutError):
             await client.wait_for(lambda: len(client.awareness) >= publishers, timeout=2.0)
-        return text_digest(json.dumps(sorted(client.awareness.items())))
+        return text_digest(canonical_awareness(client.awareness))

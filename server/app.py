@@ -552,7 +552,7 @@ def create_app(
                 collab.shutdown_sockets()
                 await bounded("flushing the rooms", collab.registry.close, shutdown.ROOMS_SECONDS)
                 await bounded(
-                    "writing snapshots", collab.snapshots.flush, shutdown.SNAPSHOTS_SECONDS
+                    "writing snapshots", collab.snapshots.close, shutdown.SNAPSHOTS_SECONDS
                 )
                 if collab.cluster is not None:
                     # Let what the closing sockets said (leaves, unlocks) reach other nodes.

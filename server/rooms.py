@@ -215,20 +215,16 @@ class Room:
                 self._receive_event(conn, payload)
 
     def _receive_update(self, conn: Connection, update: bytes) -> None:
-        if conn.read_only:
-            conn.send(Frame(encode(AuthPermissionDenied("read-only connection"))))
+        refusal = self._refusal(conn, len(update))
+        if refusal is not None:
+            # Counted and acknowledged all the same: an ack settles a prefix of what the
+            # connection sent (stored, or refused for good with the reason it was told), so
+            # the client's count never drifts from ours.
+            conn.updates_received += 1
+            if conn.app_events:
+                settled = (conn, conn.updates_received)
+                self._after_durable(lambda: _send_ack(*settled))
             return
-        locked_by = self.locked_by
-        if locked_by is not None and (
-            conn.principal is None or conn.principal.user_id != locked_by
-        ):
-            conn.send(Frame(encode(AuthPermissionDenied("section locked by another user"))))
-            return
-        if self._size_guard is not None:
-            refusal = self._size_guard(self, len(update))
-            if refusal is not None:
-                self._refuse_too_large(conn, refusal)
-                return
         try:
             effective = self.doc.apply(update, ClientOrigin(conn.id), self._text)
         except InvalidUpdate:
@@ -256,6 +252,25 @@ class Room:
         elif ack is not None:
             # Nothing new (a duplicate), but the client still learns it is safely stored.
             self._after_durable(lambda: _send_ack(*ack))
+
+    def _refusal(self, conn: Connection, size: int) -> str | None:
+        """Why an update from ``conn`` of ``size`` bytes is refused (None: it may be applied);
+        the connection has been told (y-protocols permission denied)."""
+        if conn.read_only:
+            conn.send(Frame(encode(AuthPermissionDenied("read-only connection"))))
+            return "read-only"
+        locked_by = self.locked_by
+        if locked_by is not None and (
+            conn.principal is None or conn.principal.user_id != locked_by
+        ):
+            conn.send(Frame(encode(AuthPermissionDenied("section locked by another user"))))
+            return "locked"
+        if self._size_guard is not None:
+            too_large = self._size_guard(self, size)
+            if too_large is not None:
+                self._refuse_too_large(conn, too_large)
+                return too_large
+        return None
 
     def _refuse_too_large(self, conn: Connection, reason: str) -> None:
         """Drop an update that would take the room or its document past the size caps; the

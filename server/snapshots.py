@@ -76,7 +76,7 @@ class Snapshotter:
         self._last_change: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._flushing = False  # set by flush(): no timer is armed after it
+        self._flushing = False  # set by close(): no timer is armed after it
         self._retry_base = retry_base
         self._retry_max = max(retry_max, retry_base)
         self._failing: dict[str, _Failing] = {}
@@ -234,14 +234,18 @@ class Snapshotter:
             log.info("document %s has no record (deleted): content not stored", document_id)
 
     async def flush(self) -> None:
-        """Write every dirty document now and wait for running writes (shutdown): failed
-        writes are not retried after this."""
-        self._flushing = True
+        """Write every dirty document now and wait for running writes."""
         for document_id in list(self._timers):
             self._timers.pop(document_id).cancel()
             self._start(document_id)
         if self._running:
             await asyncio.wait(list(self._running.values()))
+
+    async def close(self) -> None:
+        """Shutdown: write every dirty document now and wait for running writes; no timer is
+        armed after this, so failed writes are not retried (the journal keeps their edits)."""
+        self._flushing = True
+        await self.flush()
 
     def stats(self) -> dict[str, int]:
         return {
