@@ -30,7 +30,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 import pycrdt
 
@@ -46,6 +46,28 @@ EMPTY_UPDATE = b"\x00\x00"
 # Updates a document may hold back for missing dependencies before it refuses more: each is
 # kept (and journaled) until it integrates; only a client inventing clocks needs more.
 MAX_HELD_BACK = 1_000
+
+
+# The types server-side edits receive (``Room.apply_local``, the model helpers): callers name
+# them through this module, which is where pycrdt stays.
+CrdtDoc: TypeAlias = pycrdt.Doc[Any]
+CrdtText: TypeAlias = pycrdt.Text
+
+
+def merge_updates(*updates: bytes) -> bytes:
+    """Merge updates into one (y-protocols ``mergeUpdates``); pure, no document involved.
+
+    Raises InvalidUpdate when one of them is not an update pycrdt can read.
+    """
+    try:
+        merged: bytes = pycrdt.merge_updates(*updates)
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidUpdate(f"cannot merge updates: {exc}") from exc
+    except BaseException as exc:
+        if _is_rust_panic(exc):
+            raise InvalidUpdate(f"updates rejected by the CRDT core: {exc}") from exc
+        raise
+    return merged
 
 
 def _is_rust_panic(exc: BaseException) -> bool:

@@ -317,3 +317,12 @@ def _check_json(value: object, depth: int) -> None:
             _check_json(item, depth + 1)
     else:
         raise InvalidMetaValueError(f"not a JSON value: {type(value).__name__}")
+
+
+def new_outline_update(created_at: str) -> bytes:
+    """The first update of a new document's outline room: its ``createdAt`` meta, as the
+    registry writes it when a document is created on join."""
+    doc: Doc[Any] = Doc()
+    Outline(doc).set_meta("createdAt", created_at)
+    update: bytes = doc.get_update()
+    return update

@@ -92,10 +92,11 @@ def run(
 
 def audit_ceiling(rows: int = 50_000) -> float:
     """Rows per second the audit pipeline writes into the embedded database (measured by
-    ``python -m server.audit_bench`` in a child process: this package does not import the
+    ``python -m loadtests.inprocess.audit_bench`` in a child process: this package does not import
+    the
     server)."""
     done = subprocess.run(
-        [sys.executable, "-m", "server.audit_bench", str(rows)],
+        [sys.executable, "-m", "loadtests.inprocess.audit_bench", str(rows)],
         check=True,
         capture_output=True,
         text=True,

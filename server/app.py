@@ -22,21 +22,18 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
-from persistence.content import ContentStore
+from persistence.content.ports import ContentStore
 from persistence.errors import StorageConflict, StorageError
-from persistence.ports import RoomStore
-from persistence.service_store import ServiceRoomStore
+from persistence.rooms.ports import RoomStore
+from persistence.rooms.service import ServiceRoomStore
 from protocol.awareness import AwarenessEntry
 from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
-from server import approvals, comments, locks, notifications, presence, shutdown
-from server.access import DOCUMENTS, AccessControl, Right, may_create
+from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
-from server.auth import AuthError
-from server.authn import Principal
-from server.cluster import USER_CHANNEL, Cluster
-from server.connection import Connection, Frame
+from server.documents.revisions import Revisions
+from server.documents.snapshots import Snapshotter, new_document
 from server.errors import (
     CollabError,
     PermissionDenied,
@@ -44,19 +41,25 @@ from server.errors import (
     ServerShuttingDown,
     TooManySockets,
 )
-from server.guard import Guard, apply_right
-from server.limits import MessageLimiter, SharedLimits
-from server.registry import RoomRegistry
-from server.revisions import Revisions
-from server.rooms import Room
+from server.identity.authentication import Principal
+from server.identity.guard import Guard, apply_right
+from server.identity.rights import DOCUMENTS, AccessControl, Right, may_create
+from server.identity.tokens import AuthError
+from server.presence import locks
+from server.presence import tracker as presence
+from server.realtime.cluster import USER_CHANNEL, Cluster
+from server.realtime.connection import Connection, Frame
+from server.realtime.limits import MessageLimiter, SharedLimits
+from server.realtime.registry import RoomRegistry
+from server.realtime.rooms import Room
+from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session, admit
+from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
+from server.review import approvals, comments, notifications
 from server.services import Services, open_services
-from server.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS as CLOSE
 from server.shutdown import TaskGroup, bounded
-from server.snapshots import Snapshotter, new_document
 from server.stores import node_name, open_content_store, open_store
-from server.transport import DIRECT_HANDLER, FanoutWriter
 
 log = logging.getLogger(__name__)
 
@@ -593,7 +596,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 class DirectWebSockets:
-    """The direct path's handler (see :mod:`server.transport`): rooms under ``/ws/``."""
+    """The direct path's handler (see :mod:`server.realtime.transport`): rooms under ``/ws/``."""
 
     def __init__(self, collab: Collab) -> None:
         self._collab = collab

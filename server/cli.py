@@ -9,18 +9,20 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
 from persistence.errors import SchemaOutdated, StorageConflict, StorageError
-from server import admin, shutdown
+from server import shutdown
 from server.app import create_app
-from server.http_head import head_limited_protocol
+from server.identity import admin
+from server.realtime.http_head import head_limited_protocol
+from server.realtime.transport import FanoutProtocol
 from server.settings import Settings
 from server.stores import open_content_store
-from server.transport import FanoutProtocol
 
 log = logging.getLogger("collab")
 
@@ -240,14 +242,32 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+PLUGIN_GROUP = "collab.commands"
+
+
+def _plugin_command(name: str, argv: list[str]) -> int:
+    """Run a ``collab NAME`` command another installed package provides (entry point group
+    ``collab.commands``: a callable taking the arguments and ``prog``, returning the exit
+    code). Exit 2 with a message when none is installed."""
+    found = entry_points(group=PLUGIN_GROUP, name=name)
+    if not found:
+        print(
+            f"collab {name}: not installed (install collab with its 'load' extra: "
+            "pip install 'collab[load]', or run make install)",
+            file=sys.stderr,
+        )
+        return 2
+    command = next(iter(found)).load()
+    code: int = command(argv, prog=f"collab {name}")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["load"]:
-        # Everything after "load", --help included, belongs to the load tool. Imported here:
-        # serving never needs the load tool's modules.
-        from loadtests.cli import main as load_main
-
-        return load_main(argv[1:], prog="collab load")
+        # Everything after "load", --help included, belongs to the load tool, a separate
+        # package found through its entry point: the server never imports it.
+        return _plugin_command("load", argv[1:])
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)

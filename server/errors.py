@@ -21,7 +21,7 @@ from persistence.errors import (
 )
 from protocol.errors import MalformedMessage, MessageTooLarge
 from protocol.jsontext import JsonTooDeep
-from server.auth import AuthError
+from server.identity.tokens import AuthError
 
 
 class CollabError(Exception):

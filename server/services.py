@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from persistence.coordinator import Coordinator
-from persistence.coordinator_memory import MemoryCoordinator
+from persistence.coordinator.memory import MemoryCoordinator
+from persistence.coordinator.ports import Coordinator
 from persistence.relational import (
     AccessQuery,
     AuditEntry,
@@ -24,9 +24,9 @@ from persistence.relational import (
     migrate,
     open_relational,
 )
-from server.admin import first_admin_hint, token_service
-from server.audit import AuditTrail, EditTally
-from server.authn import Authenticator, ensure_dev_user
+from server.identity.admin import first_admin_hint, token_service
+from server.identity.audit import AuditTrail, EditTally
+from server.identity.authentication import Authenticator, ensure_dev_user
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS as CLOSE
 from server.shutdown import bounded
@@ -53,7 +53,7 @@ async def open_coordinator(settings: Settings) -> Coordinator:
     if not settings.redis_url:
         return MemoryCoordinator()
     # Imported only when configured.
-    from persistence.redis import RedisCoordinator
+    from persistence.coordinator.redis import RedisCoordinator
 
     coordinator = RedisCoordinator.from_url(settings.redis_url)
     try:

@@ -8,14 +8,14 @@ import os
 import re
 import socket
 
-from persistence.content import ContentStore
-from persistence.coordinator import Coordinator
-from persistence.memory import MemoryRoomStore
-from persistence.ports import RoomStore
-from persistence.service_store import ServiceRoomStore, require_durable
-from persistence.sqlite import SqliteRoomStore
-from persistence.sqlite_content import SqliteContentStore
-from persistence.sqlite_spool import Spool
+from persistence.content.ports import ContentStore
+from persistence.content.sqlite import SqliteContentStore
+from persistence.coordinator.ports import Coordinator
+from persistence.rooms.memory import MemoryRoomStore
+from persistence.rooms.ports import RoomStore
+from persistence.rooms.service import ServiceRoomStore, require_durable
+from persistence.rooms.sqlite import SqliteRoomStore
+from persistence.rooms.sqlite_spool import Spool
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS, bounded
 
@@ -37,7 +37,7 @@ async def open_content_store(settings: Settings) -> ContentStore:
     """The document content store: MongoDB when ``mongo_url`` is set, else embedded SQLite."""
     if settings.mongo_url:
         # Imported only when configured: pymongo weighs tens of MB of memory.
-        from persistence.mongo import MongoContentStore
+        from persistence.content.mongo import MongoContentStore
 
         return MongoContentStore.from_url(settings.mongo_url, settings.mongo_database)
     return await SqliteContentStore.open(settings.data_dir / "content.sqlite3")

@@ -20,9 +20,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from loadtests.harness import ServerProcess
-from persistence.content import ContentStore
-from persistence.ports import RoomStore
+from persistence.content.ports import ContentStore
 from persistence.relational import NewUser, User
+from persistence.rooms.ports import RoomStore
 from server.app import Collab, create_app
 from server.cli import uvicorn_config
 from server.settings import Settings

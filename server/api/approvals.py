@@ -1,5 +1,5 @@
 """The approvals API (``docs/api.md``): workflows, requests on documents, decisions, the
-approval chain. The policy is :class:`server.approvals.ApprovalService`'s; this module gives
+approval chain. The policy is :class:`server.review.approvals.ApprovalService`'s; this module gives
 it the documents API's status transition (the one ``POST /documents/{id}/status`` uses, so
 revisions are cut and the review freeze applies) and runs every change under the same
 per-document lock.
@@ -27,7 +27,6 @@ from starlette.routing import BaseRoute, Route
 from persistence.relational import WorkflowStep
 from persistence.relational.records import MAX_PAGE_SIZE
 from persistence.relational.review_records import MAX_WORKFLOW_STEPS
-from server.access import Right
 from server.api.comments import uuid_of
 from server.api.common import (
     ApiError,
@@ -41,7 +40,9 @@ from server.api.common import (
     require,
 )
 from server.api.documents import serialized, set_status
-from server.approvals import (
+from server.identity.authentication import Principal
+from server.identity.rights import Right
+from server.review.approvals import (
     RESOURCE_TYPES,
     ApprovalService,
     Outcome,
@@ -50,7 +51,6 @@ from server.approvals import (
     chain_view,
     workflow_view,
 )
-from server.authn import Principal
 
 Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,50}$")]
 RevisionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from persistence.relational import AccessQuery, AuditQuery
 from server.api.common import ApiError, authenticated, collab_of, query_int
-from server.authn import Principal
+from server.identity.authentication import Principal
 
 READERS = frozenset({"admin", "manager"})
 _AUDIT_FILTERS = frozenset({"user", "action", "resourceType", "resource", "since", "until"})

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.api.common import ApiError, audit, authenticated, collab_of, lower_headers
-from server.authn import find_token
+from server.identity.authentication import find_token
 
 
 async def me(request: Request) -> JSONResponse:

@@ -1,5 +1,5 @@
 """The comments API (``docs/api.md``): list and add a document's comments, read, edit,
-resolve, reopen and delete one. The work is :class:`server.comments.CommentService`'s, shared
+resolve, reopen and delete one. The work is :class:`server.review.comments.CommentService`'s, shared
 with the socket events: every change is audited (``comment``) and reaches every client of the
 document as a ``comment`` event, exactly as one made over the socket.
 
@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from persistence.relational.records import MAX_PAGE_SIZE
-from server.access import Right
 from server.api.common import (
     ApiError,
     access_logged,
@@ -34,7 +33,8 @@ from server.api.common import (
     read_json,
     require,
 )
-from server.comments import CreateBody, EditBody, ListQuery, comments_of
+from server.identity.rights import Right
+from server.review.comments import CreateBody, EditBody, ListQuery, comments_of
 
 _LIST_PARAMS: Final = frozenset({"section", "unresolved", "thread", "deleted", "limit", "offset"})
 

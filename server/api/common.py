@@ -2,7 +2,7 @@
 
 Endpoints are plain Starlette handlers. Each starts with :func:`authenticated` (or
 :func:`require`, which also checks the caller's right on a document through the one
-authorization function of :mod:`server.access`) and reads its body with :func:`read_json`
+authorization function of :mod:`server.identity.rights`) and reads its body with :func:`read_json`
 into a pydantic model that forbids unknown fields. Errors are raised, never returned: the
 handlers installed by :func:`exception_handlers` turn them into RFC 9457 problem+json
 responses with the right status (400 bad JSON or id, 401, 403, 404, 409, 413, 415, 422 with
@@ -32,9 +32,6 @@ from persistence.errors import (
 )
 from protocol.errors import MalformedMessage
 from protocol.jsontext import parse_json
-from server.access import Right
-from server.auth import AuthError
-from server.authn import Principal, origin_allowed
 from server.errors import (
     STORAGE_DETAIL,
     PermissionDenied,
@@ -42,6 +39,9 @@ from server.errors import (
     ServiceUnavailable,
     classify,
 )
+from server.identity.authentication import Principal, origin_allowed
+from server.identity.rights import Right
+from server.identity.tokens import AuthError
 
 if TYPE_CHECKING:
     from server.app import Collab

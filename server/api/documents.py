@@ -30,21 +30,20 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-import pycrdt
 from pydantic import AfterValidator, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from crdt.document import CrdtDoc
 from crdt.ids import MAX_ID_LENGTH, RoomName, is_reserved_id
 from crdt.markdown import ContentSection
-from crdt.outline import Outline
+from crdt.outline import Outline, new_outline_update
 from crdt.revisions import SectionDiff, diff_sections, restore_outline, sections_from_dicts
 from crdt.section import set_section_text
-from persistence.content import HEAVY_REVISION_FIELDS, MAX_QUERY_IDS, Query
+from persistence.content.ports import HEAVY_REVISION_FIELDS, MAX_QUERY_IDS, Query
 from persistence.errors import StorageConflict
 from persistence.relational import ApprovalQuery
-from server.access import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
 from server.api.common import (
     ApiError,
     Model,
@@ -60,9 +59,10 @@ from server.api.common import (
     read_json,
     require,
 )
-from server.authn import Principal
+from server.documents.revisions import RevisionNotFound
 from server.errors import RoomNotFound, RoomUnavailable
-from server.revisions import RevisionNotFound
+from server.identity.authentication import Principal
+from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -417,10 +417,8 @@ async def _seed_outline(collab: Collab, document_id: str) -> None:
         return
     if not (await collab.store.load(key)).is_empty:
         return
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
     created = datetime.now(UTC).isoformat(timespec="milliseconds")
-    Outline(doc).set_meta("createdAt", created)
-    await collab.store.append(key, doc.get_update())
+    await collab.store.append(key, new_outline_update(created))
 
 
 async def write_sections(
@@ -442,7 +440,7 @@ async def write_sections(
     outline_room = RoomName(document_id)
     listed: list[str] = []
 
-    def read_outline(doc: pycrdt.Doc[Any]) -> None:
+    def read_outline(doc: CrdtDoc) -> None:
         listed.extend(info.id for info in Outline(doc).sections())
 
     try:
@@ -481,7 +479,7 @@ def _check_sizes(settings: Settings, sections: Sequence[ContentSection]) -> None
         )
 
 
-def _setter(text: str) -> Callable[[pycrdt.Doc[Any]], bool]:
+def _setter(text: str) -> Callable[[CrdtDoc], bool]:
     return lambda doc: set_section_text(doc, text)
 
 

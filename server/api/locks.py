@@ -1,5 +1,5 @@
 """Section locks over REST (``docs/api.md``, "Section locks"); the locks themselves are in
-:mod:`server.locks`.
+:mod:`server.presence.locks`.
 
 * ``POST /documents/{id}/sections/{section}/lock`` (edit): take the lock (201), or renew it
   when the caller holds it already (200); 409 with the holder when another user holds it.
@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from crdt.ids import InvalidIdError, check_section_id
-from server.access import RESOURCE_TYPE, Right
 from server.api.common import ApiError, audit, collab_of, document_id_of, require
-from server.locks import RESERVED_PREFIX, LockHeld, Reason, is_reserved, service_of
+from server.identity.rights import RESOURCE_TYPE, Right
+from server.presence.locks import RESERVED_PREFIX, LockHeld, Reason, is_reserved, service_of
 
 
 def _section_id_of(value: object) -> str:

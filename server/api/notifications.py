@@ -20,9 +20,9 @@ from starlette.routing import BaseRoute, Route
 from persistence.relational.records import MAX_PAGE_SIZE
 from server.api.comments import uuid_of
 from server.api.common import authenticated, check_params, collab_of, query_flag, query_int
-from server.authn import Principal
-from server.comments import store_errors
-from server.notifications import notification_view, notifier
+from server.identity.authentication import Principal
+from server.review.comments import store_errors
+from server.review.notifications import notification_view, notifier
 
 _LIST_PARAMS: Final = frozenset({"unread", "limit", "offset"})
 

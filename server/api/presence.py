@@ -1,6 +1,6 @@
 """Presence over REST (``docs/api.md``, "Presence"): who is in a document right now, in which
 sections, with their cursors, across every node (it reads the coordinator; the tracking is in
-:mod:`server.presence`).
+:mod:`server.presence.tracker`).
 
 * ``GET /documents/{id}/presence`` (view).
 """
@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from persistence.coordinator_values import Cursor, Presence
-from server.access import Right
+from persistence.coordinator.values import Cursor, Presence
 from server.api.common import collab_of, document_id_of, require
-from server.locks import iso
-from server.presence import tracker_of
+from server.identity.rights import Right
+from server.presence.locks import iso
+from server.presence.tracker import tracker_of
 
 if TYPE_CHECKING:
     from server.app import Collab

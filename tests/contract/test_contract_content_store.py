@@ -21,7 +21,9 @@ import bson
 import pytest
 from pymongo import AsyncMongoClient
 
-from persistence.content import COLLECTIONS, ContentStore, Query
+from persistence.content.mongo import MongoContentStore
+from persistence.content.ports import COLLECTIONS, ContentStore, Query
+from persistence.content.sqlite import SqliteContentStore
 from persistence.errors import (
     DocumentNotFound,
     DocumentTooLarge,
@@ -30,8 +32,6 @@ from persistence.errors import (
     StorageCorrupted,
     StorageUnavailable,
 )
-from persistence.mongo import MongoContentStore
-from persistence.sqlite_content import SqliteContentStore
 from tests.contract.mongomock_async import AsyncMockClient
 
 MONGO_URL = os.environ.get("COLLAB_TEST_MONGO_URL")

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from persistence.coordinator import Coordinator
-from persistence.coordinator_memory import MemoryCoordinator
-from persistence.coordinator_values import (
+from persistence.coordinator.memory import MemoryCoordinator
+from persistence.coordinator.ports import Coordinator
+from persistence.coordinator.redis import RedisCoordinator
+from persistence.coordinator.values import (
     MAX_CACHE_BYTES,
     MAX_CURSOR_BYTES,
     MAX_NOTIFICATION_BYTES,
@@ -35,7 +36,6 @@ from persistence.coordinator_values import (
     RateDecision,
 )
 from persistence.errors import DocumentFrozen, StorageClosed, ValueTooLarge
-from persistence.redis import RedisCoordinator
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis.asyncio as aioredis
 
+from persistence.coordinator.redis import RedisCoordinator
 from persistence.errors import StorageCorrupted, StorageUnavailable
-from persistence.redis import RedisCoordinator
 
 if TYPE_CHECKING:
     from tests.services.redis import StartRedis

@@ -1,7 +1,7 @@
 """The RoomStore contract, run against every adapter.
 
 Adapters: the embedded SQLite one, the in-process one, and the service-mode one
-(:class:`persistence.service_store.ServiceRoomStore`) twice: over the Redis coordinator's
+(:class:`persistence.rooms.service.ServiceRoomStore`) twice: over the Redis coordinator's
 change stream (the session's throwaway ``redis-server``, under a key prefix of the test's
 own) with the embedded SQLite content store, and over the in-process coordinator's journal
 with the Mongo content store on mongomock. Service-mode behaviour beyond the port (the trim
@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from persistence.content import ContentStore
-from persistence.coordinator import ChangeJournal
-from persistence.coordinator_memory import MemoryCoordinator
+from persistence.content.mongo import MongoContentStore
+from persistence.content.ports import ContentStore
+from persistence.content.sqlite import SqliteContentStore
+from persistence.coordinator.memory import MemoryCoordinator
+from persistence.coordinator.ports import ChangeJournal
+from persistence.coordinator.redis import RedisCoordinator
 from persistence.errors import StorageClosed, StorageCorrupted, StorageUnavailable
-from persistence.memory import MemoryRoomStore
-from persistence.mongo import MongoContentStore
-from persistence.ports import RoomStore
-from persistence.redis import RedisCoordinator
-from persistence.service_store import ServiceRoomStore
-from persistence.sqlite import SqliteRoomStore
-from persistence.sqlite_content import SqliteContentStore
+from persistence.rooms.memory import MemoryRoomStore
+from persistence.rooms.ports import RoomStore
+from persistence.rooms.service import ServiceRoomStore
+from persistence.rooms.sqlite import SqliteRoomStore
 from tests.contract.mongomock_async import AsyncMockClient
 
 Factory = Callable[[], Awaitable[RoomStore]]

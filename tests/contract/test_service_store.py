@@ -1,7 +1,7 @@
 """What the service-mode room store guarantees beyond the RoomStore contract.
 
 ``test_contract_room_store.py`` runs the port's contract against
-:class:`persistence.service_store.ServiceRoomStore`; this file checks what only the service
+:class:`persistence.rooms.service.ServiceRoomStore`; this file checks what only the service
 mode has: one change stream shared by every section of a document (the trim rule), several
 nodes on one stream, journal positions as ints, a Redis crash, the durability check, and
 failing backends. Each test runs on both backends (Redis journal + embedded SQLite content
@@ -30,11 +30,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdt.ids import InvalidRoomName, RoomName
-from persistence import service_store
-from persistence.content import ContentStore
-from persistence.coordinator import ChangeJournal
-from persistence.coordinator_memory import MemoryCoordinator
-from persistence.coordinator_values import DurabilityReport, JournalEntry
+from persistence.content.mongo import MongoContentStore
+from persistence.content.ports import ContentStore
+from persistence.content.sqlite import SqliteContentStore
+from persistence.coordinator.memory import MemoryCoordinator
+from persistence.coordinator.ports import ChangeJournal
+from persistence.coordinator.redis import RedisCoordinator
+from persistence.coordinator.values import DurabilityReport, JournalEntry
 from persistence.errors import (
     StorageClosed,
     StorageConflict,
@@ -43,18 +45,16 @@ from persistence.errors import (
     StorageMisconfigured,
     StorageUnavailable,
 )
-from persistence.mongo import MongoContentStore
-from persistence.ports import StoredRoom
-from persistence.redis import RedisCoordinator
-from persistence.service_store import (
+from persistence.rooms import service as service_store
+from persistence.rooms.ports import StoredRoom
+from persistence.rooms.service import (
     MAX_JOURNAL_SEQ,
     ServiceRoomStore,
     covered_position,
     journal_seq,
     require_durable,
 )
-from persistence.sqlite_content import SqliteContentStore
-from persistence.sqlite_spool import Spool
+from persistence.rooms.sqlite_spool import Spool
 from tests.contract.mongomock_async import AsyncMockClient
 
 if TYPE_CHECKING:
@@ -772,7 +772,7 @@ def _first_occurrences(updates: Sequence[bytes]) -> list[bytes]:
 async def test_appends_are_spooled_while_the_journal_fails_then_moved_in_order(
     spool: Spool, backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="persistence.service_store")
+    caplog.set_level(logging.INFO, logger="persistence.rooms.service")
     journal = Journal(backend.journal)
     node = backend.node(journal=journal, spool=spool)
     await asyncio.wait_for(node.append("d/s1", b"1"), WAIT)
@@ -807,7 +807,7 @@ async def test_appends_are_spooled_while_the_journal_fails_then_moved_in_order(
     assert await other.load("d/s1") == StoredRoom(b"state", (b"2", b"3"))
     assert await other.load("d/s2") == StoredRoom(None, (b"x", b"z"))
     await node.aclose()
-    records = [r for r in caplog.records if r.name == "persistence.service_store"]
+    records = [r for r in caplog.records if r.name == "persistence.rooms.service"]
     warnings = [r for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert OUTAGE_ERROR in warnings[0].getMessage()

@@ -1,4 +1,4 @@
-"""The local spool (:mod:`persistence.sqlite_spool`) on its own: durability, order, removal.
+"""The local spool (:mod:`persistence.rooms.sqlite_spool`) on its own: durability, order, removal.
 
 What the service-mode room store does with it (a Redis outage) is in
 ``test_service_store.py``.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from persistence.errors import StorageClosed, StorageCorrupted, StorageUnavailable
-from persistence.sqlite_spool import Spool, SpooledUpdate
+from persistence.rooms.sqlite_spool import Spool, SpooledUpdate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,7 +26,7 @@ _CRASHING_WRITER = """
 import asyncio, os, signal, sys
 from pathlib import Path
 sys.path.insert(0, os.getcwd())
-from persistence.sqlite_spool import Spool
+from persistence.rooms.sqlite_spool import Spool
 
 async def main() -> None:
     spool = await Spool.open(Path(sys.argv[1]))

@@ -1,4 +1,5 @@
-"""The audit pipeline (server/audit.py): batching, retries, conflicts, the bound, the tally.
+"""The audit pipeline (server/identity/audit.py): batching, retries, conflicts, the bound, the
+tally.
 
 The store tests run on both relational backends (the ``relational`` fixture: SQLite and a
 throwaway PostgreSQL). The outage test starts a PostgreSQL of its own, stops it for 30 s
@@ -33,7 +34,7 @@ from persistence.relational import (
 )
 from persistence.relational.engine import RelationalOptions
 from persistence.relational.ports import AuditStore
-from server.audit import AuditContext, AuditTrail, EditTally
+from server.identity.audit import AuditContext, AuditTrail, EditTally
 from tests.services.postgres import (
     ROOT_PREFIX,
     START_TIMEOUT,
@@ -45,7 +46,7 @@ from tests.services.postgres import (
 )
 
 WAIT = 10.0  # seconds any single wait in these tests may take before it is a failure
-AUDIT_LOGGER = "server.audit"
+AUDIT_LOGGER = "server.identity.audit"
 
 
 class ScriptedStore:

@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from loadtests.client import YClient
 from persistence.relational import AuditQuery, UserChanges
-from server.auth import AUDIENCE, ISSUER
+from server.identity.tokens import AUDIENCE, ISSUER
 from tests.conftest import LiveServer, StartServer
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server import admin
 from server.cli import main
+from server.identity import admin
 from server.settings import Settings
 
 

@@ -10,7 +10,7 @@ import os
 import httpx
 import pytest
 
-from server.http_head import MAX_REQUEST_LINE_BYTES
+from server.realtime.http_head import MAX_REQUEST_LINE_BYTES
 from tests.conftest import LiveServer, StartServer
 
 HEAD_TIMEOUT = 0.5

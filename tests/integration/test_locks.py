@@ -14,7 +14,7 @@ import httpx
 import pycrdt
 import pytest
 
-import server.locks as locks_module
+import server.presence.locks as locks_module
 from loadtests.client import YClient
 from persistence.relational import User
 from protocol.events import AppEvent, decode_event, encode_event

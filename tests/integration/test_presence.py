@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from loadtests.client import YClient
-from persistence.coordinator_memory import MemoryCoordinator
+from persistence.coordinator.memory import MemoryCoordinator
 from protocol.events import AppEvent, decode_event
 from protocol.ysync import AppEventMessage
-from server.presence import PresenceChange, PresenceTracker
+from server.presence.tracker import PresenceChange, PresenceTracker
 from tests.conftest import LiveServer, StartServer
 
 

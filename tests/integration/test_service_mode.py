@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from loadtests.client import YClient
+from persistence.content.sqlite import SqliteContentStore
+from persistence.coordinator.redis import RedisCoordinator
 from persistence.errors import StorageMisconfigured
-from persistence.redis import RedisCoordinator
-from persistence.service_store import ServiceRoomStore
-from persistence.sqlite_content import SqliteContentStore
+from persistence.rooms.service import ServiceRoomStore
 from protocol.events import decode_event
 from protocol.ysync import AppEventMessage
 from server.settings import Settings

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from loadtests.client import YClient
+from persistence.content.sqlite import SqliteContentStore
 from persistence.errors import StorageUnavailable
-from persistence.sqlite_content import SqliteContentStore
 from tests.conftest import StartServer
 
 

@@ -8,8 +8,8 @@ import asyncio
 
 from loadtests.client import YClient
 from persistence.errors import StorageUnavailable
-from persistence.memory import MemoryRoomStore
-from persistence.ports import StoredRoom
+from persistence.rooms.memory import MemoryRoomStore
+from persistence.rooms.ports import StoredRoom
 from protocol.ysync import QueryAwareness
 from tests.conftest import StartServer
 

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from persistence.relational import Grant
-from server.access import DocumentFacts, Right, Subject, decide, may_create, visibility_filter
+from server.identity.rights import (
+    DocumentFacts,
+    Right,
+    Subject,
+    decide,
+    may_create,
+    visibility_filter,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 ALICE = "a" * 8

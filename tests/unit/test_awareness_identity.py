@@ -1,4 +1,4 @@
-"""The awareness rules of :mod:`server.awareness`: the verified identity written into each
+"""The awareness rules of :mod:`server.realtime.awareness`: the verified identity written into each
 state, and the bounded memory of which user owns which client id."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 
 from protocol.errors import MessageTooLarge
 from protocol.jsontext import JsonTooDeep, MalformedJson
-from server.authn import Principal
-from server.awareness import (
+from server.identity.authentication import Principal
+from server.realtime.awareness import (
     MAX_STATE_BYTES,
     AwarenessRefused,
     ClientIdOwners,

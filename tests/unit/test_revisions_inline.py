@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crdt.markdown import BusinessContent, render_business_content
 from crdt.outline import SectionInfo
-from server.revisions import RECORD_BUDGET_BYTES, inline_revisions
+from server.documents.revisions import RECORD_BUDGET_BYTES, inline_revisions
 
 MIB = 1024 * 1024
 

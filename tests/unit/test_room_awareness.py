@@ -8,10 +8,10 @@ from typing import cast
 from protocol import awareness as awareness_codec
 from protocol.events import decode_event
 from protocol.ysync import AppEventMessage, AwarenessMessage
-from server.authn import Principal
-from server.connection import Connection
-from server.rooms import Room
-from server.transport import FanoutWriter
+from server.identity.authentication import Principal
+from server.realtime.connection import Connection
+from server.realtime.rooms import Room
+from server.realtime.transport import FanoutWriter
 from tests.unit.test_room_fanout import RecordingWriter, _awareness, _next_turn, _room
 
 

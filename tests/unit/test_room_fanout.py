@@ -7,13 +7,13 @@ from typing import Any, cast
 
 from crdt.document import RoomDoc
 from crdt.ids import RoomName
-from persistence.memory import MemoryRoomStore
+from persistence.rooms.memory import MemoryRoomStore
 from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.ysync import AwarenessMessage, Limits, decode, encode
-from server.connection import Connection
-from server.rooms import Room
-from server.transport import FanoutWriter
+from server.realtime.connection import Connection
+from server.realtime.rooms import Room
+from server.realtime.transport import FanoutWriter
 
 
 class RecordingWriter:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from server.auth import AuthError, TokenService
+from server.identity.tokens import AuthError, TokenService
 
 SECRET = "s" * 40
 OTHER_SECRET = "t" * 40

@@ -1,0 +1,224 @@
+"""Redis adapter of :class:`persistence.coordinator.ports.Coordinator` on redis-py's asyncio client.
+
+One :class:`RedisCoordinator` owns a blocking connection pool (bounded; a caller waits up to
+``pool_timeout`` for a free connection), socket and connect timeouts, and redis-py's
+``Retry`` with exponential backoff and jitter: a command that fails on a connection error or
+a timeout is sent again on a fresh connection a bounded number of times, which is also how
+the adapter reconnects after a Redis restart. Every operation of the port is idempotent or
+harmless when re-sent (a re-sent journal append may store the update twice; CRDT replay is
+idempotent). What still fails is translated here, at the edge, into
+:mod:`persistence.errors`. The atomic operations are Lua scripts
+(:mod:`persistence.coordinator.redis_lua`);
+the key layout is documented in ``docs/redis.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from persistence.coordinator import redis_lua
+from persistence.coordinator.redis_collab import RedisCursors, RedisLocks, RedisPresence
+from persistence.coordinator.redis_journal import RedisJournal
+from persistence.coordinator.redis_kv import (
+    RedisCache,
+    RedisFlags,
+    RedisNotifications,
+    RedisRateLimits,
+    RedisSessions,
+    RedisStats,
+)
+from persistence.coordinator.redis_replies import text
+from persistence.coordinator.values import DurabilityReport, echo
+from persistence.errors import StorageClosed, StorageCorrupted, StorageError, StorageUnavailable
+
+Clock = Callable[[], float]
+# Replies that mean "the server cannot serve this now": retrying later may succeed.
+_TRANSIENT_REPLIES: Final = (
+    "LOADING", "BUSY", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS",
+)  # fmt: skip
+_CORRUPT_REPLIES: Final = ("WRONGTYPE", "CORRUPT")
+
+
+@contextmanager
+def _edge(what: str) -> Iterator[None]:
+    """Translate redis-py's exceptions raised inside the block into persistence.errors."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise StorageUnavailable(f"redis {what}: {exc}") from exc
+    except redis_errors.ResponseError as exc:
+        message = str(exc)
+        if message.startswith(_TRANSIENT_REPLIES):
+            raise StorageUnavailable(f"redis {what}: {message}") from exc
+        if message.startswith(_CORRUPT_REPLIES) or "CORRUPT" in message:
+            raise StorageCorrupted(f"redis {what}: {message}") from exc
+        raise StorageError(f"redis {what}: {message}") from exc
+    except redis_errors.RedisError as exc:
+        raise StorageError(f"redis {what}: {exc}") from exc
+
+
+class RedisLink:
+    """What every sub-adapter shares: the client, the key prefix, the scripts, the clock."""
+
+    def __init__(self, client: Redis, prefix: str, clock: Clock, block_cap: float) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+        self.block_cap = block_cap
+        self.closed = False
+        self.closing = asyncio.Event()
+        self.scripts = {
+            name: client.register_script(getattr(redis_lua, name))
+            for name in (
+                "PRESENCE_JOIN",
+                "PRESENCE_LEAVE",
+                "PRESENCE_HEARTBEAT",
+                "PRESENCE_DROP_NODE",
+                "PRESENCE_READ",
+                "CURSOR_SET",
+                "LOCK_ACQUIRE",
+                "LOCK_RENEW",
+                "LOCK_RELEASE",
+                "LOCK_GET",
+                "LOCK_HELD",
+                "RATE_HIT",
+                "STATS_INCR",
+                "NOTIFY_PUSH",
+                "JOURNAL_APPEND",
+            )
+        }
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @contextmanager
+    def edge(self, what: str) -> Iterator[None]:
+        if self.closed:
+            raise StorageClosed("the coordinator is closed")
+        with _edge(what):
+            yield
+
+    async def run(self, script: str, what: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with self.edge(what):
+            return await self.scripts[script](keys=list(keys), args=list(args))
+
+
+# -- the coordinator -------------------------------------------------------------------------
+
+
+def _check_prefix(prefix: object) -> str:
+    if (
+        not isinstance(prefix, str)
+        or len(prefix) > 64
+        or not all(c.isascii() and (c.isalnum() or c in "_.:-") for c in prefix)
+    ):
+        raise ValueError(
+            f"key prefix must be up to 64 characters of [A-Za-z0-9_.:-]: {echo(prefix)}"
+        )
+    return prefix
+
+
+SIGNALS_MAX_LEN = 10_000
+
+
+class RedisCoordinator:
+    """The coordinator on a Redis server (standalone, or a primary with replicas).
+
+    Open it with :meth:`from_url`; it owns its connection pool and closes it in ``aclose``.
+    ``prefix`` is put before every key (empty in production: the keys are then exactly those
+    of ``docs/redis.md``; the tests use one per run).
+    """
+
+    def __init__(
+        self, client: Redis, *, prefix: str = "", clock: Clock = time.time, block_cap: float = 2.5
+    ) -> None:
+        self._link = RedisLink(client, _check_prefix(prefix), clock, block_cap)
+        self.presence = RedisPresence(self._link)
+        self.cursors = RedisCursors(self._link)
+        self.locks = RedisLocks(self._link)
+        self.journal = RedisJournal(self._link, guarded=True)
+        self.signals = RedisJournal(self._link, stream="signals", max_len=SIGNALS_MAX_LEN)
+        self.cache = RedisCache(self._link)
+        self.sessions = RedisSessions(self._link)
+        self.flags = RedisFlags(self._link)
+        self.rate_limits = RedisRateLimits(self._link)
+        self.stats = RedisStats(self._link)
+        self.notifications = RedisNotifications(self._link)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "",
+        max_connections: int = 64,
+        pool_timeout: float = 5.0,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        retries: int = 3,
+        clock: Clock = time.time,
+    ) -> RedisCoordinator:
+        """A coordinator on ``redis://`` / ``rediss://`` / ``unix://`` ``url``. No I/O yet:
+        connections open on first use (``durability()`` is a good first call).
+
+        A command failing on a connection error or a timeout is retried ``retries`` times
+        with exponential backoff (10 ms doubling, capped at 500 ms, with jitter), so an
+        outage surfaces as StorageUnavailable after about a second.
+        """
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries),
+            health_check_interval=30,
+            protocol=2,
+        )
+        client = Redis.from_pool(pool)
+        return cls(client, prefix=prefix, clock=clock, block_cap=socket_timeout / 2)
+
+    async def durability(self) -> DurabilityReport:
+        """AOF settings from ``CONFIG GET``; from ``INFO persistence`` where CONFIG is
+        disabled (managed Redis), which does not tell the fsync policy."""
+        client = self._link.client
+        try:
+            with self._link.edge("config get"):
+                config = await client.config_get("append*")
+        except StorageError as exc:
+            if isinstance(exc, StorageUnavailable | StorageClosed):
+                raise
+            with self._link.edge("info persistence"):
+                info = await client.info("persistence")
+            enabled = bool(int(info.get("aof_enabled", 0)))
+            return DurabilityReport("redis", enabled, None, "CONFIG GET refused; INFO persistence")
+        values = {text(k, "config"): text(v, "config") for k, v in config.items()}
+        enabled = values.get("appendonly") == "yes"
+        fsync = values.get("appendfsync")
+        return DurabilityReport(
+            "redis", enabled, fsync, f"appendonly={values.get('appendonly')} appendfsync={fsync}"
+        )
+
+    async def aclose(self) -> None:
+        """Close the pool (connections in use are closed too). Idempotent."""
+        if self._link.closed:
+            return
+        self._link.closed = True
+        self._link.closing.set()
+        with _edge("close"):
+            await self._link.client.aclose()
+
+    async def __aenter__(self) -> RedisCoordinator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,195 @@
+"""The change stream of the Redis coordinator: ``collab:{documentId}:changes``.
+
+XADD to append, XRANGE to read, XREAD BLOCK to tail, XTRIM MINID to trim (``docs/redis.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from crdt.ids import check_document_id
+from persistence.coordinator.redis_replies import key_bytes, section_field, text
+from persistence.coordinator.values import (
+    FIRST_ENTRY_ID,
+    JournalEntry,
+    check_count,
+    check_section,
+    check_timeout,
+    check_token,
+    check_update,
+    parse_entry_id,
+)
+from persistence.errors import DocumentFrozen, StorageClosed, StorageCorrupted
+
+if TYPE_CHECKING:
+    from persistence.coordinator.redis import RedisLink
+
+
+_U64_MAX: Final = 2**64 - 1
+
+
+def _successor(entry_id: tuple[int, int]) -> str:
+    ms, seq = entry_id
+    return f"{ms}-{seq + 1}" if seq < _U64_MAX else f"{ms + 1}-0"
+
+
+class RedisJournal:
+    """XADD / XRANGE / XREAD BLOCK / XTRIM MINID on ``collab:{documentId}:changes``.
+
+    ``tail`` is one ``XREAD BLOCK`` over every stream asked for; a wait longer than half the
+    socket timeout is split into several XREADs so the socket never times out under it.
+    """
+
+    def __init__(
+        self,
+        link: RedisLink,
+        *,
+        stream: str = "changes",
+        max_len: int | None = None,
+        guarded: bool = False,
+    ) -> None:
+        """``stream`` names the key family (``collab:{documentId}:{stream}``); ``max_len``
+        caps each stream (approximately, XADD MAXLEN ~) for streams that are not a journal
+        (``signals``: awareness and events crossing nodes). ``guarded``: appends check the
+        document's freeze flag ``collab:{documentId}:frozen`` in the same script."""
+        self._link = link
+        self._stream = stream
+        self._max_len = max_len
+        self._guarded = guarded
+
+    def _key(self, document_id: str) -> str:
+        return self._link.key("collab", check_document_id(document_id), self._stream)
+
+    def _frozen_key(self, document_id: str) -> str:
+        return self._link.key("collab", check_document_id(document_id), "frozen")
+
+    async def freeze(self, document_id: str) -> None:
+        key = self._frozen_key(document_id)
+        with self._link.edge("journal freeze"):
+            await self._link.client.set(key, b"1")
+
+    async def thaw(self, document_id: str) -> None:
+        key = self._frozen_key(document_id)
+        with self._link.edge("journal thaw"):
+            await self._link.client.delete(key)
+
+    async def append(
+        self,
+        document_id: str,
+        section_id: str | None,
+        update: bytes,
+        *,
+        origin: str | None = None,
+        force: bool = False,
+    ) -> str:
+        key = self._key(document_id)
+        check_section(section_id)
+        check_update(update)
+        if origin is not None:
+            check_token(origin, "origin")
+        if self._guarded and not force:
+            entry = await self._link.run(
+                "JOURNAL_APPEND",
+                "journal append",
+                [key, self._frozen_key(document_id)],
+                [section_field(section_id), update, origin or ""],
+            )
+            if entry is None:
+                raise DocumentFrozen(f"document {document_id} is frozen (in review)")
+            return text(entry, "entry id")
+        fields: dict[str | bytes, str | bytes] = {
+            "section": section_field(section_id),
+            "update": update,
+            "origin": origin or "",
+        }
+        with self._link.edge("journal append"):
+            entry_id = await self._link.client.xadd(
+                key,
+                fields,  # type: ignore[arg-type]
+                maxlen=self._max_len,
+                approximate=True,
+            )
+        return text(entry_id, "entry id")
+
+    @staticmethod
+    def _entry(document_id: str, entry_id: object, fields: object) -> JournalEntry:
+        if not isinstance(fields, dict):
+            raise StorageCorrupted(f"journal entry of {document_id} is not a field map")
+        update = fields.get(b"update")
+        if not isinstance(update, bytes) or not update:
+            raise StorageCorrupted(f"journal entry of {document_id} without an update")
+        section = text(fields.get(b"section", b""), "entry section")
+        origin = text(fields.get(b"origin", b""), "entry origin")
+        return JournalEntry(
+            text(entry_id, "entry id"), document_id, section or None, update, origin or None
+        )
+
+    async def read(
+        self, document_id: str, after_id: str | None = None, count: int = 100
+    ) -> list[JournalEntry]:
+        key = self._key(document_id)
+        start = "-" if after_id is None else "(" + "-".join(map(str, parse_entry_id(after_id)))
+        count = check_count(count)
+        with self._link.edge("journal read"):
+            rows: Any = await self._link.client.xrange(key, min=start, count=count)
+        return [self._entry(document_id, entry_id, fields) for entry_id, fields in rows]
+
+    async def last_id(self, document_id: str) -> str:
+        key = self._key(document_id)
+        with self._link.edge("journal last id"):
+            rows: Any = await self._link.client.xrevrange(key, count=1)
+        return text(rows[0][0], "entry id") if rows else FIRST_ENTRY_ID
+
+    async def tail(
+        self, positions: Mapping[str, str], *, timeout: float, count: int = 100
+    ) -> list[JournalEntry]:
+        streams: dict[str, str] = {}
+        documents: dict[bytes, str] = {}
+        for document_id, position in positions.items():
+            key = self._key(document_id)
+            streams[key] = "-".join(map(str, parse_entry_id(position)))
+            documents[key.encode()] = document_id
+        timeout = check_timeout(timeout)
+        count = check_count(count)
+        if not streams:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            block = (
+                None if remaining <= 0 else max(1, int(min(remaining, self._link.block_cap) * 1000))
+            )
+            reply = await self._xread(streams, count, block)
+            found = [
+                self._entry(documents[key_bytes(key)], entry_id, fields)
+                for key, rows in (reply or [])
+                for entry_id, fields in rows
+            ]
+            if found or loop.time() >= deadline:
+                return found
+
+    async def _xread(self, streams: dict[str, str], count: int, block: int | None) -> Any:
+        """One XREAD; a blocked one ends at once with StorageClosed when ``aclose`` runs."""
+        with self._link.edge("journal tail"):
+            read = asyncio.ensure_future(
+                self._link.client.xread(streams, count=count, block=block)  # type: ignore[arg-type]
+            )
+            closing = asyncio.ensure_future(self._link.closing.wait())
+            try:
+                await asyncio.wait({read, closing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (read, closing):
+                    waiter.cancel()
+                await asyncio.gather(read, closing, return_exceptions=True)
+            if not read.cancelled():
+                return read.result()
+        raise StorageClosed("the coordinator is closed")
+
+    async def trim(self, document_id: str, up_to_id: str) -> int:
+        key = self._key(document_id)
+        min_id = _successor(parse_entry_id(up_to_id))
+        with self._link.edge("journal trim"):
+            return int(await self._link.client.xtrim(key, minid=min_id, approximate=False))

@@ -1,0 +1,121 @@
+"""Operator commands: users and access tokens (``collab user ...``, ``collab token issue``).
+
+Each opens the relational stores the settings name, does one thing, and closes them. The
+token secret comes from ``COLLAB_JWT_SECRET``; on an embedded install without it, a random
+secret is created once in the data directory (mode 0600), never in the repository.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+from persistence.relational import (
+    NewUser,
+    RelationalStores,
+    User,
+    UserQuery,
+    migrate,
+    open_relational,
+)
+from server.identity.tokens import MIN_SECRET_BYTES, TokenService
+from server.settings import Settings
+
+ROLES = ("admin", "manager", "analyst", "viewer")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``24h``, ``7d`` -> seconds. Raises ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(f"not a duration: {text!r} (examples: 3600, 15m, 24h, 7d)")
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def token_secret(settings: Settings) -> str:
+    """The HS256 secret: COLLAB_JWT_SECRET, else the embedded install's generated one."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    path = settings.data_dir / "jwt-secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(path, secrets.token_urlsafe(48))
+    secret = path.read_text().strip()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600, exist_ok=False)
+    path.write_text(text + "\n")
+
+
+def token_service(settings: Settings) -> TokenService:
+    public_key = settings.jwt_public_key.get_secret_value() if settings.jwt_public_key else None
+    return TokenService(secret=token_secret(settings), public_key=public_key)
+
+
+async def open_stores(settings: Settings) -> RelationalStores:
+    """The relational stores; the embedded database is migrated first (it is ours), a
+    PostgreSQL one must have been migrated with ``collab migrate``."""
+    if not settings.postgres_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await migrate(settings.relational_url)
+    return await open_relational(settings.relational_url)
+
+
+def first_admin_hint(settings: Settings) -> str:
+    """What an operator runs to get the first admin token of a fresh install."""
+    where = (
+        ""
+        if settings.data_dir == Settings.model_fields["data_dir"].default
+        else (f" --data-dir {settings.data_dir}")
+    )
+    return (
+        "No admin user exists yet. Create one and get a token to sign in with:\n"
+        f"  collab user add{where} --email you@example.com --name 'Your Name' --role admin\n"
+        f"  collab token issue{where} --user you@example.com --ttl 24h\n"
+        "(or run with --insecure-dev for a local development server without tokens)"
+    )
+
+
+async def add_user(
+    settings: Settings, email: str, name: str, role: str, department: str | None
+) -> User:
+    """Add a user; ValueError for bad fields, StorageConflict for a taken email."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    async with await open_stores(settings) as stores:
+        return await stores.users.add(NewUser(email, name, role, department))
+
+
+async def list_users(settings: Settings, role: str | None) -> list[User]:
+    async with await open_stores(settings) as stores:
+        users: list[User] = []
+        offset = 0
+        while True:
+            page = await stores.users.find(UserQuery(role=role, limit=200, offset=offset))
+            users.extend(page.items)
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return users
+
+
+async def issue_token(
+    settings: Settings, email: str, ttl: float, documents: Sequence[str]
+) -> tuple[User, str]:
+    """A token for the active user ``email``; LookupError if there is no such user,
+    PermissionError if the user is not active."""
+    async with await open_stores(settings) as stores:
+        user = await stores.users.get_by_email(email)
+    if user is None:
+        raise LookupError(f"no user with email {email!r} (add one with: collab user add)")
+    if user.status != "active":
+        raise PermissionError(f"user {email} is {user.status}: no token issued")
+    scope = frozenset(documents) if documents else None
+    return user, token_service(settings).issue(str(user.id), ttl=ttl, documents=scope)

@@ -1,0 +1,280 @@
+"""Who may do what to a document: one function decides, every socket and endpoint asks it.
+
+A user's right on a business document is the highest of four sources:
+
+* the role (``users.role``): admin -> admin on every document, manager -> approve on every
+  document, analyst and viewer -> nothing by role alone;
+* ownership (``business_documents.owner``) -> admin on that document;
+* the document's own lists: ``permissions.view`` -> view, ``permissions.comment`` ->
+  comment, ``permissions.edit`` (and ``contributors``) -> edit;
+* unexpired rows of the ``permissions`` table on the document (or on every document,
+  resource id ``*``): view, edit, approve, admin.
+
+Rights are ordered: none < view < comment < edit < approve < admin; each includes the ones
+below it. A suspended or deactivated user has no right at all. Creating documents is a role
+right: admin, manager and analyst may, viewer may not.
+
+:func:`decide` is pure (a table of cases tests it); :class:`AccessControl` gathers its inputs
+from the stores, with a short cache so that a burst of requests does not hit the database
+each time while a change still reaches open connections within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from persistence.content.ports import ContentStore
+from persistence.relational import Grant, PermissionStore
+
+DOCUMENTS: Final = "business_documents"
+RESOURCE_TYPE: Final = "business_document"
+
+
+class Right(enum.IntEnum):
+    """What a user may do to one document; each right includes those below it."""
+
+    NONE = 0
+    VIEW = 1
+    COMMENT = 2
+    EDIT = 3
+    APPROVE = 4
+    ADMIN = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+ROLE_RIGHTS: Final[Mapping[str, Right]] = {
+    "admin": Right.ADMIN,
+    "manager": Right.APPROVE,
+    "analyst": Right.NONE,
+    "viewer": Right.NONE,
+}
+CREATOR_ROLES: Final = frozenset({"admin", "manager", "analyst"})
+GRANT_RIGHTS: Final[Mapping[str, Right]] = {
+    "view": Right.VIEW,
+    "edit": Right.EDIT,
+    "approve": Right.APPROVE,
+    "admin": Right.ADMIN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The facts about a user that rights depend on."""
+
+    user_id: str
+    role: str
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentFacts:
+    """The facts about a document that rights depend on (from its stored record)."""
+
+    owner: str | None = None
+    view: frozenset[str] = frozenset()
+    comment: frozenset[str] = frozenset()
+    edit: frozenset[str] = frozenset()
+    sensitivity: str | None = None
+    status: str | None = None
+
+    @property
+    def under_review(self) -> bool:
+        """While a document is in review its content is frozen: every socket is read-only
+        and REST refuses content changes, until the review ends (approved, rejected back to
+        draft, or withdrawn to draft)."""
+        return self.status == "review"
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> DocumentFacts:
+        """Read the owner and permission lists of a ``business_documents`` record."""
+        permissions = record.get("permissions") or {}
+
+        def ids(values: object) -> frozenset[str]:
+            if not isinstance(values, list):
+                return frozenset()
+            return frozenset(str(v) for v in values if v is not None)
+
+        owner = record.get("owner")
+        contributors = ids(record.get("contributors"))
+        return cls(
+            owner=str(owner) if owner is not None else None,
+            view=ids(permissions.get("view")),
+            comment=ids(permissions.get("comment")),
+            edit=ids(permissions.get("edit")) | contributors,
+            status=status if isinstance(status := record.get("status"), str) else None,
+            sensitivity=sensitivity
+            if isinstance(sensitivity := record.get("sensitivity"), str)
+            else None,
+        )
+
+
+def decide(
+    subject: Subject,
+    document: DocumentFacts | None,
+    grants: Iterable[Grant] = (),
+    *,
+    now: datetime | None = None,
+) -> Right:
+    """The user's right on a document (``document`` None: a document not yet created)."""
+    if not subject.active:
+        return Right.NONE
+    right = ROLE_RIGHTS.get(subject.role, Right.NONE)
+    if document is not None:
+        user = subject.user_id
+        if document.owner == user:
+            right = max(right, Right.ADMIN)
+        if user in document.edit:
+            right = max(right, Right.EDIT)
+        elif user in document.comment:
+            right = max(right, Right.COMMENT)
+        elif user in document.view:
+            right = max(right, Right.VIEW)
+    moment = now or datetime.now(UTC)
+    for grant in grants:
+        if grant.expires_at is not None and grant.expires_at <= moment:
+            continue
+        right = max(right, GRANT_RIGHTS.get(grant.permission_level, Right.NONE))
+    return right
+
+
+def may_create(subject: Subject) -> bool:
+    """Whether the user may create documents (and so create rooms by joining them)."""
+    return subject.active and subject.role in CREATOR_ROLES
+
+
+def visibility_filter(subject: Subject) -> dict[str, Any] | None:
+    """The schema's accessible-documents query for a user (None: every document).
+
+    Documents reachable only through rows of the ``permissions`` table are added by the
+    caller (:meth:`AccessControl.granted_documents`).
+    """
+    if ROLE_RIGHTS.get(subject.role, Right.NONE) >= Right.VIEW:
+        return None
+    user = subject.user_id
+    return {
+        "$or": [
+            {"owner": user},
+            {"permissions.view": user},
+            {"permissions.edit": user},
+            {"permissions.comment": user},
+            {"contributors": user},
+        ]
+    }
+
+
+class _Cached:
+    __slots__ = ("expires", "value")
+
+    def __init__(self, value: object, expires: float) -> None:
+        self.value = value
+        self.expires = expires
+
+
+class AccessControl:
+    """Gathers what :func:`decide` needs from the stores, caching it for ``ttl`` seconds.
+
+    ``forget`` drops what is cached about a document (after its permissions change through
+    this server); changes made elsewhere are seen once the cache entry expires.
+    """
+
+    def __init__(
+        self,
+        content: ContentStore,
+        permissions: PermissionStore,
+        *,
+        ttl: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._content = content
+        self._permissions = permissions
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[tuple[str, ...], _Cached] = {}
+        self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
+
+    async def document(self, document_id: str) -> DocumentFacts | None:
+        """The document's facts, None when it has no record (not created yet)."""
+
+        async def load() -> DocumentFacts | None:
+            record = await self._content.get(DOCUMENTS, document_id)
+            return None if record is None else DocumentFacts.of(record)
+
+        result: DocumentFacts | None = await self._cached(("doc", document_id), load)
+        return result
+
+    async def grants(self, user_id: str, document_id: str) -> Sequence[Grant]:
+        """The unexpired grants of the user on the document (or on every document)."""
+        try:
+            user = uuid.UUID(user_id)
+        except ValueError:
+            return ()
+
+        async def load() -> Sequence[Grant]:
+            now = datetime.now(UTC)
+            return tuple(
+                await self._permissions.effective_grants(user, RESOURCE_TYPE, document_id, now)
+            )
+
+        result: Sequence[Grant] = await self._cached(("grants", user_id, document_id), load)
+        return result
+
+    async def right(self, subject: Subject, document_id: str) -> Right:
+        """The subject's right on the document."""
+        if not subject.active:
+            return Right.NONE
+        if ROLE_RIGHTS.get(subject.role, Right.NONE) is Right.ADMIN:
+            return Right.ADMIN
+        document, grants = await asyncio.gather(
+            self.document(document_id), self.grants(subject.user_id, document_id)
+        )
+        return decide(subject, document, grants)
+
+    async def granted_documents(self, subject: Subject) -> list[str]:
+        """Ids of the documents the permissions table opens to the user (besides the
+        document's own lists); ``["*"]`` when a grant covers every document."""
+        try:
+            user = uuid.UUID(subject.user_id)
+        except ValueError:
+            return []
+        grants = await self._permissions.for_user(user, now=datetime.now(UTC))
+        return [g.resource_id for g in grants if g.resource_type == RESOURCE_TYPE]
+
+    def forget(self, document_id: str) -> None:
+        """Drop what is cached about one document (its record and its grants)."""
+        for key in [k for k in self._cache if k[-1] == document_id]:
+            del self._cache[key]
+
+    async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[Any]]) -> Any:
+        now = self._clock()
+        hit = self._cache.get(key)
+        if hit is not None and hit.expires > now:
+            return hit.value
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(value)
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[key] = _Cached(value, now + self._ttl)
+            return value
+        finally:
+            del self._inflight[key]

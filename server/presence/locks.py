@@ -1,0 +1,628 @@
+"""Section locks: one user at a time may edit a locked section; everyone else reads it.
+
+A user with the edit right takes a section's lock over the socket (the ``lock`` and
+``unlock`` application events, on any room of the document) or over REST
+(:mod:`server.api.locks`). The lock lives in the coordinator (``lock:{documentId}:{sectionId}``:
+atomic, one holder, a fencing token, a TTL of ``LOCK_TTL`` seconds):
+
+* a lock taken over a socket is renewed every ``TTL / 3`` by the node the owner took it on,
+  while the owner keeps a connection to the document on that node, and released when their
+  last one closes there; a lock taken over REST expires after its TTL unless POSTed again;
+* a node that dies stops renewing: its locks expire, and every node notices (a watcher asks
+  the coordinator when a lock it knows of should have expired).
+
+While a section is locked, its room's ``locked_by`` names the owner and the room drops the
+updates of every other connection (y-protocols permission denied). Every node keeps that in
+step: the node that changes a lock sets it at once and tells the others with the ``locked``
+and ``unlocked`` events (``Collab.emit``), which they apply; a section room that loads asks
+the coordinator for its document's locks. Clients that take application events see the
+events, and get the document's current locks (a ``locks`` event) when they join.
+
+Taking and releasing are audited (``lock`` / ``unlock``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from crdt.ids import InvalidIdError, check_section_id
+from persistence.coordinator.values import Lock
+from persistence.errors import StorageError
+from protocol.events import AppEvent
+from server.errors import STORAGE_DETAIL
+from server.identity.authentication import Principal
+from server.identity.rights import RESOURCE_TYPE, Right
+from server.realtime.connection import error_event
+
+if TYPE_CHECKING:
+    from server.app import Collab
+    from server.realtime.connection import Connection
+    from server.realtime.rooms import Room
+
+log = logging.getLogger(__name__)
+
+# Seconds a lock lives without renewal (tests patch it before starting a server).
+LOCK_TTL = 30.0
+# A lock the coordinator still reports past its expiry (clock skew) is asked about again
+# after at least this long.
+MIN_RECHECK = 0.05
+# Section ids starting with this are the server's own (the snapshot claim): never user locks.
+RESERVED_PREFIX = "__"
+
+Reason = Literal["released", "expired", "disconnected", "forced"]
+Via = Literal["socket", "rest"]
+
+
+def iso(timestamp: float) -> str:
+    """Unix seconds as the API's ISO 8601 UTC form."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _epoch(value: object, default: float) -> float:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value).timestamp()
+    return default
+
+
+def is_reserved(section_id: str) -> bool:
+    """Whether a section id is one the server keeps for itself (not lockable, not listed)."""
+    return section_id.startswith(RESERVED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLock:
+    """A lock as this node knows it, with its owner's name and when to check on it."""
+
+    lock: Lock
+    owner_name: str | None
+    deadline: float  # local clock: ask the coordinator at this time whether it still holds
+
+    def fields(self) -> dict[str, Any]:
+        """The lock as application event fields (``locked``, ``locks``, errors)."""
+        lock = self.lock
+        return {
+            "section": lock.section_id,
+            "owner": lock.owner,
+            "ownerName": self.owner_name,
+            "expiresAt": iso(lock.expires_at),
+            "acquiredAt": iso(lock.acquired_at),
+            "token": lock.token,
+        }
+
+    def view(self) -> dict[str, Any]:
+        """The lock as the REST API shows it."""
+        lock = self.lock
+        return {
+            "documentId": lock.document_id,
+            "sectionId": lock.section_id,
+            "owner": lock.owner,
+            "ownerName": self.owner_name,
+            "token": lock.token,
+            "acquiredAt": iso(lock.acquired_at),
+            "expiresAt": iso(lock.expires_at),
+        }
+
+
+class LockHeld(Exception):
+    """The section is locked by another user."""
+
+    def __init__(self, holder: HeldLock) -> None:
+        super().__init__(f"section {holder.lock.section_id} is locked by {holder.lock.owner}")
+        self.holder = holder
+
+
+class SectionLockService:
+    """This node's side of the section locks (see the module docstring)."""
+
+    def __init__(self, collab: Collab, tasks: asyncio.TaskGroup, *, ttl: float) -> None:
+        self._collab = collab
+        self._locks = collab.coordinator.locks
+        self._tasks = tasks
+        self.ttl = ttl
+        # Every lock this node believes held, by (document, section).
+        self.known: dict[tuple[str, str], HeldLock] = {}
+        # Bumped at every change of a key; a coordinator answer read across a change is stale.
+        self._versions: dict[tuple[str, str], int] = {}
+        self._document_versions: dict[str, int] = {}
+        # Socket locks this node renews: (document, section) -> their owner.
+        self.renewed: dict[tuple[str, str], Principal] = {}
+        # Open connections per (document, user) on this node, and the names of their users.
+        self._connections: dict[tuple[str, str], int] = {}
+        self._joined: set[int] = set()
+        self._names: dict[str, str] = {}
+        # Section rooms whose lock state was read from the coordinator since they loaded.
+        self._resolved: weakref.WeakSet[Room] = weakref.WeakSet()
+        self._wakeup = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+
+    # -- local state ----------------------------------------------------------------------
+
+    def _bump(self, key: tuple[str, str]) -> None:
+        self._versions[key] = self._versions.get(key, 0) + 1
+        self._document_versions[key[0]] = self._document_versions.get(key[0], 0) + 1
+
+    def _room(self, key: tuple[str, str]) -> Room | None:
+        return self._collab.registry.room(f"{key[0]}/{key[1]}")
+
+    def apply_locked(self, lock: Lock, owner_name: str | None) -> HeldLock:
+        """Record a held lock and make its section read-only for everyone else here."""
+        key = (lock.document_id, lock.section_id)
+        held = HeldLock(lock, owner_name, max(lock.expires_at, time.time() + MIN_RECHECK))
+        self.known[key] = held
+        self._bump(key)
+        room = self._room(key)
+        if room is not None:
+            room.locked_by = lock.owner
+        owner = self.renewed.get(key)
+        if owner is not None and owner.user_id != lock.owner:
+            del self.renewed[key]
+        self._wakeup.set()
+        return held
+
+    def apply_unlocked(self, key: tuple[str, str]) -> HeldLock | None:
+        """Forget a lock and let everyone write its section again here."""
+        held = self.known.pop(key, None)
+        self.renewed.pop(key, None)
+        self._bump(key)
+        room = self._room(key)
+        if room is not None:
+            room.locked_by = None
+        return held
+
+    def _emit_unlocked(self, lock: Lock, reason: Reason, *, local_only: bool = False) -> None:
+        event = AppEvent(
+            "unlocked",
+            {
+                "section": lock.section_id,
+                "owner": lock.owner,
+                "reason": reason,
+                "token": lock.token,
+            },
+        )
+        self._collab.emit(lock.document_id, event, local_only=local_only)
+
+    async def owner_name(self, user_id: str) -> str | None:
+        """A user's display name (cached by the authenticator), None when unknown."""
+        if user_id in self._names:
+            return self._names[user_id]
+        try:
+            user = await self._collab.authn.user(user_id)
+        except StorageError:
+            return None
+        return user.name if user is not None else None
+
+    async def _held(self, lock: Lock) -> HeldLock:
+        known = self.known.get((lock.document_id, lock.section_id))
+        if known is not None and known.lock.owner == lock.owner:
+            name = known.owner_name
+        else:
+            name = await self.owner_name(lock.owner)
+        return HeldLock(lock, name, lock.expires_at)
+
+    # -- taking and releasing -------------------------------------------------------------
+
+    async def acquire(
+        self, principal: Principal, document_id: str, section_id: str, *, via: Via
+    ) -> tuple[HeldLock, bool]:
+        """Take (or renew) the section's lock for ``principal``: the lock and whether it is
+        new. Raises LockHeld when another user holds it, StorageError when the coordinator
+        is unavailable."""
+        user_id = principal.user_id
+        key = (document_id, section_id)
+        for _ in range(3):
+            before = await self._locks.holder(document_id, section_id)
+            if before is not None and before.owner != user_id:
+                raise LockHeld(await self._held(before))
+            lock = await self._locks.acquire(document_id, section_id, user_id, self.ttl)
+            if lock is not None:
+                break
+        else:  # the lock changed hands under us three times: report who has it now
+            holder = await self._locks.holder(document_id, section_id)
+            if holder is None:
+                raise StorageError(f"the lock of {document_id}/{section_id} is unstable")
+            raise LockHeld(await self._held(holder))
+        created = before is None or before.token != lock.token
+        held = self.apply_locked(lock, principal.name)
+        if via == "socket":
+            self.renewed[key] = principal
+        self._collab.emit(document_id, AppEvent("locked", held.fields()))
+        self._audit(
+            principal,
+            "lock",
+            document_id,
+            {"section": section_id, "token": lock.token, "via": via, "renewed": not created},
+        )
+        return held, created
+
+    async def release(self, principal: Principal, lock: Lock, *, reason: Reason, via: Via) -> bool:
+        """Release ``lock`` for ``principal`` (by force unless they hold it); False when it
+        was no longer held."""
+        force = lock.owner != principal.user_id
+        released = await self._locks.release(
+            lock.document_id, lock.section_id, principal.user_id, force=force
+        )
+        if not released:
+            return False
+        self.apply_unlocked((lock.document_id, lock.section_id))
+        self._emit_unlocked(lock, reason)
+        changes = {"section": lock.section_id, "token": lock.token, "reason": reason, "via": via}
+        if force:
+            changes["owner"] = lock.owner
+        self._audit(principal, "unlock", lock.document_id, changes)
+        return True
+
+    async def current(self, document_id: str) -> list[HeldLock]:
+        """The document's live locks, from the coordinator (reserved sections left out)."""
+        locks = await self._locks.held(document_id)
+        return [await self._held(lock) for lock in locks if not is_reserved(lock.section_id)]
+
+    async def holder(self, document_id: str, section_id: str) -> HeldLock | None:
+        """The section's lock as the coordinator holds it now (None: not locked)."""
+        lock = await self._locks.holder(document_id, section_id)
+        return None if lock is None else await self._held(lock)
+
+    def _audit(
+        self, principal: Principal, action: str, document_id: str, changes: dict[str, Any]
+    ) -> None:
+        self._collab.audit.record(
+            principal.context.entry(action, RESOURCE_TYPE, document_id, changes)
+        )
+
+    # -- the socket side ------------------------------------------------------------------
+
+    def _section_of(self, room: Room, conn: Connection, event: AppEvent) -> str | None:
+        section = event.get("section", room.name.section_id)
+        try:
+            section_id = check_section_id(section)
+        except InvalidIdError as exc:
+            conn.send_event(error_event(4400, "invalid section", str(exc), fatal=False))
+            return None
+        if is_reserved(section_id):
+            detail = f"section ids starting with {RESERVED_PREFIX!r} cannot be locked"
+            conn.send_event(error_event(4400, "invalid section", detail, fatal=False))
+            return None
+        return section_id
+
+    def on_lock_event(self, room: Room, conn: Connection, event: AppEvent) -> None:
+        """``{"type": "lock", "section": S}`` from a client."""
+        section_id = self._section_of(room, conn, event)
+        principal = conn.principal
+        if section_id is None or principal is None:
+            return
+        if conn.read_only or conn.right < Right.EDIT:
+            detail = "locking a section needs the edit right on the document"
+            conn.send_event(_refusal(4403, "forbidden", detail, section_id, None))
+            return
+        document_id = room.name.document_id
+        self.spawn(self._lock_for(conn, principal, document_id, section_id), "lock")
+
+    async def _lock_for(
+        self, conn: Connection, principal: Principal, document_id: str, section_id: str
+    ) -> None:
+        try:
+            await self.acquire(principal, document_id, section_id, via="socket")
+        except LockHeld as held:
+            conn.send_event(_refusal(4409, "section locked", str(held), section_id, held.holder))
+        except StorageError as exc:
+            log.warning("locks: %s of %s unavailable: %s", section_id, document_id, exc)
+            conn.send_event(_refusal(4503, "locks unavailable", STORAGE_DETAIL, section_id, None))
+
+    def on_unlock_event(self, room: Room, conn: Connection, event: AppEvent) -> None:
+        """``{"type": "unlock", "section": S}`` (``"force": true`` for admins)."""
+        section_id = self._section_of(room, conn, event)
+        principal = conn.principal
+        if section_id is None or principal is None:
+            return
+        may_force = bool(event.get("force")) and conn.right >= Right.ADMIN
+        document_id = room.name.document_id
+        self.spawn(self._unlock_for(conn, principal, document_id, section_id, may_force), "unlock")
+
+    async def _unlock_for(
+        self,
+        conn: Connection,
+        principal: Principal,
+        document_id: str,
+        section_id: str,
+        may_force: bool,
+    ) -> None:
+        try:
+            held = await self.holder(document_id, section_id)
+            if held is None:
+                detail = f"section {section_id} is not locked"
+                conn.send_event(_refusal(4404, "not locked", detail, section_id, None))
+                return
+            mine = held.lock.owner == principal.user_id
+            if not mine and not may_force:
+                detail = f"section {section_id} is locked by another user"
+                conn.send_event(_refusal(4403, "not the holder", detail, section_id, held))
+                return
+            reason: Reason = "released" if mine else "forced"
+            if not await self.release(principal, held.lock, reason=reason, via="socket"):
+                detail = f"section {section_id} is not locked"
+                conn.send_event(_refusal(4404, "not locked", detail, section_id, None))
+        except StorageError as exc:
+            log.warning("locks: %s of %s unavailable: %s", section_id, document_id, exc)
+            conn.send_event(_refusal(4503, "locks unavailable", STORAGE_DETAIL, section_id, None))
+
+    # -- joins and leaves -----------------------------------------------------------------
+
+    def on_join(self, conn: Connection, room: Room) -> None:
+        """A connection joined: count it, lock its section room if this node knows it is
+        locked, and ask the coordinator when the room just loaded or the client takes
+        events (it gets the ``locks`` event)."""
+        principal = conn.principal
+        if conn.closing or principal is None:
+            return
+        self._joined.add(conn.id)
+        document_id = room.name.document_id
+        key = (document_id, principal.user_id)
+        self._connections[key] = self._connections.get(key, 0) + 1
+        if len(self._names) > 10_000:
+            self._names.clear()
+        self._names[principal.user_id] = principal.name
+        section_id = room.name.section_id
+        resolve = False
+        if section_id is not None:
+            held = self.known.get((document_id, section_id))
+            room.locked_by = held.lock.owner if held is not None else None
+            # Another node may have taken the lock before this node followed the document.
+            resolve = self._collab.cluster is not None and room not in self._resolved
+            self._resolved.add(room)
+        if resolve or conn.app_events:
+            self.spawn(self._sync(document_id, conn if conn.app_events else None), "locks sync")
+
+    async def _sync(self, document_id: str, conn: Connection | None) -> None:
+        """Bring this node's view of the document's locks in line with the coordinator's,
+        then send the ``locks`` event to ``conn``."""
+        learned: list[HeldLock] = []
+        for _ in range(3):
+            version = self._document_versions.get(document_id, 0)
+            locks = [
+                lock
+                for lock in await self._locks.held(document_id)
+                if not is_reserved(lock.section_id)
+            ]
+            if version == self._document_versions.get(document_id, 0):  # still current
+                learned = self._reconcile(document_id, locks)
+                break
+        for held in learned:
+            # Locks this node had not heard of: tell its clients, with the owner's name.
+            key = (document_id, held.lock.section_id)
+            named = replace(held, owner_name=await self.owner_name(held.lock.owner))
+            if self.known.get(key) is held:
+                self.known[key] = named
+            self._collab.deliver(document_id, None, AppEvent("locked", named.fields()))
+        if conn is None or conn.closing:
+            return
+        listed = []
+        for key in sorted(key for key in self.known if key[0] == document_id):
+            held = self.known[key]
+            if held.owner_name is None:
+                held = replace(held, owner_name=await self.owner_name(held.lock.owner))
+            listed.append(held.fields())
+        conn.send_event(AppEvent("locks", {"locks": listed}))
+
+    def _reconcile(self, document_id: str, locks: list[Lock]) -> list[HeldLock]:
+        """Apply what the coordinator holds for the document (read with no change since);
+        returns the locks this node did not know."""
+        live = {lock.section_id: lock for lock in locks}
+        learned = []
+        for section_id, lock in live.items():
+            current = self.known.get((document_id, section_id))
+            if current is None or current.lock.token != lock.token:
+                learned.append(self.apply_locked(lock, None))
+        for key in [key for key in self.known if key[0] == document_id]:
+            if key[1] not in live:
+                gone = self.apply_unlocked(key)
+                if gone is not None:
+                    self._emit_unlocked(gone.lock, "expired", local_only=True)
+        return learned
+
+    def on_leave(self, conn: Connection, document_id: str) -> None:
+        """A connection left (idempotent): the owner's last connection to the document on
+        this node releases the socket locks they took here."""
+        principal = conn.principal
+        if principal is None or conn.id not in self._joined:
+            return
+        self._joined.discard(conn.id)
+        key = (document_id, principal.user_id)
+        count = self._connections.get(key, 0) - 1
+        if count > 0:
+            self._connections[key] = count
+            return
+        self._connections.pop(key, None)
+        for lock_key, owner in list(self.renewed.items()):
+            if lock_key[0] == document_id and owner.user_id == principal.user_id:
+                self.spawn(self._release_disconnected(owner, lock_key), "unlock")
+
+    async def _release_disconnected(self, principal: Principal, key: tuple[str, str]) -> None:
+        if self.renewed.get(key) is not principal:
+            return  # released or taken over meanwhile
+        if self._connections.get((key[0], principal.user_id), 0) > 0:
+            return  # the owner came back
+        held = self.known.get(key)
+        lock = held.lock if held is not None else await self._locks.holder(*key)
+        if lock is None or lock.owner != principal.user_id:
+            self.renewed.pop(key, None)
+            return
+        if not await self.release(principal, lock, reason="disconnected", via="socket"):
+            self.renewed.pop(key, None)  # it had expired: the watcher reports that
+
+    # -- events from other nodes ----------------------------------------------------------
+
+    def on_remote_event(self, document_id: str, section_id: str | None, event: AppEvent) -> None:
+        """``locked`` / ``unlocked`` from another node: apply them to this node's rooms
+        (older tokens than the one known are ignored)."""
+        if event.type not in ("locked", "unlocked"):
+            return
+        section = event.get("section")
+        owner = event.get("owner")
+        token = event.get("token")
+        if not isinstance(section, str) or not isinstance(owner, str) or not isinstance(token, int):
+            return
+        key = (document_id, section)
+        current = self.known.get(key)
+        if event.type == "locked":
+            if current is not None and current.lock.token > token:
+                return  # older than what this node knows
+            now = time.time()
+            lock = Lock(
+                document_id,
+                section,
+                owner,
+                token,
+                _epoch(event.get("acquiredAt"), now),
+                _epoch(event.get("expiresAt"), now + self.ttl),
+            )
+            name = event.get("ownerName")
+            self.apply_locked(lock, name if isinstance(name, str) else None)
+        elif current is None or current.lock.token <= token:
+            self.apply_unlocked(key)
+
+    # -- background: renewals and expiry --------------------------------------------------
+
+    async def _renew_forever(self) -> None:
+        """Renew this node's socket locks every ``ttl / 3`` seconds."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            for key, principal in list(self.renewed.items()):
+                try:
+                    await self._renew(key, principal)
+                except StorageError as exc:
+                    log.warning("locks: renewing %s/%s failed: %s", *key, exc)
+                except Exception:
+                    log.exception("locks: renewing %s/%s failed", *key)
+
+    async def _renew(self, key: tuple[str, str], principal: Principal) -> None:
+        owner = principal.user_id
+        if not self._connections.get((key[0], owner)):
+            # The owner's connections closed before the lock was granted: release it.
+            await self._release_disconnected(principal, key)
+            return
+        lock = await self._locks.renew(key[0], key[1], owner, self.ttl)
+        if self.renewed.get(key) is not principal:
+            return  # released or taken again meanwhile
+        if lock is None:  # lost: it expired before this renewal
+            held = self.apply_unlocked(key)
+            if held is not None:
+                self._emit_unlocked(held.lock, "expired")
+            return
+        held = self.known.get(key)
+        self.apply_locked(lock, held.owner_name if held is not None else principal.name)
+        self.renewed[key] = principal
+
+    async def _watch_forever(self) -> None:
+        """Ask the coordinator about each known lock once it should have expired."""
+        while True:
+            self._wakeup.clear()
+            deadline = min((held.deadline for held in self.known.values()), default=None)
+            if deadline is None:
+                await self._wakeup.wait()
+                continue
+            delay = deadline - time.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), delay + MIN_RECHECK)
+                    continue  # something changed: compute the next deadline again
+            try:
+                await self._check_due()
+            except StorageError as exc:
+                log.warning("locks: checking expiries failed: %s", exc)
+                await asyncio.sleep(min(1.0, self.ttl / 3))
+            except Exception:
+                log.exception("locks: checking expiries failed")
+                await asyncio.sleep(min(1.0, self.ttl / 3))
+
+    async def _check_due(self) -> None:
+        """Ask the coordinator about every lock past its deadline: gone (expired), renewed
+        (a new deadline) or held by someone else now."""
+        now = time.time()
+        for key, held in list(self.known.items()):
+            if held.deadline > now:
+                continue
+            version = self._versions.get(key, 0)
+            lock = await self._locks.holder(*key)
+            if self._versions.get(key, 0) != version:
+                continue  # changed meanwhile: the change is newer than this answer
+            if lock is None:
+                gone = self.apply_unlocked(key)
+                if gone is not None:
+                    self._emit_unlocked(gone.lock, "expired", local_only=True)
+            elif lock.token == held.lock.token and lock.owner == held.lock.owner:
+                self.apply_locked(lock, held.owner_name)  # renewed elsewhere: new deadline
+            else:
+                self.apply_locked(lock, None)
+                fields = (await self._held(lock)).fields()
+                self._collab.deliver(key[0], None, AppEvent("locked", fields))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the app's task group; its errors are logged, never raised."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except StorageError as exc:
+                log.warning("locks: %s failed: %s", name, exc)
+            except Exception:
+                log.exception("locks: %s failed", name)
+
+        runner = guarded()
+        try:
+            self._tasks.create_task(runner, name=f"locks {name}")
+        except RuntimeError:  # the app has stopped
+            runner.close()
+            work.close()
+
+    def start(self) -> None:
+        """Start the renewals and the expiry watcher in the app's task group."""
+        self._background = [
+            self._tasks.create_task(self._renew_forever(), name="lock renewals"),
+            self._tasks.create_task(self._watch_forever(), name="lock expiries"),
+        ]
+
+    def stop(self) -> None:
+        """Stop them (at shutdown: the task group waits for its tasks)."""
+        for task in self._background:
+            task.cancel()
+
+
+def _refusal(
+    code: int, title: str, detail: str, section_id: str, holder: HeldLock | None
+) -> AppEvent:
+    event = error_event(code, title, detail, fatal=False)
+    fields = {**event.fields, "section": section_id}
+    if holder is not None:
+        fields["holder"] = holder.fields()
+    return replace(event, fields=fields)
+
+
+_services: weakref.WeakKeyDictionary[Collab, SectionLockService] = weakref.WeakKeyDictionary()
+
+
+def service_of(collab: Collab) -> SectionLockService:
+    """The lock service installed on ``collab``."""
+    return _services[collab]
+
+
+def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
+    """Register the lock events, observers and background tasks on ``collab``."""
+    service = SectionLockService(collab, tasks, ttl=LOCK_TTL)
+    _services[collab] = service
+    collab.event_handlers["lock"] = service.on_lock_event
+    collab.event_handlers["unlock"] = service.on_unlock_event
+    collab.join_observers.append(service.on_join)
+    collab.leave_observers.append(service.on_leave)
+    collab.remote_event_observers.append(service.on_remote_event)
+    service.start()
+    collab.shutdown_callbacks.append(service.stop)

@@ -1,0 +1,629 @@
+"""Approval workflows on business documents (``docs/comments.md``, the state machine).
+
+A workflow is an ordered list of steps, each decided by a user holding its required role (or
+an admin). A request puts one revision of a document through a workflow: opening it moves
+the document to ``review`` through the documents API's own status transition (which cuts a
+revision and freezes the content: every socket turns read-only while in review), approving
+the last step makes the document ``approved``, a rejection moves it back to ``draft`` (editing
+resumes), and a rejected request is resubmitted as a new request (a new round, back in
+``review``).
+
+:class:`ApprovalService` holds the policy; the REST layer (:mod:`server.api.approvals`) gives
+it the status transition to use (``move``) and runs each change under the document's lock,
+the one the documents API's status changes take. Every decision is audited (``approval``),
+every participant notified (the role holders of the step to decide, the requestor, the
+earlier reviewers of a decided request), and every client of the document gets an
+``approval`` event.
+
+Rules:
+
+* opening or resubmitting needs the edit right, a ``draft`` document (or one in ``review``
+  that no request holds) and no pending request on it;
+* deciding needs the view right and the step's role (or the admin role); the requestor may
+  not decide on their own request unless an admin; only the current step is decided;
+* approving the last step needs the document still in ``review``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from persistence.errors import StorageError
+from persistence.relational import (
+    ApprovalQuery,
+    ApprovalRequest,
+    ChainLink,
+    NewApprovalRequest,
+    NewNotification,
+    NewWorkflow,
+    UserQuery,
+    Workflow,
+    WorkflowStep,
+)
+from protocol.events import AppEvent
+from server.api.common import ApiError
+from server.documents.revisions import RevisionNotFound
+from server.errors import STORAGE_DETAIL
+from server.identity.authentication import Principal
+from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, Subject
+from server.review.comments import store_errors
+from server.review.notifications import iso, notifier, snippet
+
+if TYPE_CHECKING:
+    from server.app import Collab
+
+log = logging.getLogger(__name__)
+
+RESOURCE_TYPES: Final = ("business_document", "strategic_plan")
+REQUEST_RESOURCE: Final = "approval_request"
+MAX_NOTIFIED_PER_STEP: Final = 2000
+USERS_PAGE: Final = 200
+
+# The documents API's status transition: target status -> (record, revision summary).
+StatusChange = Callable[[str], Awaitable[tuple[dict[str, Any], dict[str, Any]]]]
+
+_services: weakref.WeakKeyDictionary[Collab, ApprovalService] = weakref.WeakKeyDictionary()
+
+
+def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
+    """Create the app's approval service (approvals have no socket events to handle)."""
+    _services[collab] = ApprovalService(collab)
+
+
+def approvals_of(collab: Collab) -> ApprovalService:
+    """The app's approval service (made by :func:`install`)."""
+    found = _services.get(collab)
+    if found is None:
+        raise RuntimeError("approvals are not installed on this app")
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A request after a change, and the document's status then."""
+
+    request: ApprovalRequest
+    document_status: str
+    revision: Mapping[str, Any] | None = None
+
+
+class ApprovalService:
+    """Workflows, requests and decisions; every method raises :class:`ApiError` on refusal."""
+
+    def __init__(self, collab: Collab) -> None:
+        self._collab = collab
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    async def create_workflow(
+        self,
+        actor: Principal,
+        name: str,
+        resource_type: str,
+        steps: Sequence[WorkflowStep],
+        description: str | None,
+    ) -> Workflow:
+        """Store a workflow (admin role only)."""
+        if actor.role != "admin":
+            raise ApiError(403, "forbidden", "only admins may create approval workflows")
+        try:
+            workflow = NewWorkflow(
+                name=name,
+                resource_type=resource_type,
+                steps=tuple(steps),
+                description=description,
+                created_by=actor.uuid,
+            )
+        except ValueError as exc:
+            raise ApiError(422, "invalid request", str(exc)) from exc
+        with store_errors("workflow"):
+            stored = await self._collab.relational.approvals.create_workflow(workflow)
+        self._audit(
+            actor,
+            "create",
+            "approval_workflow",
+            str(stored.id),
+            {"name": stored.name, "resourceType": stored.resource_type},
+        )
+        return stored
+
+    async def workflows(self, resource_type: str) -> list[Workflow]:
+        with store_errors("workflow"):
+            return await self._collab.relational.approvals.list_workflows(resource_type)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def right(self, actor: Principal, document_id: str) -> Right:
+        if not actor.may_open(document_id):
+            return Right.NONE
+        try:
+            return await self._collab.access.right(actor.subject, document_id)
+        except StorageError as exc:
+            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
+
+    async def request_for(
+        self, actor: Principal, request_id: uuid.UUID, needed: Right = Right.VIEW
+    ) -> ApprovalRequest:
+        """A request on a document the actor has ``needed`` on (404 when they may not
+        view it: its existence is not disclosed)."""
+        with store_errors("approval request"):
+            found = await self._collab.relational.approvals.get_request(request_id)
+        if found is None or found.resource_type != RESOURCE_TYPE:
+            raise ApiError(404, "approval request not found", f"no request {request_id}")
+        right = await self.right(actor, found.resource_id)
+        if right < Right.VIEW:
+            raise ApiError(404, "approval request not found", f"no request {request_id}")
+        if right < needed:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this needs the {needed.label} right on the document; you have {right.label}",
+            )
+        return found
+
+    async def chain(self, document_id: str) -> list[ChainLink]:
+        with store_errors("approval chain"):
+            return await self._collab.relational.approvals.approval_chain(
+                RESOURCE_TYPE, document_id
+            )
+
+    async def requests_of(
+        self, document_id: str, limit: int, offset: int
+    ) -> tuple[list[ApprovalRequest], int]:
+        query = ApprovalQuery(
+            resource_type=RESOURCE_TYPE, resource_id=document_id, limit=limit, offset=offset
+        )
+        with store_errors("approval request"):
+            page = await self._collab.relational.approvals.find_requests(query)
+        return page.items, page.total
+
+    # -- opening a request -------------------------------------------------------------------
+
+    async def open(
+        self,
+        actor: Principal,
+        document_id: str,
+        workflow_id: uuid.UUID,
+        revision_id: str | None,
+        move: StatusChange,
+    ) -> Outcome:
+        """Put the document through a workflow: it moves to review (a revision is cut then;
+        it is the one under review unless ``revision_id`` names another). Run it under the
+        document's lock."""
+        with store_errors("workflow"):
+            workflow = await self._collab.relational.approvals.get_workflow(workflow_id)
+        if workflow is None:
+            raise _invalid("workflowId", f"no workflow {workflow_id}")
+        if workflow.resource_type != RESOURCE_TYPE:
+            raise _invalid("workflowId", f"workflow {workflow_id} is for {workflow.resource_type}")
+        await self._no_pending(document_id)
+
+        async def create(revision: str) -> ApprovalRequest:
+            new = NewApprovalRequest(
+                workflow_id=workflow.id,
+                resource_type=RESOURCE_TYPE,
+                resource_id=document_id,
+                requestor_id=actor.uuid,
+                revision_id=revision,
+            )
+            with store_errors("approval request"):
+                return await self._collab.relational.approvals.create_request(new)
+
+        outcome = await self._submit(actor, document_id, revision_id, move, create)
+        self._audit(
+            actor,
+            "approval",
+            REQUEST_RESOURCE,
+            str(outcome.request.id),
+            {
+                "op": "request",
+                "documentId": document_id,
+                "workflowId": str(workflow.id),
+                "revision": outcome.request.revision_id,
+            },
+        )
+        await self._after_submit(actor, outcome, "requested")
+        return outcome
+
+    async def resubmit(
+        self,
+        actor: Principal,
+        request_id: uuid.UUID,
+        revision_id: str | None,
+        move: StatusChange,
+    ) -> Outcome:
+        """Start a new round for a rejected request (edit right); the document goes back to
+        review. Run it under the document's lock."""
+        rejected = await self.request_for(actor, request_id, Right.EDIT)
+        if rejected.status != "rejected":
+            raise ApiError(
+                409,
+                "invalid transition",
+                f"only a rejected request is resubmitted; it is {rejected.status}",
+            )
+        document_id = rejected.resource_id
+        await self._no_pending(document_id)
+
+        async def create(revision: str) -> ApprovalRequest:
+            with store_errors("approval request"):
+                return await self._collab.relational.approvals.resubmit(
+                    request_id, requestor_id=actor.uuid, revision_id=revision
+                )
+
+        outcome = await self._submit(actor, document_id, revision_id, move, create)
+        self._audit(
+            actor,
+            "approval",
+            REQUEST_RESOURCE,
+            str(outcome.request.id),
+            {
+                "op": "resubmit",
+                "documentId": document_id,
+                "previous": str(request_id),
+                "revision": outcome.request.revision_id,
+            },
+        )
+        await self._after_submit(actor, outcome, "resubmitted")
+        return outcome
+
+    async def _no_pending(self, document_id: str) -> None:
+        query = ApprovalQuery(
+            resource_type=RESOURCE_TYPE, resource_id=document_id, status="pending", limit=1
+        )
+        with store_errors("approval request"):
+            page = await self._collab.relational.approvals.find_requests(query)
+        if page.items:
+            raise ApiError(
+                409,
+                "approval pending",
+                f"request {page.items[0].id} is pending on this document",
+                extra={"pendingRequest": str(page.items[0].id)},
+            )
+
+    async def _submit(
+        self,
+        actor: Principal,
+        document_id: str,
+        revision_id: str | None,
+        move: StatusChange,
+        create: Callable[[str], Awaitable[ApprovalRequest]],
+    ) -> Outcome:
+        status = await self._status(document_id)
+        if revision_id is not None:
+            try:
+                await self._collab.revisions.get(document_id, revision_id)
+            except RevisionNotFound as exc:
+                raise _invalid("revisionId", f"no revision {revision_id} of this document") from exc
+        revision: Mapping[str, Any] | None = None
+        moved = False
+        if status == "draft":
+            _, revision = await move("review")  # cuts the revision of the frozen content
+            moved = True
+        elif status != "review":
+            raise ApiError(
+                409,
+                "invalid status transition",
+                f"a {status} document cannot be submitted for approval",
+                extra={"currentStatus": status},
+            )
+        if revision_id is None:
+            if revision is None:
+                revision = await self._collab.revisions.save(
+                    document_id, actor.user_id, reason="approval requested"
+                )
+            revision_id = str(revision["revisionId"])
+        try:
+            request = await create(revision_id)
+        except ApiError:
+            if moved:
+                await self._undo_review(document_id, move)
+            raise
+        return Outcome(request, "review", revision)
+
+    async def _undo_review(self, document_id: str, move: StatusChange) -> None:
+        """The request could not be stored: end the review it opened (best effort)."""
+        try:
+            await move("draft")
+        except Exception:
+            log.exception("document %s: left in review without a request", document_id)
+
+    async def _after_submit(self, actor: Principal, outcome: Outcome, action: str) -> None:
+        request = outcome.request
+        step = request.pending_step
+        if step is not None:
+            await self._ask(actor, request, step.step_number, step.required_role)
+        await self.publish(action, request, outcome.document_status)
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    async def decide(
+        self,
+        actor: Principal,
+        request_id: uuid.UUID,
+        step_number: int,
+        decision: str,
+        comment: str | None,
+        move: StatusChange,
+    ) -> Outcome:
+        """Record a decision on the current step and let the document's status follow.
+        Run it under the document's lock."""
+        request = await self.request_for(actor, request_id)
+        if not 1 <= step_number <= len(request.steps):
+            raise ApiError(404, "step not found", f"request {request_id} has no step {step_number}")
+        step = request.steps[step_number - 1]
+        if request.status != "pending":
+            raise ApiError(409, "invalid transition", f"the request is {request.status}")
+        if step_number != request.current_step:
+            raise ApiError(
+                409,
+                "invalid transition",
+                f"step {step_number} is not the current step ({request.current_step})",
+            )
+        if actor.role != "admin" and actor.role != step.required_role:
+            raise ApiError(
+                403, "forbidden", f"step {step_number} is decided by the {step.required_role} role"
+            )
+        if actor.role != "admin" and request.requestor_id == actor.uuid:
+            raise ApiError(403, "forbidden", "you may not decide on your own request")
+        document_id = request.resource_id
+        status = await self._status(document_id)
+        last = step_number == request.total_steps
+        if decision == "approve" and last and status != "review":
+            raise ApiError(
+                409,
+                "document not in review",
+                f"the document is {status}: it must be in review to be approved",
+                extra={"currentStatus": status},
+            )
+        with store_errors("approval request"):
+            decided = await self._collab.relational.approvals.decide(
+                request_id, step_number, reviewer_id=actor.uuid, decision=decision, comment=comment
+            )
+        self._audit(
+            actor,
+            "approval",
+            REQUEST_RESOURCE,
+            str(request_id),
+            {
+                "op": decision,
+                "documentId": document_id,
+                "step": step_number,
+                "comment": comment,
+                "requestStatus": decided.status,
+            },
+        )
+        revision: Mapping[str, Any] | None = None
+        if status == "review" and decided.status in ("approved", "rejected"):
+            target = "approved" if decided.status == "approved" else "draft"
+            _, revision = await move(target)
+            status = target
+        await self._tell_decision(actor, decided, step_number, decision, comment)
+        action = decided.status if decided.status != "pending" else "step_approved"
+        await self.publish(action, decided, status)
+        return Outcome(decided, status, revision)
+
+    async def _status(self, document_id: str) -> str:
+        try:
+            record = await self._collab.content.get(DOCUMENTS, document_id)
+        except StorageError as exc:
+            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
+        if record is None:
+            raise ApiError(404, "document not found", f"no document {document_id!r}")
+        return str(record.get("status") or "draft")
+
+    # -- telling people ----------------------------------------------------------------------
+
+    async def publish(self, action: str, request: ApprovalRequest, document_status: str) -> None:
+        """``{"type": "approval", "action", "request", "documentStatus"}`` to every client
+        of the document."""
+        view = await self.view(request)
+        self._collab.emit(
+            request.resource_id,
+            AppEvent(
+                "approval",
+                {"action": action, "request": view, "documentStatus": document_status},
+            ),
+        )
+
+    async def view(self, request: ApprovalRequest) -> dict[str, Any]:
+        people = {request.requestor_id} | {
+            s.reviewed_by for s in request.steps if s.reviewed_by is not None
+        }
+        names = {user_id: await self._name(user_id) for user_id in people}
+        return request_view(request, names)
+
+    async def _name(self, user_id: uuid.UUID) -> str | None:
+        try:
+            user = await self._collab.authn.user(str(user_id))
+        except StorageError:
+            return None
+        return user.name if user is not None else None
+
+    async def _holders(
+        self, role: str, document_id: str, exclude: set[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        """Active users holding ``role`` who may view the document."""
+        found: list[uuid.UUID] = []
+        offset = 0
+        while offset < MAX_NOTIFIED_PER_STEP:
+            query = UserQuery(role=role, status="active", limit=USERS_PAGE, offset=offset)
+            page = await self._collab.relational.users.find(query)
+            for user in page.items:
+                if user.id in exclude:
+                    continue
+                subject = Subject(str(user.id), user.role, True)
+                if await self._collab.access.right(subject, document_id) >= Right.VIEW:
+                    found.append(user.id)
+            offset += USERS_PAGE
+            if offset >= page.total:
+                break
+        return found
+
+    async def _ask(
+        self, actor: Principal, request: ApprovalRequest, step_number: int, role: str
+    ) -> None:
+        """Tell the holders of the step's role that their decision is awaited."""
+        document_id = request.resource_id
+        try:
+            holders = await self._holders(role, document_id, {request.requestor_id})
+            requestor = await self._name(request.requestor_id) or "Someone"
+        except StorageError as exc:
+            log.warning(
+                "request %s: approvers of step %d not notified: %s", request.id, step_number, exc
+            )
+            return
+        notifier(self._collab).send_soon(
+            [
+                NewNotification(
+                    user_id=user_id,
+                    type="approval_requested",
+                    title=snippet(f"Approval requested: {document_id}", 255),
+                    message=snippet(
+                        f"{requestor} asks for a decision on {document_id}: step {step_number} "
+                        f"of {request.total_steps} ({role}) awaits you."
+                    ),
+                    resource_type=REQUEST_RESOURCE,
+                    resource_id=str(request.id),
+                )
+                for user_id in holders
+            ]
+        )
+
+    async def _tell_decision(
+        self,
+        actor: Principal,
+        request: ApprovalRequest,
+        step_number: int,
+        decision: str,
+        comment: str | None,
+    ) -> None:
+        document_id = request.resource_id
+        verb = "approved" if decision == "approve" else "rejected"
+        if request.status == "pending":
+            title = f"Step {step_number} of {request.total_steps} {verb}: {document_id}"
+        else:
+            title = f"Approval {request.status}: {document_id}"
+        message = f"{actor.name} {verb} step {step_number} of {request.total_steps}."
+        if comment:
+            message += f" \u201c{snippet(comment)}\u201d"
+        recipients = [request.requestor_id]
+        if request.status != "pending":  # the outcome: every earlier reviewer hears it too
+            recipients += [s.reviewed_by for s in request.steps if s.reviewed_by is not None]
+        told = [u for u in dict.fromkeys(recipients) if u != actor.uuid]
+        notifier(self._collab).send_soon(
+            [
+                NewNotification(
+                    user_id=user_id,
+                    type="approval_decided",
+                    title=snippet(title, 255),
+                    message=message,
+                    resource_type=REQUEST_RESOURCE,
+                    resource_id=str(request.id),
+                )
+                for user_id in told
+            ]
+        )
+        following = request.pending_step
+        if request.status == "pending" and following is not None:
+            await self._ask(actor, request, following.step_number, following.required_role)
+
+    def _audit(
+        self,
+        actor: Principal,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        changes: Mapping[str, Any],
+    ) -> None:
+        self._collab.audit.record(
+            actor.context.entry(action, resource_type, resource_id, dict(changes))
+        )
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "invalid request",
+        f"{field}: {message}",
+        extra={"errors": [{"field": field, "message": message}]},
+    )
+
+
+def _person(user_id: uuid.UUID | None, names: Mapping[uuid.UUID, str | None]) -> Any:
+    return None if user_id is None else {"id": str(user_id), "name": names.get(user_id)}
+
+
+def request_view(request: ApprovalRequest, names: Mapping[uuid.UUID, str | None]) -> dict[str, Any]:
+    """An approval request and its steps as JSON."""
+    return {
+        "id": str(request.id),
+        "workflowId": str(request.workflow_id) if request.workflow_id else None,
+        "resourceType": request.resource_type,
+        "documentId": request.resource_id,
+        "revisionId": request.revision_id,
+        "requestor": _person(request.requestor_id, names),
+        "status": request.status,
+        "currentStep": request.current_step,
+        "totalSteps": request.total_steps,
+        "createdAt": iso(request.created_at),
+        "completedAt": iso(request.completed_at),
+        "previousRequestId": str(request.previous_request_id)
+        if request.previous_request_id
+        else None,
+        "steps": [
+            {
+                "stepNumber": step.step_number,
+                "requiredRole": step.required_role,
+                "status": step.status,
+                "reviewer": _person(step.reviewed_by, names),
+                "reviewedAt": iso(step.reviewed_at),
+                "comment": step.review_comments,
+            }
+            for step in request.steps
+        ],
+    }
+
+
+def workflow_view(workflow: Workflow) -> dict[str, Any]:
+    """A workflow as JSON."""
+    return {
+        "id": str(workflow.id),
+        "name": workflow.name,
+        "description": workflow.description,
+        "resourceType": workflow.resource_type,
+        "status": workflow.status,
+        "steps": [
+            {"stepNumber": n, "requiredRole": step.required_role, "name": step.name}
+            for n, step in enumerate(workflow.steps, start=1)
+        ],
+        "createdAt": iso(workflow.created_at),
+        "createdBy": str(workflow.created_by) if workflow.created_by else None,
+    }
+
+
+def chain_view(link: ChainLink) -> dict[str, Any]:
+    """One row of the approval-chain query as JSON."""
+    reviewer = None
+    if link.reviewer_id is not None:
+        reviewer = {
+            "id": str(link.reviewer_id),
+            "name": link.reviewer_name,
+            "email": link.reviewer_email,
+        }
+    return {
+        "requestId": str(link.request_id),
+        "requestStatus": link.request_status,
+        "currentStep": link.current_step,
+        "revisionId": link.revision_id,
+        "stepNumber": link.step_number,
+        "requiredRole": link.required_role,
+        "stepStatus": link.step_status,
+        "reviewedAt": iso(link.reviewed_at),
+        "reviewer": reviewer,
+    }
