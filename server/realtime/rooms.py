@@ -74,7 +74,10 @@ def _send_ack(conn: Connection, updates: int) -> None:
     conn.send_event(AppEvent("ack", {"updates": updates}))
 
 
-REMOTE_OWNER = -1  # the owner of awareness client ids published on other nodes
+REMOTE_OWNER = -1
+
+# Removed client ids whose removal clock a room remembers (the oldest are forgotten first).
+MAX_REMOVED_CLOCKS = 4096  # the owner of awareness client ids published on other nodes
 
 
 class RoomHooks(Protocol):
@@ -147,6 +150,9 @@ class Room:
         self._awareness: dict[int, AwarenessEntry] = {}
         self._awareness_owner: dict[int, int] = {}  # client id -> connection, while open
         self._client_users = ClientIdOwners()  # client id -> user, as long as remembered
+        # client id -> the clock of its removal, as y-protocols keeps it: an echo of an older
+        # state arriving after the removal must not bring the state back.
+        self._removed_clocks: dict[int, int] = {}
         self._awareness_out: list[tuple[int, list[AwarenessEntry]]] = []
         self._pipeline: deque[_Step] = deque()
         self._drain_scheduled = False
@@ -181,6 +187,7 @@ class Room:
             self._awareness_owner.pop(client_id, None)
             if self._awareness.pop(client_id, None) is not None:
                 removed.append(AwarenessEntry(client_id, clock + 1, awareness_codec.REMOVED_STATE))
+                self._note_removal(client_id, clock + 1)
         if removed:
             payload = awareness_codec.encode(AwarenessUpdate(tuple(removed)))
             self.broadcast(Frame(encode(AwarenessMessage(payload))))
@@ -386,7 +393,7 @@ class Room:
             other = self.connections.get(previous)
             if other is not None:
                 other.awareness_clocks.pop(entry.client_id, None)
-        if not self._keep_awareness(entry, conn.id):
+        if self._stale_after_removal(conn, entry) or not self._keep_awareness(entry, conn.id):
             return False
         self._client_users.claim(entry.client_id, _user_key(conn))
         if entry.removed:
@@ -423,6 +430,25 @@ class Room:
         )
         return False
 
+    def _stale_after_removal(self, conn: Connection, entry: AwarenessEntry) -> bool:
+        """Whether ``entry`` is an older state of a removed client id: an echo another
+        client sent before it saw the removal. A connection's first client id is its own,
+        so a client reconnecting with its id (at the clock it had) is not stale."""
+        removed_at = self._removed_clocks.get(entry.client_id)
+        if removed_at is None or entry.removed or entry.clock > removed_at:
+            return False
+        own = not conn.awareness_clocks or entry.client_id in conn.awareness_clocks
+        if own:
+            del self._removed_clocks[entry.client_id]
+        return not own
+
+    def _note_removal(self, client_id: int, clock: int) -> None:
+        removed = self._removed_clocks
+        removed.pop(client_id, None)
+        removed[client_id] = clock
+        if len(removed) > MAX_REMOVED_CLOCKS:
+            del removed[next(iter(removed))]  # the oldest removal
+
     def _keep_awareness(self, entry: AwarenessEntry, owner: int) -> bool:
         """Store (or remove) an entry published by ``owner``; False for a stale clock."""
         current = self._awareness.get(entry.client_id)
@@ -431,6 +457,7 @@ class Room:
         if entry.removed:
             self._awareness.pop(entry.client_id, None)
             self._awareness_owner.pop(entry.client_id, None)
+            self._note_removal(entry.client_id, entry.clock)
         else:
             self._awareness[entry.client_id] = entry
             self._awareness_owner[entry.client_id] = owner
@@ -458,7 +485,14 @@ class Room:
         latest: dict[int, AwarenessEntry] = {}
         for _, entries in batch:
             for entry in entries:
-                latest[entry.client_id] = entry
+                kept = latest.get(entry.client_id)
+                # As y-protocols orders them: the higher clock wins, a removal wins a tie.
+                if (
+                    kept is None
+                    or entry.clock > kept.clock
+                    or (entry.clock == kept.clock and entry.removed)
+                ):
+                    latest[entry.client_id] = entry
         payload = awareness_codec.encode(AwarenessUpdate(tuple(latest.values())))
         self.broadcast(Frame(encode(AwarenessMessage(payload))))
 

@@ -95,3 +95,41 @@ async def test_the_same_users_new_connection_takes_the_id_over() -> None:
     assert state["cursor"] == 2
     assert state["collab"] == {"userId": "id-alice", "name": "Alice"}
     assert _errors(new_out) == []
+
+
+async def test_an_echo_arriving_after_a_removal_does_not_bring_the_state_back() -> None:
+    """One user, three tabs (as in insecure-dev, where everyone is the same user): A leaves
+    while B's echo of A's last state is still on its way; the removal wins, as in
+    y-protocols, whether the echo lands in the same turn or later."""
+    room = _room()
+    someone = _user("alice")
+    a, _ = _join(room, someone)
+    b, _ = _join(room, someone)
+    _, watcher_out = _join(room, _user("carol"))
+    room.receive(b, _awareness(20, 1, '{"user":{"name":"B"}}'))
+    room.receive(a, _awareness(10, 3, '{"cursor":7}'))
+    await _next_turn()
+    room.receive(a, _awareness(10, 3, "null"))  # A's provider says goodbye at its clock
+    room.receive(b, _awareness(10, 3, '{"cursor":7}'))  # B's echo, same turn
+    room.leave(a)
+    await _next_turn()
+    room.receive(b, _awareness(10, 3, '{"cursor":7}'))  # another echo, a turn later
+    await _next_turn()
+    assert 10 not in _states(watcher_out) or _states(watcher_out)[10] == "null"
+    late, late_out = _join(room, _user("dave"))
+    assert 10 not in _states(late_out)
+    room.leave(late)
+
+
+async def test_a_client_reconnecting_with_its_id_and_clock_is_shown_again() -> None:
+    room = _room()
+    alice = _user("alice")
+    first, _ = _join(room, alice)
+    room.receive(first, _awareness(10, 3, '{"cursor":7}'))
+    room.leave(first)
+    await _next_turn()
+    _, watcher_out = _join(room, _user("carol"))
+    again, _ = _join(room, alice)
+    room.receive(again, _awareness(10, 3, '{"cursor":7}'))  # y-websocket resends, same clock
+    await _next_turn()
+    assert json.loads(_states(watcher_out)[10])["cursor"] == 7

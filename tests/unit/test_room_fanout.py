@@ -15,6 +15,8 @@ from server.realtime.connection import Connection
 from server.realtime.rooms import Room
 from server.realtime.transport import FanoutWriter
 
+_HEADER_BYTES = {**dict.fromkeys(range(126), 2), 126: 4, 127: 10}
+
 
 class RecordingWriter:
     """Stands in for a transport: keeps every frame written to it."""
@@ -30,8 +32,9 @@ class RecordingWriter:
         pass
 
     def messages(self) -> list[Any]:
-        # Frames are RFC 6455 binary frames with a short header (payloads under 126 bytes).
-        return [decode(frame[2:]) for frame in self.frames]
+        # Frames are RFC 6455 binary frames from a server (unmasked): 2 header bytes, then
+        # 2 or 8 more for payloads of 126 bytes and up.
+        return [decode(frame[_HEADER_BYTES[frame[1] & 0x7F] :]) for frame in self.frames]
 
 
 def _connection(writer: RecordingWriter) -> Connection:
