@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # At most one malloc_trim per this many seconds, however many rooms unload (server/heap.py).
 HEAP_TRIM_INTERVAL_SECONDS = 5.0
+# ... and a garbage collection with it once the rooms unloaded since the last one held this much.
+HEAP_COLLECT_AFTER_BYTES = 16 * 1024 * 1024
 # The recorded sizes of a document whose last loaded room unloads are kept only when they add
 # up to at least this fraction of the document cap: forgetting a smaller document lets it pass
 # the cap by less than that fraction at most, and the records stay bounded by what storage
@@ -63,7 +65,9 @@ class RoomRegistry:
         self.rooms_loaded = 0
         self.rooms_unloaded = 0
         self._retired: collections.Counter[str] = collections.Counter()
-        self._heap = HeapTrimmer(tasks, HEAP_TRIM_INTERVAL_SECONDS)
+        self._heap = HeapTrimmer(
+            tasks, HEAP_TRIM_INTERVAL_SECONDS, collect_after_bytes=HEAP_COLLECT_AFTER_BYTES
+        )
         self.on_change: Callable[[RoomName], None] | None = None
         # Called after a client's update changed a room: (connection, room, inserted, deleted).
         self.on_edit: Callable[[Connection, RoomName, int, int], None] | None = None
@@ -445,7 +449,7 @@ class RoomRegistry:
         """Keep an unloaded (or failed) room's counters in the totals and release its
         document: nothing reads a room's memory once it left the registry."""
         room.doc.close()
-        self._heap.request()
+        self._heap.request(room.state_bytes)
         self._retired["updates_applied_total"] += room.updates_applied
         self._retired["updates_merged_total"] += room.updates_merged
         self._retired["frames_broadcast_total"] += room.frames_broadcast

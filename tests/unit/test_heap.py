@@ -70,3 +70,31 @@ def test_malloc_trim_is_found_on_glibc_or_absent() -> None:
     trim = glibc_malloc_trim()
     if trim is not None:
         trim()
+
+
+async def test_the_collection_waits_for_enough_released_bytes() -> None:
+    collected: list[None] = []
+    trimmed = [asyncio.Event(), asyncio.Event()]
+    loop = asyncio.get_running_loop()
+    runs: list[None] = []
+
+    def trim() -> None:
+        runs.append(None)
+        loop.call_soon_threadsafe(trimmed[len(runs) - 1].set)
+
+    async with asyncio.TaskGroup() as tasks:
+        trimmer = HeapTrimmer(
+            tasks,
+            interval=0.05,
+            trim=trim,
+            collect=lambda: collected.append(None),
+            collect_after_bytes=100,
+        )
+        trimmer.request(10)
+        await asyncio.wait_for(trimmed[0].wait(), 5)
+        assert collected == []
+        trimmer.request(95)
+        await asyncio.wait_for(trimmed[1].wait(), 5)
+    assert len(collected) == 1
+    assert trimmer.stats()["heap_collections_total"] == 1
+    assert trimmer.stats()["heap_trims_total"] == 2
