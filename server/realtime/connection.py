@@ -164,8 +164,11 @@ class Connection:
         if self._closing is not None:
             return
         self._closing = _Close(code, reason)
-        if self.on_close is not None:
-            self.on_close(self)
+        # Fired once, then dropped: the close chain holds the room, and a closed connection
+        # may live on in a reference cycle with its transport until a full collection.
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close(self)
         if self._fast is not None:
             self._fast.close(code, reason)
             return

@@ -24,10 +24,20 @@ from persistence.rooms.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
 from server.errors import RoomNotFound, RoomUnavailable, RoomUnavailableForNow
 from server.realtime.connection import Connection
+from server.realtime.heap import HeapTrimmer
 from server.realtime.rooms import Room, RoomHooks
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# At most one malloc_trim per this many seconds, however many rooms unload
+# (server/realtime/heap.py).
+HEAP_TRIM_INTERVAL_SECONDS = 5.0
+# The recorded sizes of a document whose last loaded room unloads are kept only when they add
+# up to at least this fraction of the document cap: forgetting a smaller document lets it pass
+# the cap by less than that fraction at most, and the records stay bounded by what storage
+# holds in large documents instead of growing with every document ever loaded.
+KEEP_SIZES_FRACTION = 0.25
 
 
 class RoomRegistry:
@@ -45,12 +55,14 @@ class RoomRegistry:
         self._compacting: set[str] = set()
         self._unload_waiters: dict[str, list[asyncio.Future[None]]] = {}
         # Encoded sizes of the rooms of each document (loaded ones as of their last update,
-        # unloaded ones as measured when they unloaded), for the document size cap.
+        # unloaded ones as measured when they unloaded), for the document size cap; pruned
+        # when a document's last room unloads (see KEEP_SIZES_FRACTION).
         self._sizes: dict[str, dict[str, int]] = {}
         self.updates_refused_too_large = 0
         self.rooms_loaded = 0
         self.rooms_unloaded = 0
         self._retired: collections.Counter[str] = collections.Counter()
+        self._heap = HeapTrimmer(tasks, HEAP_TRIM_INTERVAL_SECONDS)
         self.on_change: Callable[[RoomName], None] | None = None
         # Called after a client's update changed a room: (connection, room, inserted, deleted).
         self.on_edit: Callable[[Connection, RoomName, int, int], None] | None = None
@@ -321,6 +333,16 @@ class RoomRegistry:
         timer = self._unload_timers.pop(room.key, None)
         if timer is not None:
             timer.cancel()
+        self._forget_sizes_when_idle(room.name.document_id)
+
+    def _forget_sizes_when_idle(self, document_id: str) -> None:
+        """Drop a document's recorded sizes once none of its rooms is loaded, unless they add
+        up to KEEP_SIZES_FRACTION of the document cap or more."""
+        sizes = self._sizes.get(document_id)
+        if sizes is None or self.rooms_of(document_id):
+            return
+        if sum(sizes.values()) < KEEP_SIZES_FRACTION * self._settings.max_document_bytes:
+            del self._sizes[document_id]
 
     # -- compaction and unloading ---------------------------------------------------------
 
@@ -380,6 +402,7 @@ class RoomRegistry:
                 outline = self._rooms.get(room.name.document_id)
                 if outline is not None:
                     self._unload_when_idle(outline)
+            self._forget_sizes_when_idle(room.name.document_id)
             del self._unloading[room.key]
             self.rooms_unloaded += 1
             done.set_result(None)
@@ -400,6 +423,7 @@ class RoomRegistry:
         for timer in self._unload_timers.values():
             timer.cancel()
         self._unload_timers.clear()
+        self._heap.close()
         rooms = list(self._rooms.values())
         await asyncio.gather(*(self._close_room(room) for room in rooms))
         for room in rooms:
@@ -418,6 +442,7 @@ class RoomRegistry:
         """Keep an unloaded (or failed) room's counters in the totals and release its
         document: nothing reads a room's memory once it left the registry."""
         room.doc.close()
+        self._heap.request(room.state_bytes)
         self._retired["updates_applied_total"] += room.updates_applied
         self._retired["updates_merged_total"] += room.updates_merged
         self._retired["frames_broadcast_total"] += room.frames_broadcast
@@ -431,6 +456,8 @@ class RoomRegistry:
             "rooms_loaded_total": self.rooms_loaded,
             "rooms_unloaded_total": self.rooms_unloaded,
             "updates_refused_too_large_total": self.updates_refused_too_large,
+            "documents_sizes_kept": len(self._sizes),
+            **self._heap.stats(),
             "updates_applied_total": self._retired["updates_applied_total"]
             + sum(room.updates_applied for room in rooms),
             "updates_merged_total": self._retired["updates_merged_total"]

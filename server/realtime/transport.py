@@ -220,8 +220,11 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self._direct is not None:
-            self._direct.on_close()
+        # The session (and through it the room) is let go of: the protocol object may live on
+        # in reference cycles until a full collection, its room must not.
+        session, self._direct = self._direct, None
+        if session is not None:
+            session.on_close()
 
     # -- closing --------------------------------------------------------------------------
 

@@ -26,17 +26,19 @@ def _docs_alive() -> int:
     return sum(1 for obj in gc.get_objects() if isinstance(obj, pycrdt.Doc))
 
 
-async def _write_and_unload(server_url: str, registry: object, document_id: str) -> None:
-    """Edit a section of ``document_id`` over a socket, then wait until both of its rooms
-    (the section and the outline) are unloaded."""
+async def _write_and_unload(
+    server_url: str, registry: object, document_id: str, size: int = 100
+) -> None:
+    """Write ``size`` times "kept " into a section of ``document_id`` over a socket, then
+    wait until both of its rooms (the section and the outline) are unloaded."""
     unloaded = [
         asyncio.create_task(registry.wait_unloaded(key))  # type: ignore[attr-defined]
         for key in (f"{document_id}/s", document_id)
     ]
     async with YClient(server_url, f"{document_id}/s") as writer:
-        await writer.insert(0, "kept " * 100)
+        await writer.insert(0, "kept " * size)
         async with YClient(server_url, f"{document_id}/s") as peer:
-            await peer.wait_for(lambda: len(peer.text) == len("kept ") * 100)
+            await peer.wait_for(lambda: len(peer.text) == len("kept ") * size)
     await asyncio.wait_for(asyncio.gather(*unloaded), 10)
 
 
@@ -119,3 +121,56 @@ async def test_rss_stays_bounded_over_many_loads_and_unloads(
     result = await bench_memory.cycles(idle_server, 200, 1 << 20)
     growth = (result["rss_end_bytes"] - result["rss_warm_bytes"]) / 1e6
     assert growth < 60, result
+
+
+async def test_unloaded_documents_leave_no_size_records(start_server: StartServer) -> None:
+    """The size records of small documents go with their last room: a server that loads
+    many distinct documents does not keep one record per document forever."""
+    server = await start_server(room_idle_seconds=0)
+    registry = server.collab.registry
+    for index in range(20):
+        await _write_and_unload(server.ws_url, registry, f"distinct{index}")
+    stats = registry.stats()
+    assert stats["rooms"] == 0
+    assert stats["documents_sizes_kept"] == 0
+
+
+async def test_a_large_unloaded_document_keeps_its_size_record(
+    start_server: StartServer,
+) -> None:
+    """A document holding a quarter of the document cap or more keeps counting its unloaded
+    rooms against the cap."""
+    server = await start_server(
+        room_idle_seconds=0, max_document_bytes=4096, max_section_bytes=4096
+    )
+    registry = server.collab.registry
+    await _write_and_unload(server.ws_url, registry, "small")
+    assert registry.stats()["documents_sizes_kept"] == 0
+    await _write_and_unload(server.ws_url, registry, "large", size=300)
+    assert registry.stats()["documents_sizes_kept"] == 1
+
+
+async def test_an_unloaded_room_is_freed_without_the_garbage_collector(
+    start_server: StartServer,
+) -> None:
+    """Reference counting alone frees an unloaded room: a closed connection keeps no path to
+    it (its close chain is dropped once fired, the transport lets go of its session), so
+    nothing waits for a full collection, which the server never runs."""
+    server = await start_server(room_idle_seconds=0)
+    registry = server.collab.registry
+    gc.collect()
+    gc.disable()
+    try:
+        unloaded = asyncio.create_task(registry.wait_unloaded("nogc/s"))
+        async with YClient(server.ws_url, "nogc/s") as writer:
+            await writer.insert(0, "freed at once")
+            room = registry.room("nogc/s")
+            assert room is not None
+            freed = asyncio.Event()
+            finalizer = weakref.finalize(room, freed.set)
+            del room
+        await asyncio.wait_for(unloaded, 10)
+        await asyncio.wait_for(freed.wait(), 10)
+        assert not finalizer.alive
+    finally:
+        gc.enable()
