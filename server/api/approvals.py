@@ -42,14 +42,13 @@ from server.api.common import (
 from server.documents.workflow import serialized, set_status
 from server.identity.authentication import Principal
 from server.identity.rights import Right
+from server.review.approval_views import chain_view, workflow_view
 from server.review.approvals import (
     RESOURCE_TYPES,
     ApprovalService,
     Outcome,
     StatusChange,
     approvals_of,
-    chain_view,
-    workflow_view,
 )
 
 Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,50}$")]
