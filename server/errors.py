@@ -7,7 +7,7 @@ this module (:class:`NotFoundError`, :class:`ForbiddenError`, :class:`ConflictEr
 authentication errors it does not handle through. The edge maps each, once, through
 :data:`TABLE`: the REST handlers (:mod:`server.api.common`) with :func:`problem`, a socket
 close with :func:`classify` and :func:`close_reason`, a non-fatal socket ``error`` event with
-:func:`error_event`.
+:func:`failure_event`.
 
 Close codes follow RFC 6455 section 7.4.1 (1000-1015) and the 4000-4999 private range for
 application refusals, mirroring the HTTP status they correspond to (4401, 4403, 4404).
@@ -327,7 +327,7 @@ def problem(exc: BaseException) -> Problem:
     return Problem(kind.http_status, title_of(exc), detail, headers, extra)
 
 
-def error_event(exc: BaseException, request_id: str | int | None) -> AppEvent:
+def failure_event(exc: BaseException, request_id: str | int | None) -> AppEvent:
     """The non-fatal socket ``error`` event answering a request that failed with ``exc``
     (``code`` is the HTTP status, as over REST; the connection stays open)."""
     found = problem(exc)

@@ -4,7 +4,7 @@ Clients that joined with ``?events=1``, in any room of the document, send
 ``comment.create``, ``comment.edit``, ``comment.resolve``, ``comment.reopen`` and
 ``comment.delete``, each with a ``requestId`` that the answer repeats: ``comment.ack`` once
 the database stored the change (never before), or a non-fatal ``error`` event
-(:func:`server.errors.error_event`: the HTTP-style ``code`` of the one error table). The
+(:func:`server.errors.failure_event`: the HTTP-style ``code`` of the one error table). The
 room's event hook is synchronous, so each request runs in a task; the requests of one
 connection run one after the other, in the order they arrived.
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 
 from protocol.events import AppEvent
-from server.errors import UNEXPECTED, RateLimited, classify, error_event, invalid_body
+from server.errors import UNEXPECTED, RateLimited, classify, failure_event, invalid_body
 from server.identity.tokens import AuthError
 from server.review.bodies import CreateBody, SocketEditBody, TargetBody
 from server.review.comment_views import fit_event
@@ -75,7 +75,7 @@ class Lanes:
                 f"at most {MAX_PENDING_PER_CONNECTION} comment requests may wait per connection",
                 1.0,
             )
-            conn.send_event(error_event(error, _request_id(event)))
+            conn.send_event(failure_event(error, _request_id(event)))
         else:
             lane.append(event)
 
@@ -92,12 +92,12 @@ class Lanes:
         try:
             action, view = await _run(self._service, conn, event)
         except ValidationError as exc:
-            conn.send_event(error_event(invalid_body(exc), request_id))
+            conn.send_event(failure_event(invalid_body(exc), request_id))
             return
         except Exception as exc:
             if classify(exc) is UNEXPECTED:
                 log.exception("conn %s: comment request %s failed", conn.id, event.type)
-            conn.send_event(error_event(exc, request_id))
+            conn.send_event(failure_event(exc, request_id))
             return
         conn.send_event(
             AppEvent("comment.ack", {"requestId": request_id, "comment": fit_event(view)})

@@ -31,7 +31,7 @@ from server.errors import (
     UnavailableError,
     classify,
     close_reason,
-    error_event,
+    failure_event,
     mapped_types,
     problem,
 )
@@ -78,7 +78,7 @@ def test_each_error_has_one_row(exc: Exception, close_code: int, status: int, ti
     assert classify(exc).close_code == close_code
     found = problem(exc)
     assert (found.status, found.title) == (status, title)
-    event = error_event(exc, "r1")
+    event = failure_event(exc, "r1")
     assert event.type == "error"
     assert (event.get("code"), event.get("title"), event.get("requestId")) == (status, title, "r1")
     assert event.get("fatal") is False
@@ -96,7 +96,7 @@ def test_an_invalid_field_is_named_in_the_problem_and_the_event() -> None:
     found = problem(exc)
     assert found.detail == "content: must not be blank"
     assert found.extra["errors"] == [{"field": "content", "message": "must not be blank"}]
-    assert error_event(exc, 3).get("errors") == found.extra["errors"]
+    assert failure_event(exc, 3).get("errors") == found.extra["errors"]
 
 
 def test_waiting_helps_says_how_long() -> None:
@@ -110,7 +110,7 @@ def test_a_store_failure_sends_no_driver_text() -> None:
     found = problem(StorageUnavailable("Error 111 connecting to 10.0.0.7:6379"))
     assert found.detail == STORAGE_DETAIL
     assert found.headers["Retry-After"] == "5"
-    assert "10.0.0.7" not in str(error_event(StorageUnavailable("10.0.0.7"), None).fields)
+    assert "10.0.0.7" not in str(failure_event(StorageUnavailable("10.0.0.7"), None).fields)
 
 
 def test_an_unexpected_error_says_nothing() -> None:
