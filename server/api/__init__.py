@@ -7,13 +7,20 @@ from starlette.routing import BaseRoute
 
 def api_routes() -> list[BaseRoute]:
     """Every route of the API, relative to ``/api``."""
-    from server.api import audit, auth, documents
+    from server.api import audit, auth, documents, revisions
     from server.api.approvals import routes as approval_routes
     from server.api.comments import routes as comment_routes
     from server.api.locks import routes as lock_routes
     from server.api.notifications import routes as notification_routes
     from server.api.presence import routes as presence_routes
 
-    routes = [*auth.routes, *documents.routes, *audit.routes, *lock_routes, *presence_routes]
+    routes = [
+        *auth.routes,
+        *documents.routes,
+        *revisions.routes,
+        *audit.routes,
+        *lock_routes,
+        *presence_routes,
+    ]
     routes += [*comment_routes, *notification_routes, *approval_routes]
     return routes

@@ -34,7 +34,8 @@ from server.api.common import (
     require,
 )
 from server.identity.rights import Right
-from server.review.comments import CreateBody, EditBody, ListQuery, comments_of
+from server.review.bodies import CreateBody, EditBody, ListQuery
+from server.review.comments import comments_of
 
 _LIST_PARAMS: Final = frozenset({"section", "unresolved", "thread", "deleted", "limit", "offset"})
 

@@ -22,26 +22,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from crdt.ids import InvalidIdError, check_document_id, is_reserved_id
-from persistence.errors import (
-    DocumentNotFound,
-    DocumentTooLarge,
-    RecordNotFound,
-    StorageConflict,
-    StorageError,
-    ValueTooLarge,
-)
 from protocol.errors import MalformedMessage
 from protocol.jsontext import parse_json
 from server.errors import (
-    STORAGE_DETAIL,
-    PermissionDenied,
-    RateLimited,
-    ServiceUnavailable,
+    UnavailableError,
     classify,
+    invalid_body,
+    mapped_types,
+    problem,
 )
 from server.identity.authentication import Principal, origin_allowed
 from server.identity.rights import Right
-from server.identity.tokens import AuthError
 
 if TYPE_CHECKING:
     from server.app import Collab
@@ -200,16 +191,13 @@ async def read_json(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_problem(exc) from exc
+        raise invalid_body(exc) from exc
 
 
 def validation_problem(exc: ValidationError) -> ApiError:
-    errors = [
-        {"field": ".".join(str(p) for p in error["loc"]) or "(body)", "message": error["msg"]}
-        for error in exc.errors(include_url=False, include_input=False)
-    ]
-    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-    return ApiError(422, "invalid request", summary, extra={"errors": errors})
+    """The 422 problem for a body that does not fit its model, every field error listed."""
+    found = problem(invalid_body(exc))
+    return ApiError(found.status, found.title, found.detail, extra=found.extra)
 
 
 _TRUE: Final = frozenset({"1", "true", "yes"})
@@ -284,27 +272,12 @@ def access_logged(
     collab_of(request).audit.access(principal.context.access(document_id, access_type, sensitivity))
 
 
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    """A service is down for now (the coordinator): 503 with Retry-After."""
-    assert isinstance(exc, ServiceUnavailable)
-    log.warning("%s %s: %s", request.method, request.url.path, exc)
-    retry = max(1, round(exc.retry_after))
-    return problem_response(503, "try again later", str(exc), headers={"Retry-After": str(retry)})
-
-
-# Storage errors that are the request's own fault (the rest are 503: retry later).
-_STORAGE_PROBLEMS: tuple[tuple[tuple[type[StorageError], ...], int, str], ...] = (
-    ((DocumentNotFound, RecordNotFound), 404, "not found"),
-    ((StorageConflict,), 409, "conflict"),
-    ((ValueTooLarge,), 413, "too large"),
-    ((DocumentTooLarge,), 413, "document too large"),
-)
-
-
 def exception_handlers() -> dict[
     Any, Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 ]:
-    """Starlette exception handlers mapping our errors to problem+json."""
+    """Starlette exception handlers mapping our errors to problem+json: :class:`ApiError`
+    as it says, every type of :data:`server.errors.TABLE` through
+    :func:`server.errors.problem` (the one table the sockets use too)."""
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -315,32 +288,14 @@ def exception_handlers() -> dict[
             exc.status, exc.title, exc.detail, headers=exc.headers, extra=exc.extra
         )
 
-    async def auth_error(request: Request, exc: Exception) -> Response:
+    async def mapped(request: Request, exc: Exception) -> Response:
+        found = problem(exc)
+        if isinstance(exc, UnavailableError):
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        elif found.status >= 500:
+            log.error("%s %s: %s (%r)", request.method, request.url.path, exc, exc.__cause__)
         return problem_response(
-            401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}
-        )
-
-    async def forbidden(request: Request, exc: Exception) -> Response:
-        return problem_response(403, "forbidden", str(exc))
-
-    async def limited(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RateLimited)
-        retry = max(1, round(exc.retry_after + 0.5))
-        return problem_response(
-            429,
-            "too many requests",
-            str(exc),
-            headers={"Retry-After": str(retry)},
-            extra={"retryAfter": exc.retry_after},
-        )
-
-    async def storage(request: Request, exc: Exception) -> Response:
-        for kinds, status, title in _STORAGE_PROBLEMS:
-            if isinstance(exc, kinds):
-                return problem_response(status, title, str(exc))
-        log.error("%s %s: storage error: %s", request.method, request.url.path, exc)
-        return problem_response(
-            503, "storage unavailable", STORAGE_DETAIL, headers={"Retry-After": "5"}
+            found.status, found.title, found.detail, headers=found.headers, extra=found.extra
         )
 
     async def http(request: Request, exc: Exception) -> Response:
@@ -351,16 +306,11 @@ def exception_handlers() -> dict[
         log.exception("%s %s: unexpected error", request.method, request.url.path)
         return problem_response(500, "internal error")
 
-    return {
-        ApiError: api_error,
-        AuthError: auth_error,
-        PermissionDenied: forbidden,
-        RateLimited: limited,
-        ServiceUnavailable: _unavailable,
-        StorageError: storage,
-        HTTPException: http,
-        Exception: unexpected,
-    }
+    handlers: dict[Any, Callable[[Request, Exception], Coroutine[Any, Any, Response]]] = (
+        dict.fromkeys(mapped_types(), mapped)
+    )
+    handlers.update({ApiError: api_error, HTTPException: http, Exception: unexpected})
+    return handlers
 
 
 def new_id() -> str:

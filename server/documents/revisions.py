@@ -12,24 +12,21 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from crdt.ids import RoomName
 from crdt.markdown import BusinessContent, ContentSection
-from crdt.outline import Outline
 from crdt.revisions import (
     SectionDiff,
     diff_sections,
-    restore_outline,
     sections_from_dicts,
     summarize_changes,
 )
-from crdt.section import set_section_text
 from persistence.content.ports import ContentStore
 from persistence.errors import DocumentNotFound
+from server.documents.sections import hold_sections
 from server.documents.snapshots import Snapshotter
+from server.errors import NotFoundError
 from server.realtime.registry import RoomRegistry
 
 log = logging.getLogger(__name__)
@@ -55,8 +52,11 @@ def inline_revisions(content: BusinessContent, wanted: int) -> int:
     return max(1, min(wanted, (RECORD_BUDGET_BYTES - size) // size))
 
 
-class RevisionNotFound(LookupError):
-    """No such revision of that document."""
+class RevisionNotFound(NotFoundError, LookupError):
+    """No such revision of that document (404 "revision not found")."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, what="revision")
 
 
 class Revisions:
@@ -143,29 +143,11 @@ class Revisions:
     async def restore(
         self, document_id: str, revision_id: str, author: str | None
     ) -> dict[str, Any]:
-        """Bring the live rooms to a revision with forward CRDT edits, then record it."""
+        """Bring the live rooms to a revision with forward CRDT edits
+        (:func:`server.documents.sections.hold_sections`), then record it. Raises
+        :class:`RevisionNotFound`, or :class:`server.errors.RoomUnavailable` when a room
+        cannot be loaded."""
         revision = await self.get(document_id, revision_id)
         target = sections_from_dicts(revision.get("sections", []))
-        outline_name = RoomName(document_id)
-        current: list[str] = []
-
-        def read_outline(doc: Any) -> None:
-            current.extend(info.id for info in Outline(doc).sections())
-
-        await self._registry.edit(outline_name, read_outline, "restore")
-        texts = {section.id: section.content for section in target}
-        for section_id in dict.fromkeys([*current, *texts]):
-            # Texts first, while every section involved is still listed: loading a section
-            # room lists its section, so unlisting must come last. Sections the revision
-            # lacks are emptied as well as unlisted.
-            await self._registry.edit(
-                RoomName(document_id, section_id), _setter(texts.get(section_id, "")), "restore"
-            )
-        await self._registry.edit(
-            outline_name, lambda doc: restore_outline(Outline(doc), target), "restore"
-        )
+        await hold_sections(self._registry, document_id, target, "restore")
         return await self.save(document_id, author, reason=f"restored v{revision['version']}")
-
-
-def _setter(text: str) -> Callable[[Any], bool]:
-    return lambda doc: set_section_text(doc, text)

@@ -47,13 +47,13 @@ from persistence.relational import (
     WorkflowStep,
 )
 from protocol.events import AppEvent
-from server.api.common import ApiError
 from server.documents.revisions import RevisionNotFound
-from server.errors import STORAGE_DETAIL
+from server.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, Subject
+from server.review.approval_views import request_view
 from server.review.comments import store_errors
-from server.review.notifications import iso, notifier, snippet
+from server.review.notifications import notifier, snippet
 
 if TYPE_CHECKING:
     from server.app import Collab
@@ -94,7 +94,8 @@ class Outcome:
 
 
 class ApprovalService:
-    """Workflows, requests and decisions; every method raises :class:`ApiError` on refusal."""
+    """Workflows, requests and decisions. Every method raises a domain error of
+    :mod:`server.errors` on refusal (or lets a storage error through): the edge maps it."""
 
     def __init__(self, collab: Collab) -> None:
         self._collab = collab
@@ -111,7 +112,7 @@ class ApprovalService:
     ) -> Workflow:
         """Store a workflow (admin role only)."""
         if actor.role != "admin":
-            raise ApiError(403, "forbidden", "only admins may create approval workflows")
+            raise ForbiddenError("only admins may create approval workflows")
         try:
             workflow = NewWorkflow(
                 name=name,
@@ -121,7 +122,7 @@ class ApprovalService:
                 created_by=actor.uuid,
             )
         except ValueError as exc:
-            raise ApiError(422, "invalid request", str(exc)) from exc
+            raise InvalidError(str(exc)) from exc
         with store_errors("workflow"):
             stored = await self._collab.relational.approvals.create_workflow(workflow)
         self._audit(
@@ -142,10 +143,7 @@ class ApprovalService:
     async def right(self, actor: Principal, document_id: str) -> Right:
         if not actor.may_open(document_id):
             return Right.NONE
-        try:
-            return await self._collab.access.right(actor.subject, document_id)
-        except StorageError as exc:
-            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
+        return await self._collab.access.right(actor.subject, document_id)
 
     async def request_for(
         self, actor: Principal, request_id: uuid.UUID, needed: Right = Right.VIEW
@@ -155,14 +153,12 @@ class ApprovalService:
         with store_errors("approval request"):
             found = await self._collab.relational.approvals.get_request(request_id)
         if found is None or found.resource_type != RESOURCE_TYPE:
-            raise ApiError(404, "approval request not found", f"no request {request_id}")
+            raise NotFoundError(f"no request {request_id}", what="approval request")
         right = await self.right(actor, found.resource_id)
         if right < Right.VIEW:
-            raise ApiError(404, "approval request not found", f"no request {request_id}")
+            raise NotFoundError(f"no request {request_id}", what="approval request")
         if right < needed:
-            raise ApiError(
-                403,
-                "forbidden",
+            raise ForbiddenError(
                 f"this needs the {needed.label} right on the document; you have {right.label}",
             )
         return found
@@ -242,10 +238,9 @@ class ApprovalService:
         review. Run it under the document's lock."""
         rejected = await self.request_for(actor, request_id, Right.EDIT)
         if rejected.status != "rejected":
-            raise ApiError(
-                409,
-                "invalid transition",
+            raise ConflictError(
                 f"only a rejected request is resubmitted; it is {rejected.status}",
+                title="invalid transition",
             )
         document_id = rejected.resource_id
         await self._no_pending(document_id)
@@ -279,10 +274,9 @@ class ApprovalService:
         with store_errors("approval request"):
             page = await self._collab.relational.approvals.find_requests(query)
         if page.items:
-            raise ApiError(
-                409,
-                "approval pending",
+            raise ConflictError(
                 f"request {page.items[0].id} is pending on this document",
+                title="approval pending",
                 extra={"pendingRequest": str(page.items[0].id)},
             )
 
@@ -306,10 +300,9 @@ class ApprovalService:
             _, revision = await move("review")  # cuts the revision of the frozen content
             moved = True
         elif status != "review":
-            raise ApiError(
-                409,
-                "invalid status transition",
+            raise ConflictError(
                 f"a {status} document cannot be submitted for approval",
+                title="invalid status transition",
                 extra={"currentStatus": status},
             )
         if revision_id is None:
@@ -320,7 +313,7 @@ class ApprovalService:
             revision_id = str(revision["revisionId"])
         try:
             request = await create(revision_id)
-        except ApiError:
+        except Exception:
             if moved:
                 await self._undo_review(document_id, move)
             raise
@@ -355,30 +348,26 @@ class ApprovalService:
         Run it under the document's lock."""
         request = await self.request_for(actor, request_id)
         if not 1 <= step_number <= len(request.steps):
-            raise ApiError(404, "step not found", f"request {request_id} has no step {step_number}")
+            raise NotFoundError(f"request {request_id} has no step {step_number}", what="step")
         step = request.steps[step_number - 1]
         if request.status != "pending":
-            raise ApiError(409, "invalid transition", f"the request is {request.status}")
+            raise ConflictError(f"the request is {request.status}", title="invalid transition")
         if step_number != request.current_step:
-            raise ApiError(
-                409,
-                "invalid transition",
+            raise ConflictError(
                 f"step {step_number} is not the current step ({request.current_step})",
+                title="invalid transition",
             )
         if actor.role != "admin" and actor.role != step.required_role:
-            raise ApiError(
-                403, "forbidden", f"step {step_number} is decided by the {step.required_role} role"
-            )
+            raise ForbiddenError(f"step {step_number} is decided by the {step.required_role} role")
         if actor.role != "admin" and request.requestor_id == actor.uuid:
-            raise ApiError(403, "forbidden", "you may not decide on your own request")
+            raise ForbiddenError("you may not decide on your own request")
         document_id = request.resource_id
         status = await self._status(document_id)
         last = step_number == request.total_steps
         if decision == "approve" and last and status != "review":
-            raise ApiError(
-                409,
-                "document not in review",
+            raise ConflictError(
                 f"the document is {status}: it must be in review to be approved",
+                title="document not in review",
                 extra={"currentStatus": status},
             )
         with store_errors("approval request"):
@@ -409,12 +398,9 @@ class ApprovalService:
         return Outcome(decided, status, revision)
 
     async def _status(self, document_id: str) -> str:
-        try:
-            record = await self._collab.content.get(DOCUMENTS, document_id)
-        except StorageError as exc:
-            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
+        record = await self._collab.content.get(DOCUMENTS, document_id)
         if record is None:
-            raise ApiError(404, "document not found", f"no document {document_id!r}")
+            raise NotFoundError(f"no document {document_id!r}", what="document")
         return str(record.get("status") or "draft")
 
     # -- telling people ----------------------------------------------------------------------
@@ -546,84 +532,5 @@ class ApprovalService:
         )
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        422,
-        "invalid request",
-        f"{field}: {message}",
-        extra={"errors": [{"field": field, "message": message}]},
-    )
-
-
-def _person(user_id: uuid.UUID | None, names: Mapping[uuid.UUID, str | None]) -> Any:
-    return None if user_id is None else {"id": str(user_id), "name": names.get(user_id)}
-
-
-def request_view(request: ApprovalRequest, names: Mapping[uuid.UUID, str | None]) -> dict[str, Any]:
-    """An approval request and its steps as JSON."""
-    return {
-        "id": str(request.id),
-        "workflowId": str(request.workflow_id) if request.workflow_id else None,
-        "resourceType": request.resource_type,
-        "documentId": request.resource_id,
-        "revisionId": request.revision_id,
-        "requestor": _person(request.requestor_id, names),
-        "status": request.status,
-        "currentStep": request.current_step,
-        "totalSteps": request.total_steps,
-        "createdAt": iso(request.created_at),
-        "completedAt": iso(request.completed_at),
-        "previousRequestId": str(request.previous_request_id)
-        if request.previous_request_id
-        else None,
-        "steps": [
-            {
-                "stepNumber": step.step_number,
-                "requiredRole": step.required_role,
-                "status": step.status,
-                "reviewer": _person(step.reviewed_by, names),
-                "reviewedAt": iso(step.reviewed_at),
-                "comment": step.review_comments,
-            }
-            for step in request.steps
-        ],
-    }
-
-
-def workflow_view(workflow: Workflow) -> dict[str, Any]:
-    """A workflow as JSON."""
-    return {
-        "id": str(workflow.id),
-        "name": workflow.name,
-        "description": workflow.description,
-        "resourceType": workflow.resource_type,
-        "status": workflow.status,
-        "steps": [
-            {"stepNumber": n, "requiredRole": step.required_role, "name": step.name}
-            for n, step in enumerate(workflow.steps, start=1)
-        ],
-        "createdAt": iso(workflow.created_at),
-        "createdBy": str(workflow.created_by) if workflow.created_by else None,
-    }
-
-
-def chain_view(link: ChainLink) -> dict[str, Any]:
-    """One row of the approval-chain query as JSON."""
-    reviewer = None
-    if link.reviewer_id is not None:
-        reviewer = {
-            "id": str(link.reviewer_id),
-            "name": link.reviewer_name,
-            "email": link.reviewer_email,
-        }
-    return {
-        "requestId": str(link.request_id),
-        "requestStatus": link.request_status,
-        "currentStep": link.current_step,
-        "revisionId": link.revision_id,
-        "stepNumber": link.step_number,
-        "requiredRole": link.required_role,
-        "stepStatus": link.step_status,
-        "reviewedAt": iso(link.reviewed_at),
-        "reviewer": reviewer,
-    }
+def _invalid(field: str, message: str) -> InvalidError:
+    return InvalidError(message, field=field)

@@ -27,28 +27,14 @@ section's text when created, resolved against the live text whenever a comment i
 from __future__ import annotations
 
 import asyncio
-import base64
-import collections
 import contextlib
 import logging
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field, StringConstraints, ValidationError, field_validator
-
-from crdt.anchors import Anchor, InvalidAnchor, Orphaned, create_anchor, resolve_anchors
-from crdt.document import CrdtDoc, CrdtText
-from crdt.ids import MAX_ID_LENGTH, RoomName
-from crdt.outline import Outline
-from crdt.section import section_content
-from persistence.errors import (
-    RecordNotFound,
-    StorageConflict,
-    StorageError,
-)
+from persistence.errors import RecordNotFound, StorageConflict, StorageError
 from persistence.relational import (
     Comment,
     CommentQuery,
@@ -58,119 +44,26 @@ from persistence.relational import (
     NotPermittedError,
     Page,
 )
-from persistence.relational.review_records import MAX_MENTIONS
-from protocol.events import MAX_EVENT_BYTES, AppEvent, encode_event
-from server.api.common import ApiError, Model, validation_problem
-from server.errors import STORAGE_DETAIL, RoomNotFound, RoomUnavailable
+from protocol.events import AppEvent
+from server.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    MalformedRequestError,
+    NotFoundError,
+)
 from server.identity.authentication import Principal
 from server.identity.rights import Right, Subject
-from server.realtime.connection import Connection
-from server.review.notifications import iso, notifier, snippet
+from server.review.anchoring import LiveText, Stamp
+from server.review.bodies import CreateBody, EditBody, ListQuery
+from server.review.comment_views import comment_view, fit_event
+from server.review.lanes import SOCKET_EVENTS, Lanes
+from server.review.notifications import notifier, snippet
 
 if TYPE_CHECKING:
-    from crdt.document import RoomDoc
     from server.app import Collab
-    from server.realtime.rooms import Room
 
 log = logging.getLogger(__name__)
-
-MAX_CONTENT_CHARS: Final = 10_000
-MAX_ANCHOR_CHARS: Final = 10_000
-MAX_PENDING_PER_CONNECTION: Final = 64
-MAX_REQUEST_ID_CHARS: Final = 128
-# Events must stay under the clients' 64 KiB decoding limit: past this size the quote and
-# the resolved text are cut (``truncated: true``); the REST view always has them whole.
-EVENT_BUDGET: Final = MAX_EVENT_BYTES - 4096
-EVENT_TEXT_CHARS: Final = 1_000
-SOCKET_EVENTS: Final = (
-    "comment.create",
-    "comment.edit",
-    "comment.resolve",
-    "comment.reopen",
-    "comment.delete",
-)
-
-SectionId = Annotated[
-    str, StringConstraints(pattern=rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}$", strip_whitespace=False)
-]
-Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT_CHARS)]
-Offset = Annotated[int, Field(ge=0, le=2**31)]
-
-
-def _no_nul(value: str) -> str:
-    if "\0" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-def _strip_no_nul(value: str) -> str:
-    value = _no_nul(value).strip()
-    if not value:
-        raise ValueError("must not be blank")
-    return value
-
-
-class CreateBody(Model):
-    """A new comment (``POST .../comments``, ``comment.create``).
-
-    ``start`` / ``end`` are code-point offsets in the section's text as the client sees it;
-    ``quote``, when given, is the text they enclose there: if the server's text moved
-    meanwhile (concurrent edits the client has not seen yet), the occurrence of the quote
-    nearest to ``start`` is anchored instead, and a quote no longer in the text is a 409.
-    """
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
-
-    id: uuid.UUID | None = None
-    section: SectionId | None = None
-    start: Offset | None = None
-    end: Offset | None = None
-    quote: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ANCHOR_CHARS)] | None = (
-        None
-    )
-    content: Content
-    parentId: uuid.UUID | None = None
-    mentions: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_MENTIONS)
-
-    @field_validator("content")
-    @classmethod
-    def _check_content(cls, value: str) -> str:
-        return _strip_no_nul(value)
-
-
-class EditBody(Model):
-    """New content for a comment (``PATCH /comments/{id}``, ``comment.edit``); the mentions
-    are replaced only when given."""
-
-    content: Content
-    mentions: list[uuid.UUID] | None = Field(None, max_length=MAX_MENTIONS)
-
-    @field_validator("content")
-    @classmethod
-    def _check_content(cls, value: str) -> str:
-        return _no_nul(value)
-
-
-class TargetBody(Model):
-    """The comment a socket request acts on."""
-
-    id: uuid.UUID
-
-
-class SocketEditBody(EditBody):
-    id: uuid.UUID
-
-
-@dataclass(frozen=True, slots=True)
-class ListQuery:
-    """Filters of a listing (``GET /documents/{id}/comments``)."""
-
-    section: str | None = None
-    unresolved: bool = False
-    thread: uuid.UUID | None = None
-    deleted: bool = False
-    limit: int = 50
-    offset: int = 0
 
 
 _services: weakref.WeakKeyDictionary[Collab, CommentService] = weakref.WeakKeyDictionary()
@@ -180,7 +73,7 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
     """Create the comment service and take the ``comment.*`` socket events."""
     service = CommentService(collab)
     _services[collab] = service
-    lanes = _Lanes(service, tasks)
+    lanes = Lanes(service, tasks)
     for name in SOCKET_EVENTS:
         collab.event_handlers[name] = lanes.submit
 
@@ -195,34 +88,28 @@ def comments_of(collab: Collab) -> CommentService:
 
 @contextlib.contextmanager
 def store_errors(what: str = "comment") -> Iterator[None]:
-    """Translate the review stores' errors into API errors (status, title, detail)."""
+    """Translate the review stores' refusals into domain errors: :class:`ForbiddenError`,
+    :class:`NotFoundError` (titled ``what`` not found), :class:`ConflictError`; other storage
+    errors go through (503 at the edge)."""
     try:
         yield
     except NotPermittedError as exc:
-        raise ApiError(403, "forbidden", str(exc)) from exc
+        raise ForbiddenError(str(exc)) from exc
     except RecordNotFound as exc:
-        raise ApiError(404, f"{what} not found", str(exc)) from exc
+        raise NotFoundError(str(exc), what=what) from exc
     except InvalidTransitionError as exc:
-        raise ApiError(409, "invalid transition", str(exc)) from exc
+        raise ConflictError(str(exc), title="invalid transition") from exc
     except StorageConflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from exc
-    except StorageError as exc:
-        raise ApiError(
-            503, "storage unavailable", STORAGE_DETAIL, headers={"Retry-After": "5"}
-        ) from exc
-
-
-def _invalid(field: str, message: str, title: str = "invalid request") -> ApiError:
-    return ApiError(
-        422, title, f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
-    )
+        raise ConflictError(str(exc)) from exc
 
 
 class CommentService:
-    """Comments for both surfaces; every method raises :class:`ApiError` on refusal."""
+    """Comments for both surfaces. Every method raises a domain error of
+    :mod:`server.errors` on refusal (or lets a storage error through): the edge maps it."""
 
     def __init__(self, collab: Collab) -> None:
         self._collab = collab
+        self._text = LiveText(collab.registry)
         self.stored = 0
 
     # -- rights -----------------------------------------------------------------------------
@@ -231,10 +118,7 @@ class CommentService:
         """The actor's right on the document (none outside a scoped token's documents)."""
         if not actor.may_open(document_id):
             return Right.NONE
-        try:
-            return await self._collab.access.right(actor.subject, document_id)
-        except StorageError as exc:
-            raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
+        return await self._collab.access.right(actor.subject, document_id)
 
     async def require(
         self, actor: Principal, document_id: str, needed: Right, hidden: str = "document"
@@ -242,11 +126,9 @@ class CommentService:
         """The actor's right; 404 (nothing disclosed) below view, 403 below ``needed``."""
         right = await self.right(actor, document_id)
         if right < Right.VIEW:
-            raise ApiError(404, f"{hidden} not found", f"no {hidden} here for you")
+            raise NotFoundError(f"no {hidden} here for you", what=hidden)
         if right < needed:
-            raise ApiError(
-                403,
-                "forbidden",
+            raise ForbiddenError(
                 f"this needs the {needed.label} right on the document; you have {right.label}",
             )
         return right
@@ -259,7 +141,7 @@ class CommentService:
         with store_errors():
             comment = await self._collab.relational.comments.get(comment_id)
         if comment is None or (within is not None and comment.document_id != within):
-            raise ApiError(404, "comment not found", f"no comment {comment_id}")
+            raise NotFoundError(f"no comment {comment_id}", what="comment")
         await self.require(actor, comment.document_id, needed, hidden="comment")
         return comment
 
@@ -285,7 +167,7 @@ class CommentService:
                 offset=query.offset,
             )
         except ValueError as exc:
-            raise ApiError(400, "invalid query parameter", str(exc)) from exc
+            raise MalformedRequestError(str(exc), title="invalid query parameter") from exc
         with store_errors():
             page: Page[Comment] = await self._collab.relational.comments.find(store_query)
         return await self.views(page.items), page.total
@@ -303,15 +185,17 @@ class CommentService:
                 existing = await store.get(body.id)
             if existing is not None:
                 if existing.author_id != actor.uuid or existing.document_id != document_id:
-                    raise ApiError(409, "conflict", f"comment id {body.id} is taken")
+                    raise ConflictError(f"comment id {body.id} is taken")
                 # A retry of a create that was stored: acknowledged again, nothing stored.
                 return (await self.views([existing]))[0]
         parent = await self._parent(document_id, body)
         mentions = await self._mentions(document_id, body.mentions)
         section = body.section
-        if section is not None and not await self._listed(document_id, section):
-            raise _invalid("section", f"document {document_id} has no section {section!r}")
-        made = await self._anchor(document_id, section, body.start, body.end, body.quote)
+        if section is not None and not await self._text.listed(document_id, section):
+            raise InvalidError(
+                field="section", message=f"document {document_id} has no section {section!r}"
+            )
+        made = await self._text.anchor(document_id, section, body.start, body.end, body.quote)
         anchor = made[0] if made is not None else None
         try:
             new = NewComment(
@@ -325,7 +209,7 @@ class CommentService:
                 id=body.id or uuid.uuid4(),
             )
         except ValueError as exc:
-            raise ApiError(422, "invalid request", str(exc)) from exc
+            raise InvalidError(str(exc)) from exc
         with store_errors():
             stored = await store.add(new)
         self.stored += 1
@@ -346,9 +230,9 @@ class CommentService:
         """Replace a comment's content (its author only)."""
         current = await self._comment(actor, comment_id, Right.COMMENT, within)
         if current.deleted:
-            raise ApiError(404, "comment not found", f"comment {comment_id} is deleted")
+            raise NotFoundError(f"comment {comment_id} is deleted", what="comment")
         if current.author_id != actor.uuid:
-            raise ApiError(403, "forbidden", "only the author may edit a comment")
+            raise ForbiddenError("only the author may edit a comment")
         mentions: tuple[uuid.UUID, ...] | None = None
         if body.mentions is not None:
             mentions = await self._mentions(current.document_id, body.mentions)
@@ -395,14 +279,14 @@ class CommentService:
         right = await self.right(actor, current.document_id)
         is_admin = right >= Right.ADMIN
         if current.author_id != actor.uuid and not is_admin:
-            raise ApiError(403, "forbidden", "only the author or an admin may delete a comment")
+            raise ForbiddenError("only the author or an admin may delete a comment")
         with store_errors():
             changed = await self._collab.relational.comments.delete(
                 comment_id, acting_user_id=actor.uuid, acting_is_admin=is_admin
             )
             stored = await self._collab.relational.comments.get(comment_id)
         if stored is None:
-            raise ApiError(404, "comment not found", f"no comment {comment_id}")
+            raise NotFoundError(f"no comment {comment_id}", what="comment")
         if changed:
             self._audit(actor, "delete", stored, via)
         return (await self.views([stored]))[0]
@@ -419,15 +303,19 @@ class CommentService:
         if body.parentId is None:
             return None
         if body.section is not None or body.start is not None or body.end is not None:
-            raise _invalid("parentId", "a reply takes its thread's place: no section or anchor")
+            raise InvalidError(
+                field="parentId", message="a reply takes its thread's place: no section or anchor"
+            )
         with store_errors():
             parent = await self._collab.relational.comments.get(body.parentId)
         if parent is None or parent.document_id != document_id:
-            raise _invalid("parentId", "no such comment in this document")
+            raise InvalidError(field="parentId", message="no such comment in this document")
         if parent.parent_id is not None:
-            raise _invalid("parentId", "a reply answers a thread's first comment, not a reply")
+            raise InvalidError(
+                field="parentId", message="a reply answers a thread's first comment, not a reply"
+            )
         if parent.deleted:
-            raise ApiError(409, "conflict", f"comment {body.parentId} is deleted")
+            raise ConflictError(f"comment {body.parentId} is deleted")
         return parent
 
     async def _mentions(
@@ -438,143 +326,28 @@ class CommentService:
         ids = tuple(dict.fromkeys(mentions))
         unknown, blind = [], []
         for user_id in ids:
-            try:
-                user = await self._collab.authn.user(str(user_id))
-                if user is None:
-                    unknown.append(str(user_id))
-                    continue
-                subject = Subject(str(user.id), user.role, user.status == "active")
-                right = await self._collab.access.right(subject, document_id)
-            except StorageError as exc:
-                raise ApiError(503, "storage unavailable", STORAGE_DETAIL) from exc
+            user = await self._collab.authn.user(str(user_id))
+            if user is None:
+                unknown.append(str(user_id))
+                continue
+            subject = Subject(str(user.id), user.role, user.status == "active")
+            right = await self._collab.access.right(subject, document_id)
             if right < Right.VIEW:
                 blind.append(str(user_id))
         if unknown:
-            raise _invalid("mentions", f"unknown users {unknown}")
+            raise InvalidError(field="mentions", message=f"unknown users {unknown}")
         if blind:
-            raise _invalid("mentions", f"users who may not view this document {blind}")
+            raise InvalidError(
+                field="mentions", message=f"users who may not view this document {blind}"
+            )
         return ids
 
-    async def _anchor(
-        self,
-        document_id: str,
-        section: str | None,
-        start: int | None,
-        end: int | None,
-        quote: str | None = None,
-    ) -> tuple[Anchor, _Stamp | None] | None:
-        """The anchor of a new comment (None without one), made on the live text, and a
-        stamp of where it lies in that text (reused while the text is unchanged)."""
-        if start is None and end is None:
-            if quote is not None:
-                raise _invalid("quote", "a quote goes with start and end")
-            return None
-        if start is None or end is None:
-            raise _invalid("start", "an anchor needs both start and end")
-        if section is None:
-            raise _invalid("section", "an anchor needs the section its text is in")
-        if end - start > MAX_ANCHOR_CHARS:
-            raise _invalid("end", f"an anchor spans at most {MAX_ANCHOR_CHARS} characters")
-        doc = await self.section_doc(document_id, section)
-        if doc is None:
-            raise _invalid("section", f"document {document_id} has no section {section!r}")
-        # No await from here on: the anchor is made on the text as it is at this instant.
-        text = section_content(doc)
-        if quote is not None:
-            start, end = _locate_quote(str(text), start, end, quote)
-        try:
-            anchor = create_anchor(text, start, end)
-        except ValueError as exc:
-            raise _invalid("start", str(exc), "anchor out of range") from exc
-        position = {"start": start, "end": end, "text": anchor.quote}
-        return anchor, self._stamp(document_id, section, position)
-
-    def _stamp(self, document_id: str, section_id: str, position: dict[str, Any]) -> _Stamp | None:
-        room = self._collab.registry.room(str(RoomName(document_id, section_id)))
-        if room is None:
-            return None
-        return _Stamp(room, room.doc, room.updates_applied, position)
-
-    def _still(self, stamp: _Stamp) -> dict[str, Any] | None:
-        """The stamped position if the room's text has not changed since (same room, same
-        document, no update applied): resolving again would give the same answer."""
-        room = stamp.room
-        current = self._collab.registry.room(room.key)
-        if current is room and room.doc is stamp.doc and room.updates_applied == stamp.version:
-            return stamp.position
-        return None
-
-    # -- the live text ----------------------------------------------------------------------
-
-    async def _listed(self, document_id: str, section_id: str) -> bool:
-        """Whether the document's outline lists the section (loads the outline if needed)."""
-        registry = self._collab.registry
-        live = registry.live_doc(str(RoomName(document_id)))
-        if live is not None:
-            return section_id in Outline(live.doc)
-        found: list[bool] = []
-        try:
-            await registry.edit(
-                RoomName(document_id),
-                lambda doc: found.append(section_id in Outline(doc)),
-                "comments: read the outline",
-            )
-        except (RoomNotFound, RoomUnavailable) as exc:
-            raise ApiError(503, "room unavailable", str(exc), headers={"Retry-After": "5"}) from exc
-        return bool(found and found[0])
-
-    async def section_doc(self, document_id: str, section_id: str) -> CrdtDoc | None:
-        """The live document of a listed section (its room loaded if nobody has it open);
-        None when the outline does not list it. Use it before the next await."""
-        registry = self._collab.registry
-        key = str(RoomName(document_id, section_id))
-        live = registry.live_doc(key)
-        if live is not None:
-            return live.doc
-        if not await self._listed(document_id, section_id):
-            return None
-        try:
-            await registry.edit(RoomName(document_id, section_id), _nothing, "comments: load")
-        except (RoomNotFound, RoomUnavailable) as exc:
-            raise ApiError(503, "room unavailable", str(exc), headers={"Retry-After": "5"}) from exc
-        live = registry.live_doc(key)
-        if live is None:
-            raise ApiError(503, "room unavailable", f"room {key} could not be loaded")
-        return live.doc
-
-    async def _positions(
-        self, comments: Sequence[Comment], known: Mapping[uuid.UUID, _Stamp] | None = None
-    ) -> dict[uuid.UUID, dict[str, Any]]:
-        """Where each anchored comment's range lies in the live text now."""
-        groups: dict[tuple[str, str], list[Comment]] = collections.defaultdict(list)
-        positions: dict[uuid.UUID, dict[str, Any]] = {}
-        for comment in comments:
-            if comment.anchor is None or not comment.section_id or comment.deleted:
-                continue
-            stamp = known.get(comment.id) if known else None
-            still = self._still(stamp) if stamp is not None else None
-            if still is not None:
-                positions[comment.id] = still
-            else:
-                groups[(comment.document_id, comment.section_id)].append(comment)
-        for (document_id, section_id), group in groups.items():
-            try:
-                doc = await self.section_doc(document_id, section_id)
-            except ApiError:
-                positions.update({c.id: {"unavailable": True} for c in group})
-                continue
-            if doc is None:  # the section was removed: nothing left to point at
-                positions.update({c.id: {"orphaned": True} for c in group})
-                continue
-            positions.update(_resolve(section_content(doc), group))
-        return positions
-
     async def views(
-        self, comments: Sequence[Comment], known: Mapping[uuid.UUID, _Stamp] | None = None
+        self, comments: Sequence[Comment], known: Mapping[uuid.UUID, Stamp] | None = None
     ) -> list[dict[str, Any]]:
         """Comments as the API and the events show them, anchors resolved now (``known``:
         positions stamped when the anchors were made, used if the text has not changed)."""
-        positions = await self._positions(comments, known)
+        positions = await self._text.positions(comments, known)
         people = {c.author_id for c in comments} | {
             c.resolved_by for c in comments if c.resolved_by is not None
         }
@@ -643,226 +416,3 @@ class CommentService:
             for user_id in mentions
             if user_id != actor.uuid
         ]
-
-
-@dataclass(frozen=True, slots=True)
-class _Stamp:
-    """Where a range lay in a room's text, and the room's version then."""
-
-    room: Room
-    doc: RoomDoc
-    version: int
-    position: dict[str, Any]
-
-
-def _locate_quote(text: str, start: int, end: int, quote: str) -> tuple[int, int]:
-    """The range of ``quote`` in ``text``: ``[start, end)`` if it holds it, else the
-    occurrence nearest to ``start``; 409 when the text holds it nowhere."""
-    if text[start:end] == quote:
-        return start, end
-    best: int | None = None
-    found = text.find(quote)
-    while found != -1:
-        if best is None or abs(found - start) < abs(best - start):
-            best = found
-        found = text.find(quote, found + 1)
-    if best is None:
-        raise ApiError(
-            409,
-            "quote not found",
-            "the quoted text is no longer in the section: the text changed meanwhile",
-        )
-    return best, best + len(quote)
-
-
-def _nothing(doc: CrdtDoc) -> None:
-    """A server-side "edit" that changes nothing: loads a room through the registry."""
-
-
-def _resolve(text: CrdtText, group: Sequence[Comment]) -> dict[uuid.UUID, dict[str, Any]]:
-    anchors = [c.anchor for c in group if c.anchor is not None]
-    try:
-        results = resolve_anchors(text, anchors)
-    except InvalidAnchor:
-        # One bad anchor must not hide the others: resolve them one by one.
-        results = []
-        for anchor in anchors:
-            try:
-                results.extend(resolve_anchors(text, [anchor]))
-            except InvalidAnchor as exc:
-                log.warning("an anchor does not resolve in its section: %s", exc)
-                results.append(Orphaned(anchor.quote))
-    positions: dict[uuid.UUID, dict[str, Any]] = {}
-    for comment, result in zip(group, results, strict=True):
-        if isinstance(result, Orphaned):
-            positions[comment.id] = {"orphaned": True}
-        else:
-            positions[comment.id] = {
-                "start": result.start,
-                "end": result.end,
-                "text": result.content,
-            }
-    return positions
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def comment_view(
-    comment: Comment,
-    names: Mapping[uuid.UUID, str | None],
-    position: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """One comment as JSON (see ``docs/api.md``)."""
-    anchor = comment.anchor if not comment.deleted else None
-    resolved = None
-    if comment.resolved and comment.resolved_by is not None:
-        resolved = {
-            "by": {"id": str(comment.resolved_by), "name": names.get(comment.resolved_by)},
-            "at": iso(comment.resolved_at),
-        }
-    return {
-        "id": str(comment.id),
-        "documentId": comment.document_id,
-        "section": comment.section_id,
-        "parentId": str(comment.parent_id) if comment.parent_id is not None else None,
-        "author": {"id": str(comment.author_id), "name": names.get(comment.author_id)},
-        "content": comment.content,
-        "mentions": [str(user_id) for user_id in comment.mentions],
-        "resolved": resolved,
-        "createdAt": iso(comment.created_at),
-        "updatedAt": iso(comment.updated_at),
-        "editedAt": iso(comment.edited_at),
-        "deleted": comment.deleted,
-        "deletedAt": iso(comment.deleted_at),
-        "quote": anchor.quote if anchor is not None else None,
-        "anchor": dict(position) if anchor is not None and position is not None else None,
-        "sticky": {"start": _b64(anchor.start), "end": _b64(anchor.end)} if anchor else None,
-    }
-
-
-def fit_event(view: Mapping[str, Any]) -> dict[str, Any]:
-    """The view, with the quote and resolved text cut if the event would pass the clients'
-    64 KiB limit (``truncated: true`` then; the REST view has them whole)."""
-    fitted = dict(view)
-    anchor = fitted.get("anchor")
-    texts = [fitted.get("content"), fitted.get("quote")]
-    if isinstance(anchor, Mapping):
-        texts.append(anchor.get("text"))
-    if sum(len(t) for t in texts if isinstance(t, str)) * 4 <= EVENT_BUDGET // 2:
-        return fitted  # small enough whatever the characters: no need to measure
-    if len(encode_event(AppEvent("comment", {"comment": fitted}))) <= EVENT_BUDGET:
-        return fitted
-    if isinstance(fitted.get("quote"), str):
-        fitted["quote"] = fitted["quote"][:EVENT_TEXT_CHARS]
-    if isinstance(anchor, Mapping) and isinstance(anchor.get("text"), str):
-        fitted["anchor"] = {**anchor, "text": anchor["text"][:EVENT_TEXT_CHARS]}
-    fitted["truncated"] = True
-    return fitted
-
-
-# -- the socket --------------------------------------------------------------------------------
-
-
-def _request_id(event: AppEvent) -> str | int | None:
-    value = event.get("requestId")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and len(value) <= MAX_REQUEST_ID_CHARS):
-        return value
-    return None
-
-
-def _fields(event: AppEvent) -> dict[str, Any]:
-    return {k: v for k, v in event.fields.items() if k != "requestId"}
-
-
-def request_error(request_id: str | int | None, error: ApiError) -> AppEvent:
-    """The non-fatal ``error`` event answering a socket request that failed."""
-    fields: dict[str, Any] = {
-        "code": error.status,
-        "title": error.title,
-        "detail": error.detail,
-        "fatal": False,
-        "requestId": request_id,
-    }
-    if "errors" in error.extra:
-        fields["errors"] = error.extra["errors"]
-    return AppEvent("error", fields)
-
-
-class _Lanes:
-    """Runs each connection's comment requests in order, one task per busy connection."""
-
-    def __init__(self, service: CommentService, tasks: asyncio.TaskGroup) -> None:
-        self._service = service
-        self._tasks = tasks
-        self._lanes: dict[int, collections.deque[AppEvent]] = {}
-
-    def submit(self, room: Room, conn: Connection, event: AppEvent) -> None:
-        """The rooms' hook (synchronous): queue the request behind the connection's others."""
-        lane = self._lanes.get(conn.id)
-        if lane is None:
-            lane = collections.deque([event])
-            self._lanes[conn.id] = lane
-            self._tasks.create_task(self._drain(conn, lane), name=f"comments {conn.id}")
-        elif len(lane) >= MAX_PENDING_PER_CONNECTION:
-            error = ApiError(
-                429,
-                "too many requests",
-                f"at most {MAX_PENDING_PER_CONNECTION} comment requests may wait per connection",
-            )
-            conn.send_event(request_error(_request_id(event), error))
-        else:
-            lane.append(event)
-
-    async def _drain(self, conn: Connection, lane: collections.deque[AppEvent]) -> None:
-        try:
-            while lane:
-                await self._service_one(conn, lane[0])
-                lane.popleft()
-        finally:
-            del self._lanes[conn.id]
-
-    async def _service_one(self, conn: Connection, event: AppEvent) -> None:
-        request_id = _request_id(event)
-        try:
-            action, view = await _run(self._service, conn, event)
-        except ApiError as exc:
-            conn.send_event(request_error(request_id, exc))
-            return
-        except ValidationError as exc:
-            conn.send_event(request_error(request_id, validation_problem(exc)))
-            return
-        except Exception:
-            log.exception("conn %s: comment request %s failed", conn.id, event.type)
-            conn.send_event(request_error(request_id, ApiError(500, "internal error")))
-            return
-        conn.send_event(
-            AppEvent("comment.ack", {"requestId": request_id, "comment": fit_event(view)})
-        )
-        self._service.publish(action, view)
-
-
-async def _run(
-    service: CommentService, conn: Connection, event: AppEvent
-) -> tuple[str, dict[str, Any]]:
-    """Carry out one socket request: the action to publish and the comment's view."""
-    actor = conn.principal
-    if actor is None:
-        raise ApiError(401, "unauthenticated", "the connection has no user")
-    document_id = conn.room_name.partition("/")[0]
-    fields = _fields(event)
-    if event.type == "comment.create":
-        body = CreateBody.model_validate(fields)
-        return "created", await service.create(actor, document_id, body, "socket")
-    if event.type == "comment.edit":
-        edit = SocketEditBody.model_validate(fields)
-        return "edited", await service.edit(actor, edit.id, edit, "socket", within=document_id)
-    target = TargetBody.model_validate(fields).id
-    if event.type == "comment.resolve":
-        return "resolved", await service.resolve(actor, target, "socket", within=document_id)
-    if event.type == "comment.reopen":
-        return "reopened", await service.reopen(actor, target, "socket", within=document_id)
-    return "deleted", await service.delete(actor, target, "socket", within=document_id)

@@ -53,3 +53,62 @@ def test_package_imports_point_one_way(package: str) -> None:
         assert local <= allowed, f"{path.relative_to(ROOT)} imports {local}"
         banned = imported & FORBIDDEN_THIRD_PARTY.get(package, set())
         assert not banned, f"{path.relative_to(ROOT)} imports {banned}"
+
+
+# server/: HTTP lives in api/ and at the edge (the wiring and the socket transport); the
+# rest raises the domain errors of server/errors.py, mapped once by its table.
+SERVER_EDGE = {
+    "server/app.py",
+    "server/cli.py",
+    "server/realtime/transport.py",
+    "server/realtime/http_head.py",
+    "server/realtime/sessions.py",
+    "server/realtime/connection.py",
+}
+
+
+def _modules_and_names(path: Path) -> tuple[set[str], set[str]]:
+    """The full names of the modules ``path`` imports, and every name it uses."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    modules: set[str] = set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+    return modules, names
+
+
+def _domain_sources() -> list[Path]:
+    server = ROOT / "server"
+    return [
+        path
+        for path in sorted(server.rglob("*.py"))
+        if not path.is_relative_to(server / "api")
+        and path.relative_to(ROOT).as_posix() not in SERVER_EDGE
+    ]
+
+
+def test_domain_code_raises_no_http_errors() -> None:
+    sources = _domain_sources()
+    assert len(sources) > 20, "the walk must see the server's domain modules"
+    for path in sources:
+        modules, names = _modules_and_names(path)
+        http = {m for m in modules if m.split(".")[0] == "starlette" or m.startswith("server.api")}
+        assert not http, f"{path.relative_to(ROOT)} imports {sorted(http)}"
+        assert "ApiError" not in names, f"{path.relative_to(ROOT)} uses ApiError"
+
+
+def test_the_layering_walk_sees_an_http_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from server.api.common import ApiError\nraise ApiError(404, 'x')\n")
+    modules, names = _modules_and_names(bad)
+    assert "server.api.common" in modules
+    assert "ApiError" in names

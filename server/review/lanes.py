@@ -1,0 +1,128 @@
+"""The ``comment.*`` socket requests (``docs/comments.md``).
+
+Clients that joined with ``?events=1``, in any room of the document, send
+``comment.create``, ``comment.edit``, ``comment.resolve``, ``comment.reopen`` and
+``comment.delete``, each with a ``requestId`` that the answer repeats: ``comment.ack`` once
+the database stored the change (never before), or a non-fatal ``error`` event
+(:func:`server.errors.failure_event`: the HTTP-style ``code`` of the one error table). The
+room's event hook is synchronous, so each request runs in a task; the requests of one
+connection run one after the other, in the order they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import ValidationError
+
+from protocol.events import AppEvent
+from server.errors import UNEXPECTED, RateLimited, classify, failure_event, invalid_body
+from server.identity.tokens import AuthError
+from server.review.bodies import CreateBody, SocketEditBody, TargetBody
+from server.review.comment_views import fit_event
+
+if TYPE_CHECKING:
+    from server.realtime.connection import Connection
+    from server.realtime.rooms import Room
+    from server.review.comments import CommentService
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_PER_CONNECTION: Final = 64
+MAX_REQUEST_ID_CHARS: Final = 128
+SOCKET_EVENTS: Final = (
+    "comment.create",
+    "comment.edit",
+    "comment.resolve",
+    "comment.reopen",
+    "comment.delete",
+)
+
+
+def _request_id(event: AppEvent) -> str | int | None:
+    value = event.get("requestId")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and len(value) <= MAX_REQUEST_ID_CHARS):
+        return value
+    return None
+
+
+def _fields(event: AppEvent) -> dict[str, Any]:
+    return {k: v for k, v in event.fields.items() if k != "requestId"}
+
+
+class Lanes:
+    """Runs each connection's comment requests in order, one task per busy connection."""
+
+    def __init__(self, service: CommentService, tasks: asyncio.TaskGroup) -> None:
+        self._service = service
+        self._tasks = tasks
+        self._lanes: dict[int, collections.deque[AppEvent]] = {}
+
+    def submit(self, room: Room, conn: Connection, event: AppEvent) -> None:
+        """The rooms' hook (synchronous): queue the request behind the connection's others."""
+        lane = self._lanes.get(conn.id)
+        if lane is None:
+            lane = collections.deque([event])
+            self._lanes[conn.id] = lane
+            self._tasks.create_task(self._drain(conn, lane), name=f"comments {conn.id}")
+        elif len(lane) >= MAX_PENDING_PER_CONNECTION:
+            error = RateLimited(
+                f"at most {MAX_PENDING_PER_CONNECTION} comment requests may wait per connection",
+                1.0,
+            )
+            conn.send_event(failure_event(error, _request_id(event)))
+        else:
+            lane.append(event)
+
+    async def _drain(self, conn: Connection, lane: collections.deque[AppEvent]) -> None:
+        try:
+            while lane:
+                await self._service_one(conn, lane[0])
+                lane.popleft()
+        finally:
+            del self._lanes[conn.id]
+
+    async def _service_one(self, conn: Connection, event: AppEvent) -> None:
+        request_id = _request_id(event)
+        try:
+            action, view = await _run(self._service, conn, event)
+        except ValidationError as exc:
+            conn.send_event(failure_event(invalid_body(exc), request_id))
+            return
+        except Exception as exc:
+            if classify(exc) is UNEXPECTED:
+                log.exception("conn %s: comment request %s failed", conn.id, event.type)
+            conn.send_event(failure_event(exc, request_id))
+            return
+        conn.send_event(
+            AppEvent("comment.ack", {"requestId": request_id, "comment": fit_event(view)})
+        )
+        self._service.publish(action, view)
+
+
+async def _run(
+    service: CommentService, conn: Connection, event: AppEvent
+) -> tuple[str, dict[str, Any]]:
+    """Carry out one socket request: the action to publish and the comment's view."""
+    actor = conn.principal
+    if actor is None:
+        raise AuthError("the connection has no user")
+    document_id = conn.room_name.partition("/")[0]
+    fields = _fields(event)
+    if event.type == "comment.create":
+        body = CreateBody.model_validate(fields)
+        return "created", await service.create(actor, document_id, body, "socket")
+    if event.type == "comment.edit":
+        edit = SocketEditBody.model_validate(fields)
+        return "edited", await service.edit(actor, edit.id, edit, "socket", within=document_id)
+    target = TargetBody.model_validate(fields).id
+    if event.type == "comment.resolve":
+        return "resolved", await service.resolve(actor, target, "socket", within=document_id)
+    if event.type == "comment.reopen":
+        return "reopened", await service.reopen(actor, target, "socket", within=document_id)
+    return "deleted", await service.delete(actor, target, "socket", within=document_id)
