@@ -40,10 +40,15 @@ def acks(client: YClient) -> int:
     return max((int(e.get("updates")) for e in events if e.type == "ack"), default=0)
 
 
+# The first update message a client sends is its sync step 2 (its answer to the server's
+# step 1, sent as it joins): acks count it too.
+STEP2 = 1
+
+
 async def send_acked(url: str, room: str, update: bytes) -> None:
     async with YClient(url, room, query="events=1") as client:
         await client.send(SyncUpdate(update))
-        await client.wait_for(lambda: acks(client) >= 1)
+        await client.wait_for(lambda: acks(client) >= STEP2 + 1)
 
 
 async def text_after(url: str, room: str, update: bytes, expected: str) -> str:
@@ -138,8 +143,9 @@ class Author:
         return len(pending)
 
     async def wait_acked(self, conn: YClient, sent: int, base: int) -> None:
-        """Wait until ``conn`` acknowledged ``sent`` updates; ``base``: acked before it."""
-        await conn.wait_for(lambda: acks(conn) >= sent, timeout=30)
+        """Wait until ``conn`` acknowledged the ``sent`` updates sent over it (after its sync
+        step 2); ``base``: how many of this author's updates were acknowledged before it."""
+        await conn.wait_for(lambda: acks(conn) >= STEP2 + sent, timeout=30)
         self.acked = base + sent
 
 
