@@ -53,3 +53,80 @@ def test_package_imports_point_one_way(package: str) -> None:
         assert local <= allowed, f"{path.relative_to(ROOT)} imports {local}"
         banned = imported & FORBIDDEN_THIRD_PARTY.get(package, set())
         assert not banned, f"{path.relative_to(ROOT)} imports {banned}"
+
+
+# -- no import circle inside persistence/ -----------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _local_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that ``path`` imports, wherever the import statement is
+    (``if TYPE_CHECKING:`` blocks and function bodies count: a circle is a circle, even when
+    it happens not to bite at run time). ``from package import name`` is an import of the
+    module ``package.name`` when there is one, else of the package."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _module_name(path)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found & modules
+
+
+def _find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (as the list of its modules, first repeated last), or
+    None. Depth-first search; a module on the current path reached again closes a circle."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(module: str) -> list[str] | None:
+        path.append(module)
+        on_path.add(module)
+        for imported in sorted(graph[module]):
+            if imported in on_path:
+                return [*path[path.index(imported) :], imported]
+            if imported not in done:
+                circle = visit(imported)
+                if circle is not None:
+                    return circle
+        path.pop()
+        on_path.discard(module)
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        if module not in done:
+            circle = visit(module)
+            if circle is not None:
+                return circle
+    return None
+
+
+def test_find_circle_finds_one() -> None:
+    assert _find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_circle_inside_persistence() -> None:
+    files = sorted((ROOT / "persistence").rglob("*.py"))
+    modules = {_module_name(path) for path in files}
+    graph = {_module_name(path): _local_imports(path, modules) for path in files}
+    assert graph["persistence.coordinator.redis"], "the import walk found nothing"
+    circle = _find_circle(graph)
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
