@@ -130,3 +130,23 @@ def test_no_import_circle_inside_persistence() -> None:
     assert graph["persistence.coordinator.redis"], "the import walk found nothing"
     circle = _find_circle(graph)
     assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+# -- persistence/ stays in small modules, grouped in its port folders --------------------------
+
+MAX_MODULE_LINES = 600
+MAX_TOP_LEVEL_FILES = 6
+
+
+def test_persistence_modules_stay_under_600_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted((ROOT / "persistence").rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"split by responsibility past {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_persistence_top_level_holds_few_files() -> None:
+    top = sorted(p.name for p in (ROOT / "persistence").iterdir() if p.is_file())
+    assert 0 < len(top) <= MAX_TOP_LEVEL_FILES, f"a module belongs in a port folder: {top}"
