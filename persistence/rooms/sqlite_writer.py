@@ -176,7 +176,10 @@ class SqliteWriter:
                     call.future.set_exception(result)
                 continue
             if call.committed is not None:
-                call.committed(result)
+                try:
+                    call.committed(result)
+                except Exception:  # a bug in the hook must not strand the other futures
+                    log.exception("%s: a commit hook failed", self._what)
             if not call.future.done():
                 call.future.set_result(result)
         self._kick()
