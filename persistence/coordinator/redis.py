@@ -6,26 +6,25 @@ One :class:`RedisCoordinator` owns a blocking connection pool (bounded; a caller
 a timeout is sent again on a fresh connection a bounded number of times, which is also how
 the adapter reconnects after a Redis restart. Every operation of the port is idempotent or
 harmless when re-sent (a re-sent journal append may store the update twice; CRDT replay is
-idempotent). What still fails is translated here, at the edge, into
-:mod:`persistence.errors`. The atomic operations are Lua scripts
+idempotent). What still fails is translated at the edge, into :mod:`persistence.errors`
+(:func:`persistence.coordinator.redis_link.translate_errors`). The atomic operations are Lua scripts
 (:mod:`persistence.coordinator.redis_lua`);
 the key layout is documented in ``docs/redis.md``.
+
+The key families live in their own modules (:mod:`~persistence.coordinator.redis_collab`,
+:mod:`~persistence.coordinator.redis_journal`, :mod:`~persistence.coordinator.redis_kv`), which
+share a :class:`~persistence.coordinator.redis_link.RedisLink`; this module imports them and
+owns the client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, Final
 
-from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from persistence.coordinator import redis_lua
 from persistence.coordinator.redis_collab import RedisCursors, RedisLocks, RedisPresence
 from persistence.coordinator.redis_journal import RedisJournal
 from persistence.coordinator.redis_kv import (
@@ -36,81 +35,10 @@ from persistence.coordinator.redis_kv import (
     RedisSessions,
     RedisStats,
 )
+from persistence.coordinator.redis_link import Clock, RedisLink
 from persistence.coordinator.redis_replies import text
 from persistence.coordinator.values import DurabilityReport, echo
-from persistence.errors import StorageClosed, StorageCorrupted, StorageError, StorageUnavailable
-
-Clock = Callable[[], float]
-# Replies that mean "the server cannot serve this now": retrying later may succeed.
-_TRANSIENT_REPLIES: Final = (
-    "LOADING", "BUSY", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS",
-)  # fmt: skip
-_CORRUPT_REPLIES: Final = ("WRONGTYPE", "CORRUPT")
-
-
-@contextmanager
-def _edge(what: str) -> Iterator[None]:
-    """Translate redis-py's exceptions raised inside the block into persistence.errors."""
-    try:
-        yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise StorageUnavailable(f"redis {what}: {exc}") from exc
-    except redis_errors.ResponseError as exc:
-        message = str(exc)
-        if message.startswith(_TRANSIENT_REPLIES):
-            raise StorageUnavailable(f"redis {what}: {message}") from exc
-        if message.startswith(_CORRUPT_REPLIES) or "CORRUPT" in message:
-            raise StorageCorrupted(f"redis {what}: {message}") from exc
-        raise StorageError(f"redis {what}: {message}") from exc
-    except redis_errors.RedisError as exc:
-        raise StorageError(f"redis {what}: {exc}") from exc
-
-
-class RedisLink:
-    """What every sub-adapter shares: the client, the key prefix, the scripts, the clock."""
-
-    def __init__(self, client: Redis, prefix: str, clock: Clock, block_cap: float) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.clock = clock
-        self.block_cap = block_cap
-        self.closed = False
-        self.closing = asyncio.Event()
-        self.scripts = {
-            name: client.register_script(getattr(redis_lua, name))
-            for name in (
-                "PRESENCE_JOIN",
-                "PRESENCE_LEAVE",
-                "PRESENCE_HEARTBEAT",
-                "PRESENCE_DROP_NODE",
-                "PRESENCE_READ",
-                "CURSOR_SET",
-                "LOCK_ACQUIRE",
-                "LOCK_RENEW",
-                "LOCK_RELEASE",
-                "LOCK_GET",
-                "LOCK_HELD",
-                "RATE_HIT",
-                "STATS_INCR",
-                "NOTIFY_PUSH",
-                "JOURNAL_APPEND",
-            )
-        }
-
-    def key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
-
-    @contextmanager
-    def edge(self, what: str) -> Iterator[None]:
-        if self.closed:
-            raise StorageClosed("the coordinator is closed")
-        with _edge(what):
-            yield
-
-    async def run(self, script: str, what: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        with self.edge(what):
-            return await self.scripts[script](keys=list(keys), args=list(args))
-
+from persistence.errors import StorageClosed, StorageError, StorageUnavailable
 
 # -- the coordinator -------------------------------------------------------------------------
 
@@ -210,12 +138,7 @@ class RedisCoordinator:
 
     async def aclose(self) -> None:
         """Close the pool (connections in use are closed too). Idempotent."""
-        if self._link.closed:
-            return
-        self._link.closed = True
-        self._link.closing.set()
-        with _edge("close"):
-            await self._link.client.aclose()
+        await self._link.aclose()
 
     async def __aenter__(self) -> RedisCoordinator:
         return self

@@ -9,9 +9,10 @@ and the ``lock:{documentId}`` index (``docs/redis.md``). Every write is one Lua 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from crdt.ids import check_document_id, check_section_id
+from persistence.coordinator.redis_link import RedisLink
 from persistence.coordinator.redis_replies import number, pairs, section_field, text
 from persistence.coordinator.values import (
     MAX_CURSOR_BYTES,
@@ -29,9 +30,6 @@ from persistence.coordinator.values import (
     ttl_ms,
 )
 from persistence.errors import StorageCorrupted
-
-if TYPE_CHECKING:
-    from persistence.coordinator.redis import RedisLink
 
 # A presence entry holds four tokens of at most 128 characters and a timestamp.
 _MAX_ENTRY_BYTES: Final = 1024

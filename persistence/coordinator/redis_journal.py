@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from crdt.ids import check_document_id
+from persistence.coordinator.redis_link import RedisLink
 from persistence.coordinator.redis_replies import key_bytes, section_field, text
 from persistence.coordinator.values import (
     FIRST_ENTRY_ID,
@@ -22,10 +23,6 @@ from persistence.coordinator.values import (
     parse_entry_id,
 )
 from persistence.errors import DocumentFrozen, StorageClosed, StorageCorrupted
-
-if TYPE_CHECKING:
-    from persistence.coordinator.redis import RedisLink
-
 
 _U64_MAX: Final = 2**64 - 1
 

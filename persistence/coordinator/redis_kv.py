@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from crdt.ids import check_document_id
+from persistence.coordinator.redis_link import RedisLink
 from persistence.coordinator.redis_replies import text
 from persistence.coordinator.values import (
     CACHE_TTL,
@@ -30,9 +31,6 @@ from persistence.coordinator.values import (
     ttl_ms,
 )
 from persistence.errors import StorageCorrupted
-
-if TYPE_CHECKING:
-    from persistence.coordinator.redis import RedisLink
 
 
 class RedisCache:

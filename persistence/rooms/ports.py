@@ -1,5 +1,5 @@
-"""The ports the server talks to. Adapters: :mod:`persistence.rooms.sqlite`,
-:mod:`persistence.rooms.memory`.
+"""The ports the server talks to. Adapters: :mod:`persistence.rooms.sqlite` (embedded),
+:mod:`persistence.rooms.service` (service mode), :mod:`persistence.rooms.memory`.
 
 Every adapter of a port passes the same contract suite (``tests/contract``).
 """

@@ -112,3 +112,100 @@ def test_the_layering_walk_sees_an_http_import(tmp_path: Path) -> None:
     modules, names = _modules_and_names(bad)
     assert "server.api.common" in modules
     assert "ApiError" in names
+
+
+# -- no import circle inside persistence/ -----------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _local_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that ``path`` imports, wherever the import statement is
+    (``if TYPE_CHECKING:`` blocks and function bodies count: a circle is a circle, even when
+    it happens not to bite at run time). ``from package import name`` is an import of the
+    module ``package.name`` when there is one, else of the package."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _module_name(path)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found & modules
+
+
+def _find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (as the list of its modules, first repeated last), or
+    None. Depth-first search; a module on the current path reached again closes a circle."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(module: str) -> list[str] | None:
+        path.append(module)
+        on_path.add(module)
+        for imported in sorted(graph[module]):
+            if imported in on_path:
+                return [*path[path.index(imported) :], imported]
+            if imported not in done:
+                circle = visit(imported)
+                if circle is not None:
+                    return circle
+        path.pop()
+        on_path.discard(module)
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        if module not in done:
+            circle = visit(module)
+            if circle is not None:
+                return circle
+    return None
+
+
+def test_find_circle_finds_one() -> None:
+    assert _find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_circle_inside_persistence() -> None:
+    files = sorted((ROOT / "persistence").rglob("*.py"))
+    modules = {_module_name(path) for path in files}
+    graph = {_module_name(path): _local_imports(path, modules) for path in files}
+    assert graph["persistence.coordinator.redis"], "the import walk found nothing"
+    circle = _find_circle(graph)
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+# -- persistence/ stays in small modules, grouped in its port folders --------------------------
+
+MAX_MODULE_LINES = 600
+MAX_TOP_LEVEL_FILES = 6
+
+
+def test_persistence_modules_stay_under_600_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted((ROOT / "persistence").rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"split by responsibility past {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_persistence_top_level_holds_few_files() -> None:
+    top = sorted(p.name for p in (ROOT / "persistence").iterdir() if p.is_file())
+    assert 0 < len(top) <= MAX_TOP_LEVEL_FILES, f"a module belongs in a port folder: {top}"
