@@ -23,10 +23,10 @@ from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
 from persistence.content.ports import ContentStore
+from persistence.coordinator.ports import SectionLocks
 from persistence.errors import StorageConflict, StorageError
 from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore
-from protocol.awareness import AwarenessEntry
 from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
 from server import shutdown
@@ -41,6 +41,16 @@ from server.errors import (
     ServerShuttingDown,
     TooManySockets,
 )
+from server.hooks import (
+    Edited,
+    Hooks,
+    Joined,
+    Joining,
+    Left,
+    PermissionChange,
+    Rejected,
+    RemoteEvent,
+)
 from server.identity.authentication import Principal
 from server.identity.guard import Guard, apply_right
 from server.identity.rights import DOCUMENTS, AccessControl, Right, may_create
@@ -51,7 +61,6 @@ from server.realtime.cluster import USER_CHANNEL, Cluster
 from server.realtime.connection import Connection, Frame
 from server.realtime.limits import MessageLimiter, SharedLimits
 from server.realtime.registry import RoomRegistry
-from server.realtime.rooms import Room
 from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
 from server.review import approvals, comments, notifications
@@ -89,29 +98,22 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
 
 # The lock a node holds on a document while it writes the snapshot (a reserved section id).
 SNAPSHOT_CLAIM = "__snapshot"
-EventHandler = Callable[["Room", Connection, AppEvent], None]
 
 
-class _Hooks:
-    """The rooms' hooks: application events go to the handler registered for their type,
-    accepted awareness to the observers and (service mode) to the other nodes."""
+class _SnapshotClaims:
+    """With several nodes, one writes a document's snapshot at a time: the coordinator's
+    section lock ``SNAPSHOT_CLAIM`` of the document, held by this node while it writes."""
 
-    def __init__(self, collab: Collab) -> None:
-        self._collab = collab
+    def __init__(self, locks: SectionLocks, node_id: str) -> None:
+        self._locks = locks
+        self._node_id = node_id
 
-    def on_event(self, room: Room, conn: Connection, event: AppEvent) -> bool:
-        handler = self._collab.event_handlers.get(event.type)
-        if handler is None:
-            return False
-        handler(room, conn, event)
-        return True
+    async def claim(self, document_id: str) -> bool:
+        held = await self._locks.acquire(document_id, SNAPSHOT_CLAIM, self._node_id, 60.0)
+        return held is not None
 
-    def on_awareness(self, room: Room, conn: Connection, entries: list[AwarenessEntry]) -> None:
-        collab = self._collab
-        if collab.cluster is not None:
-            collab.cluster.publish_awareness(room, entries)
-        for observer in collab.awareness_observers:
-            observer(room, conn, entries)
+    async def release(self, document_id: str) -> None:
+        await self._locks.release(document_id, SNAPSHOT_CLAIM, self._node_id)
 
 
 class Collab:
@@ -140,9 +142,12 @@ class Collab:
         self.access = AccessControl(
             content, services.relational.permissions, ttl=settings.access_cache_seconds
         )
-        self.registry = RoomRegistry(store, settings, tasks)
+        # The extension API: made before anything that fires or subscribes (server.hooks).
+        self.hooks = hooks = Hooks()
+        self.registry = RoomRegistry(store, settings, tasks, hooks)
         if self.edits is not None:
-            self.registry.on_edit = self._count_edit
+            hooks.on_edit.subscribe(self._count_edit)
+        service_mode = isinstance(store, ServiceRoomStore)
         self.snapshots = Snapshotter(
             content,
             store,
@@ -152,8 +157,12 @@ class Collab:
             max_wait=settings.snapshot_max_wait_seconds,
             retry_base=settings.snapshot_retry_seconds,
             retry_max=settings.snapshot_retry_max_seconds,
+            hooks=hooks,
+            # Each node snapshots what its own clients changed: updates applied from other
+            # nodes do not make this node's copy dirty (their node writes them).
+            claims=_SnapshotClaims(services.coordinator.locks, node_id) if service_mode else None,
         )
-        self.registry.on_change = lambda name: self.snapshots.touched(name.document_id)
+        hooks.on_change.subscribe(lambda changed: self.snapshots.touched(changed.room.document_id))
         self.revisions = Revisions(
             content,
             self.registry,
@@ -161,22 +170,12 @@ class Collab:
             keep_inline=settings.revisions_inline,
             interval=settings.revision_interval_seconds,
         )
-        self.snapshots.after_write = self.revisions.on_snapshot
+        hooks.after_store.subscribe(lambda stored: self.revisions.on_snapshot(stored.document_id))
         self.connections: set[Connection] = set()
         self.by_document: defaultdict[str, set[Connection]] = defaultdict(set)
         self._freezing: dict[str, float] = {}  # document -> until when (monotonic)
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
         self._opening: collections.Counter[str] = collections.Counter()  # sockets joining
-        # Extension points of the features built on rooms (locks, presence, comments):
-        # application event handlers by type, and observers of joins, leaves, awareness
-        # and events arriving from other nodes.
-        self.event_handlers: dict[str, EventHandler] = {}
-        self.join_observers: list[Callable[[Connection, Room], None]] = []
-        self.leave_observers: list[Callable[[Connection, str], None]] = []
-        self.awareness_observers: list[
-            Callable[[Room, Connection, list[AwarenessEntry]], None]
-        ] = []
-        self.remote_event_observers: list[Callable[[str, str | None, AppEvent], None]] = []
         self.cluster: Cluster | None = None
         if isinstance(store, ServiceRoomStore):
             self.cluster = Cluster(
@@ -186,20 +185,8 @@ class Collab:
                 node_id,
                 on_event=self._remote_event,
                 mark_applied=store.mark_applied,
+                hooks=hooks,
             )
-        self.registry.hooks = _Hooks(self)
-        if self.cluster is not None:
-            locks = services.coordinator.locks
-
-            async def claim(document_id: str) -> bool:
-                return await locks.acquire(document_id, SNAPSHOT_CLAIM, node_id, 60.0) is not None
-
-            async def release(document_id: str) -> None:
-                await locks.release(document_id, SNAPSHOT_CLAIM, node_id)
-
-            # Each node snapshots what its own clients changed: updates applied from other
-            # nodes do not make this node's copy dirty (their node writes them).
-            self.snapshots.claim, self.snapshots.release = claim, release
         self.guard = Guard(self)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()
@@ -294,6 +281,15 @@ class Collab:
         try:
             right = await self._join_right(principal, admission.room)
             facts = await self.access.document(admission.room.document_id)
+            read_only = (
+                right < Right.EDIT
+                or (facts is not None and facts.under_review)
+                or self.frozen_here(admission.room.document_id)
+            )
+            try:
+                await self.hooks.on_connect(Joining(principal, admission.room, read_only))
+            except Rejected as exc:
+                raise PermissionDenied(str(exc) or "refused by an extension") from exc
         except (CollabError, StorageError) as exc:
             if isinstance(exc, PermissionDenied | RoomNotFound):
                 self.audit.record(
@@ -313,11 +309,7 @@ class Collab:
                 del self._opening[principal.user_id]
         conn.principal = principal
         conn.right = right
-        conn.read_only = (
-            right < Right.EDIT
-            or (facts is not None and facts.under_review)
-            or self.frozen_here(admission.room.document_id)
-        )
+        conn.read_only = read_only
         document_id = admission.room.document_id
         self.connections.add(conn)
         self.by_document[document_id].add(conn)
@@ -332,12 +324,10 @@ class Collab:
             self._forget(closing, document_id)
             if chained is not None:
                 chained(closing)
-            for observer in self.leave_observers:
-                observer(closing, document_id)
+            self.hooks.on_leave(Left(closing, document_id))
 
         conn.on_close = on_close
-        for join_observer in self.join_observers:
-            join_observer(conn, session.room)
+        self.hooks.on_join(Joined(conn, session.room))
         if conn.read_only:
             conn.send(Frame(encode(AuthPermissionDenied("read-only: you may not edit"))))
         document = admission.room.document_id
@@ -399,9 +389,19 @@ class Collab:
             return dict(existing)
         finally:
             self.access.forget(document_id)
+        context = principal.context
         self.audit.record(
-            principal.context.entry(
+            context.entry(
                 "create", "business_document", document_id, {"title": record.get("title")}
+            )
+        )
+        self.hooks.on_permission_change(
+            PermissionChange(
+                document_id,
+                context.user_id,
+                None,
+                stored.get("permissions") or {},
+                created=True,
             )
         )
         return dict(stored)
@@ -477,19 +477,18 @@ class Collab:
             if isinstance(user_id, str):
                 self._deliver_to_user(user_id, AppEvent(event.type, data))
             return
-        for observer in self.remote_event_observers:
-            observer(document_id, section_id, event)
+        self.hooks.on_remote_event(RemoteEvent(document_id, section_id, event))
         self.deliver(document_id, section_id, event)
 
-    def _count_edit(self, conn: Connection, name: RoomName, inserted: int, deleted: int) -> None:
-        principal = conn.principal
+    def _count_edit(self, edit: Edited) -> None:
+        principal = edit.conn.principal
         if principal is not None and self.edits is not None:
             self.edits.count(
                 principal.uuid,
-                name.document_id,
-                name.section_id,
-                inserted=inserted,
-                deleted=deleted,
+                edit.room.document_id,
+                edit.room.section_id,
+                inserted=edit.inserted,
+                deleted=edit.deleted,
                 ip=principal.ip,
                 user_agent=principal.user_agent,
             )

@@ -256,13 +256,16 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class PermissionChange:
-    """Who may do what with a document changed. ``before`` is None when the document was
-    just created (``after`` then also names its contributors as editors)."""
+    """Who may do what with a document changed: its permission lists (``view``, ``comment``,
+    ``edit``: user ids) went from ``before`` (None when it had none) to ``after``.
+    ``created``: the document was just created (its owner and contributors hold rights too,
+    which the lists do not name)."""
 
     document_id: str
     actor: uuid.UUID | None
     before: Mapping[str, Any] | None
     after: Mapping[str, Any]
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ from server.api.common import (
 )
 from server.documents.revisions import RevisionNotFound
 from server.errors import RoomNotFound, RoomUnavailable
+from server.hooks import PermissionChange
 from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
 from server.settings import Settings
@@ -714,6 +715,9 @@ async def put_permissions(request: Request) -> Response:
         RESOURCE_TYPE,
         document_id,
         {"before": before, "after": permissions},
+    )
+    collab.hooks.on_permission_change(
+        PermissionChange(document_id, principal.context.user_id, before, permissions)
     )
     return JSONResponse({"documentId": document_id, "permissions": permissions})
 

@@ -619,10 +619,13 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
     """Register the lock events, observers and background tasks on ``collab``."""
     service = SectionLockService(collab, tasks, ttl=LOCK_TTL)
     _services[collab] = service
-    collab.event_handlers["lock"] = service.on_lock_event
-    collab.event_handlers["unlock"] = service.on_unlock_event
-    collab.join_observers.append(service.on_join)
-    collab.leave_observers.append(service.on_leave)
-    collab.remote_event_observers.append(service.on_remote_event)
+    hooks = collab.hooks
+    hooks.on_event.handle("lock", service.on_lock_event)
+    hooks.on_event.handle("unlock", service.on_unlock_event)
+    hooks.on_join.subscribe(lambda joined: service.on_join(joined.conn, joined.room))
+    hooks.on_leave.subscribe(lambda left: service.on_leave(left.conn, left.document_id))
+    hooks.on_remote_event.subscribe(
+        lambda remote: service.on_remote_event(remote.document_id, remote.section, remote.event)
+    )
     service.start()
     collab.shutdown_callbacks.append(service.stop)

@@ -37,16 +37,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from persistence.coordinator.ports import Coordinator
 from persistence.errors import StorageError
-from protocol.awareness import AwarenessEntry
 from protocol.errors import ProtocolError
 from protocol.events import AppEvent
 from protocol.jsontext import parse_json
+from server.hooks import AwarenessAccepted, Joined, Left
 from server.realtime.awareness import MAX_STATE_BYTES, MAX_STATE_DEPTH
 
 if TYPE_CHECKING:
     from server.app import Collab
-    from server.realtime.connection import Connection
-    from server.realtime.rooms import Room
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +413,8 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
     )
     _trackers[collab] = tracker
 
-    def on_join(conn: Connection, room: Room) -> None:
+    def on_join(joined: Joined) -> None:
+        conn, room = joined.conn, joined.room
         principal = conn.principal
         if conn.closing or principal is None:
             return
@@ -424,17 +423,18 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
             str(conn.id), room.name.document_id, room.name.section_id, principal.user_id, name
         )
 
-    def on_leave(conn: Connection, document_id: str) -> None:
-        tracker.left(str(conn.id))
+    def on_leave(left: Left) -> None:
+        tracker.left(str(left.conn.id))
 
-    def on_awareness(room: Room, conn: Connection, entries: list[AwarenessEntry]) -> None:
-        if entries:
-            last = entries[-1]
-            tracker.awareness(str(conn.id), None if last.removed else last.state)
+    def on_awareness(accepted: AwarenessAccepted) -> None:
+        if accepted.entries:
+            last = accepted.entries[-1]
+            tracker.awareness(str(accepted.conn.id), None if last.removed else last.state)
 
-    collab.join_observers.append(on_join)
-    collab.leave_observers.append(on_leave)
-    collab.awareness_observers.append(on_awareness)
+    hooks = collab.hooks
+    hooks.on_join.subscribe(on_join)
+    hooks.on_leave.subscribe(on_leave)
+    hooks.on_awareness.subscribe(on_awareness)
     task = tasks.create_task(tracker.run(), name="presence")
 
     def stop() -> None:

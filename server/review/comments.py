@@ -182,7 +182,7 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
     _services[collab] = service
     lanes = _Lanes(service, tasks)
     for name in SOCKET_EVENTS:
-        collab.event_handlers[name] = lanes.submit
+        collab.hooks.on_event.handle(name, lanes.submit)
 
 
 def comments_of(collab: Collab) -> CommentService:

@@ -20,11 +20,9 @@ What notifies whom:
 * ``approval_decided``: the requestor, at every decision; the earlier reviewers, at the
   outcome (:mod:`server.review.approvals`).
 
-"Document shared with you" is observed on the audit trail: the documents API records every
-permission change as a ``permission_change`` entry with the lists before and after, and every
-creation as ``create``; the trail's ``record`` is tapped at install to see them (nothing of
-the documents API changes). Grants in the ``permissions`` table made outside the API are not
-observed.
+"Document shared with you" is observed on the ``on_permission_change`` hook
+(:mod:`server.hooks`), which the documents API fires at every permission change and the app at
+every creation. Grants in the ``permissions`` table made outside the API are not observed.
 
 Features notify through :func:`notifier` (``notifier(collab).send_soon([...])``): delivery runs
 in the background and never delays the request that caused it; a store outage is retried
@@ -42,8 +40,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from persistence.errors import StorageConflict, StorageError
-from persistence.relational import AuditEntry, NewNotification, Notification
+from persistence.relational import NewNotification, Notification
 from protocol.events import AppEvent
+from server.hooks import PermissionChange
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE
 
 if TYPE_CHECKING:
@@ -62,10 +61,10 @@ _notifiers: weakref.WeakKeyDictionary[Collab, Notifier] = weakref.WeakKeyDiction
 
 
 def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
-    """Create the app's notifier and observe permission changes on the audit trail."""
+    """Create the app's notifier and subscribe it to permission changes."""
     notifier = Notifier(collab, tasks)
     _notifiers[collab] = notifier
-    _tap_audit(collab, notifier)
+    collab.hooks.on_permission_change.subscribe(notifier.on_permission_change)
 
 
 def notifier(collab: Collab) -> Notifier:
@@ -174,22 +173,22 @@ class Notifier:
 
     # -- documents shared ---------------------------------------------------------------------
 
-    def observe(self, entry: AuditEntry) -> None:
-        """An audit entry was recorded: notify the users a document was shared with."""
-        if entry.resource_type != RESOURCE_TYPE or entry.status != "success":
-            return
-        if entry.resource_id is None:
-            return
-        if entry.action == "permission_change" and isinstance(entry.changes, Mapping):
-            granted = newly_granted(entry.changes.get("before"), entry.changes.get("after"))
+    def on_permission_change(self, change: PermissionChange) -> None:
+        """A document's permissions changed (or it was created): notify, in the background,
+        the users it was newly shared with. Never raises into the caller."""
+        try:
+            if change.created:
+                self._tasks.create_task(
+                    self._shared_on_create(change.document_id, change.actor), name="notify shared"
+                )
+                return
+            granted = newly_granted(change.before, change.after)
             if granted:
                 self._tasks.create_task(
-                    self._shared(entry.resource_id, entry.user_id, granted), name="notify shared"
+                    self._shared(change.document_id, change.actor, granted), name="notify shared"
                 )
-        elif entry.action == "create":
-            self._tasks.create_task(
-                self._shared_on_create(entry.resource_id, entry.user_id), name="notify shared"
-            )
+        except Exception:
+            log.exception("document %s: sharing notifications failed", change.document_id)
 
     async def _shared_on_create(self, document_id: str, actor: uuid.UUID | None) -> None:
         try:
@@ -265,23 +264,3 @@ def _levels(lists: object) -> dict[str, int]:
                 if isinstance(user, str):
                     ranks[user] = max(ranks.get(user, -1), rank)
     return ranks
-
-
-def _tap_audit(collab: Collab, notifier: Notifier) -> None:
-    """Let the notifier see every audit entry the app records (after it is queued).
-
-    The documents API has no permission-change hook; its audit entries say what changed.
-    The tap stays O(1) on the hot path and never raises into the caller.
-    """
-    trail = collab.audit
-    record = trail.record
-
-    def tapped(entry: AuditEntry) -> None:
-        record(entry)
-        if entry.action in ("permission_change", "create"):
-            try:
-                notifier.observe(entry)
-            except Exception:
-                log.exception("observing audit entry %s failed", entry.action)
-
-    trail.record = tapped  # type: ignore[method-assign]
