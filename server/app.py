@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
 import os
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +25,7 @@ from persistence.coordinator.ports import SectionLocks
 from persistence.errors import StorageConflict, StorageError
 from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore
-from protocol.events import AppEvent, encode_event
-from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
+from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
@@ -39,7 +36,6 @@ from server.errors import (
     PermissionDenied,
     RoomNotFound,
     ServerShuttingDown,
-    TooManySockets,
 )
 from server.hooks import (
     Edited,
@@ -49,7 +45,6 @@ from server.hooks import (
     Left,
     PermissionChange,
     Rejected,
-    RemoteEvent,
 )
 from server.identity.authentication import Principal
 from server.identity.guard import Guard, apply_right
@@ -57,8 +52,9 @@ from server.identity.rights import DOCUMENTS, AccessControl, Right, may_create
 from server.identity.tokens import AuthError
 from server.presence import locks
 from server.presence import tracker as presence
-from server.realtime.cluster import USER_CHANNEL, Cluster
+from server.realtime.cluster import Cluster
 from server.realtime.connection import Connection, Frame
+from server.realtime.hub import Hub
 from server.realtime.limits import MessageLimiter, SharedLimits
 from server.realtime.registry import RoomRegistry
 from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session, admit
@@ -171,11 +167,7 @@ class Collab:
             interval=settings.revision_interval_seconds,
         )
         hooks.after_store.subscribe(lambda stored: self.revisions.on_snapshot(stored.document_id))
-        self.connections: set[Connection] = set()
-        self.by_document: defaultdict[str, set[Connection]] = defaultdict(set)
         self._freezing: dict[str, float] = {}  # document -> until when (monotonic)
-        self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
-        self._opening: collections.Counter[str] = collections.Counter()  # sockets joining
         self.cluster: Cluster | None = None
         if isinstance(store, ServiceRoomStore):
             self.cluster = Cluster(
@@ -183,11 +175,14 @@ class Collab:
                 services.coordinator.journal,
                 services.coordinator.signals,
                 node_id,
-                on_event=self._remote_event,
+                # The hub exists before the cluster starts following (in the lifespan).
+                on_event=lambda *remote: self.hub.receive_remote(*remote),
                 mark_applied=store.mark_applied,
                 hooks=hooks,
             )
-        self.guard = Guard(self)
+        # This node's connections and the delivery of application events to them.
+        self.hub = Hub(hooks, self.cluster.publish_event if self.cluster is not None else None)
+        self.guard = Guard(self.hub, self.authn, self.access, self.frozen_here)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()
         self.process = psutil.Process()
@@ -231,7 +226,7 @@ class Collab:
         # Until the status change is visible to this node's rights checks (cached facts), this
         # node holds the document frozen itself.
         self._freezing[document_id] = time.monotonic() + FREEZE_OVERLAP_SECONDS
-        for conn in list(self.by_document.get(document_id, ())):
+        for conn in self.hub.of_document(document_id):
             apply_right(conn, Right(conn.right), frozen=True)
         try:
             for room in self.registry.rooms_of(document_id):
@@ -240,7 +235,7 @@ class Collab:
         except BaseException:
             self._freezing.pop(document_id, None)
             self.access.forget(document_id)
-            for conn in list(self.by_document.get(document_id, ())):
+            for conn in self.hub.of_document(document_id):
                 apply_right(conn, Right(conn.right), frozen=False)
             raise
 
@@ -263,7 +258,7 @@ class Collab:
         await self.coordinator.journal.thaw(document_id)
         self._freezing.pop(document_id, None)
         self.access.forget(document_id)
-        for conn in list(self.by_document.get(document_id, ())):
+        for conn in self.hub.of_document(document_id):
             apply_right(conn, Right(conn.right), frozen=False)
 
     async def open_session(self, admission: Admission, conn: Connection) -> Session | None:
@@ -274,7 +269,7 @@ class Collab:
                 admission.identity, ip=admission.ip, user_agent=admission.user_agent
             )
             await self.limit(principal, "connect")
-            self._count_socket(principal.user_id)
+            self.hub.reserve(principal.user_id, self.settings.max_sockets_per_user)
         except (CollabError, AuthError, StorageError) as exc:
             conn.fail(exc)
             return None
@@ -304,24 +299,20 @@ class Collab:
             conn.fail(exc)
             return None
         finally:
-            self._opening[principal.user_id] -= 1  # counted in by_user from now on
-            if not self._opening[principal.user_id]:
-                del self._opening[principal.user_id]
+            self.hub.unreserve(principal.user_id)  # counted in by_user from now on
         conn.principal = principal
         conn.right = right
         conn.read_only = read_only
         document_id = admission.room.document_id
-        self.connections.add(conn)
-        self.by_document[document_id].add(conn)
-        self.by_user[principal.user_id].add(conn)
+        self.hub.add(conn, document_id, principal.user_id)
         session = await Session.open(self.registry, admission.room, conn, self.messages)
         if session is None:
-            self._forget(conn, document_id)
+            self.hub.forget(conn, document_id)
             return None
         chained = conn.on_close
 
         def on_close(closing: Connection) -> None:
-            self._forget(closing, document_id)
+            self.hub.forget(closing, document_id)
             if chained is not None:
                 chained(closing)
             self.hooks.on_leave(Left(closing, document_id))
@@ -335,17 +326,6 @@ class Collab:
             principal.context.access(document, "join", await self._sensitivity(document))
         )
         return session
-
-    def _count_socket(self, user_id: str) -> None:
-        """Count a socket of the user as opening; TooManySockets when the user already holds
-        ``max_sockets_per_user`` on this node (open or opening)."""
-        held = len(self.by_user.get(user_id, ())) + self._opening[user_id]
-        if held >= self.settings.max_sockets_per_user:
-            raise TooManySockets(
-                f"{held} sockets open on this node (at most "
-                f"{self.settings.max_sockets_per_user}); close one first"
-            )
-        self._opening[user_id] += 1
 
     async def _join_right(self, principal: Principal, room: RoomName) -> Right:
         document_id = room.document_id
@@ -410,76 +390,6 @@ class Collab:
         facts = await self.access.document(document_id)  # cached since the join checked it
         return facts.sensitivity if facts is not None else None
 
-    def _forget(self, conn: Connection, document_id: str) -> None:
-        self.connections.discard(conn)
-        if conn.principal is not None:
-            mine = self.by_user.get(conn.principal.user_id)
-            if mine is not None:
-                mine.discard(conn)
-                if not mine:
-                    del self.by_user[conn.principal.user_id]
-        members = self.by_document.get(document_id)
-        if members is not None:
-            members.discard(conn)
-            if not members:
-                del self.by_document[document_id]
-
-    # -- application events across the document and the nodes ---------------------------
-
-    def emit(
-        self,
-        document_id: str,
-        event: AppEvent,
-        *,
-        section_id: str | None = None,
-        local_only: bool = False,
-    ) -> None:
-        """Send an application event to every client of the document that takes events
-        (only those in section ``section_id``'s room when given), on this node and, unless
-        ``local_only``, on the other nodes."""
-        self.deliver(document_id, section_id, event)
-        if not local_only and self.cluster is not None:
-            self.cluster.publish_event(document_id, section_id, event)
-
-    def deliver(self, document_id: str, section_id: str | None, event: AppEvent) -> None:
-        """Send an event to this node's clients of the document (see :meth:`emit`)."""
-        members = self.by_document.get(document_id)
-        if not members:
-            return
-        room_key = None if section_id is None else f"{document_id}/{section_id}"
-        frame = Frame(encode(AppEventMessage(encode_event(event))))
-        for conn in members:
-            if conn.app_events and (room_key is None or conn.room_name == room_key):
-                conn.send(frame)
-
-    def send_to_user(self, user_id: str, event: AppEvent) -> None:
-        """Send an event to every open connection of a user that takes events, on every
-        node (notifications)."""
-        self._deliver_to_user(user_id, event)
-        if self.cluster is not None:
-            self.cluster.publish_event(
-                USER_CHANNEL, None, AppEvent(event.type, {**event.fields, "_to": user_id})
-            )
-
-    def _deliver_to_user(self, user_id: str, event: AppEvent) -> None:
-        members = self.by_user.get(user_id)
-        if not members:
-            return
-        frame = Frame(encode(AppEventMessage(encode_event(event))))
-        for conn in members:
-            if conn.app_events:
-                conn.send(frame)
-
-    def _remote_event(self, document_id: str, section_id: str | None, event: AppEvent) -> None:
-        if document_id == USER_CHANNEL:
-            data = dict(event.fields)
-            user_id = data.pop("_to", None)
-            if isinstance(user_id, str):
-                self._deliver_to_user(user_id, AppEvent(event.type, data))
-            return
-        self.hooks.on_remote_event(RemoteEvent(document_id, section_id, event))
-        self.deliver(document_id, section_id, event)
-
     def _count_edit(self, edit: Edited) -> None:
         principal = edit.conn.principal
         if principal is not None and self.edits is not None:
@@ -500,7 +410,7 @@ class Collab:
                 callback()
             except Exception:
                 log.exception("a shutdown callback failed")
-        for conn in list(self.connections):
+        for conn in list(self.hub.connections):
             conn.fail(ServerShuttingDown("server shutting down"))
 
 
@@ -532,8 +442,23 @@ def create_app(
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
-            for feature in (locks, presence, comments, notifications, approvals):
-                feature.install(collab, tasks)
+            locks.install(collab, tasks)
+            collab.shutdown_callbacks.append(
+                presence.install(collab.hooks, collab.hub, collab.coordinator, node_id, tasks)
+            )
+            comments.install(collab, tasks)
+            notifications.install(
+                collab.hooks,
+                collab.hub,
+                notifications.NotifierPorts(
+                    services.relational.notifications,
+                    services.coordinator.notifications,
+                    content,
+                    services.authn,
+                ),
+                tasks,
+            )
+            approvals.install(collab, tasks)
             if collab.cluster is not None:
                 collab.cluster.start(tasks)
             log.info(

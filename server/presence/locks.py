@@ -188,7 +188,7 @@ class SectionLockService:
                 "token": lock.token,
             },
         )
-        self._collab.emit(lock.document_id, event, local_only=local_only)
+        self._collab.hub.emit(lock.document_id, event, local_only=local_only)
 
     async def owner_name(self, user_id: str) -> str | None:
         """A user's display name (cached by the authenticator), None when unknown."""
@@ -234,7 +234,7 @@ class SectionLockService:
         held = self.apply_locked(lock, principal.name)
         if via == "socket":
             self.renewed[key] = principal
-        self._collab.emit(document_id, AppEvent("locked", held.fields()))
+        self._collab.hub.emit(document_id, AppEvent("locked", held.fields()))
         self._audit(
             principal,
             "lock",
@@ -400,7 +400,7 @@ class SectionLockService:
             named = replace(held, owner_name=await self.owner_name(held.lock.owner))
             if self.known.get(key) is held:
                 self.known[key] = named
-            self._collab.deliver(document_id, None, AppEvent("locked", named.fields()))
+            self._collab.hub.deliver(document_id, None, AppEvent("locked", named.fields()))
         if conn is None or conn.closing:
             return
         listed = []
@@ -562,7 +562,7 @@ class SectionLockService:
             else:
                 self.apply_locked(lock, None)
                 fields = (await self._held(lock)).fields()
-                self._collab.deliver(key[0], None, AppEvent("locked", fields))
+                self._collab.hub.deliver(key[0], None, AppEvent("locked", fields))
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -33,18 +33,16 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from persistence.coordinator.ports import Coordinator
 from persistence.errors import StorageError
 from protocol.errors import ProtocolError
 from protocol.events import AppEvent
 from protocol.jsontext import parse_json
-from server.hooks import AwarenessAccepted, Joined, Left
+from server.hooks import AwarenessAccepted, Hooks, Joined, Left
 from server.realtime.awareness import MAX_STATE_BYTES, MAX_STATE_DEPTH
-
-if TYPE_CHECKING:
-    from server.app import Collab
+from server.realtime.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -382,12 +380,12 @@ class PresenceTracker:
 
 # -- the app side ----------------------------------------------------------------------------
 
-_trackers: weakref.WeakKeyDictionary[Collab, PresenceTracker] = weakref.WeakKeyDictionary()
+_trackers: weakref.WeakKeyDictionary[Hub, PresenceTracker] = weakref.WeakKeyDictionary()
 
 
-def tracker_of(collab: Collab) -> PresenceTracker | None:
-    """The presence tracker installed on ``collab`` (None before :func:`install`)."""
-    return _trackers.get(collab)
+def tracker_of(hub: Hub) -> PresenceTracker | None:
+    """The presence tracker installed on ``hub`` (None before :func:`install`)."""
+    return _trackers.get(hub)
 
 
 def _event(change: PresenceChange) -> AppEvent:
@@ -402,16 +400,23 @@ def _event(change: PresenceChange) -> AppEvent:
     )
 
 
-def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
-    """Track presence and cursors of every connection of ``collab``; tell clients."""
+def install(
+    hooks: Hooks,
+    hub: Hub,
+    coordinator: Coordinator,
+    node_id: str,
+    tasks: asyncio.TaskGroup,
+) -> Callable[[], None]:
+    """Track presence and cursors of every connection of ``hub`` (through ``hooks``); tell
+    clients. Returns the function that stops it (at shutdown)."""
     tracker = PresenceTracker(
-        collab.coordinator,
-        collab.node_id,
+        coordinator,
+        node_id,
         ttl=PRESENCE_TTL,
         cursor_interval=CURSOR_INTERVAL,
-        on_change=lambda change: collab.emit(change.document_id, _event(change)),
+        on_change=lambda change: hub.emit(change.document_id, _event(change)),
     )
-    _trackers[collab] = tracker
+    _trackers[hub] = tracker
 
     def on_join(joined: Joined) -> None:
         conn, room = joined.conn, joined.room
@@ -431,7 +436,6 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
             last = accepted.entries[-1]
             tracker.awareness(str(accepted.conn.id), None if last.removed else last.state)
 
-    hooks = collab.hooks
     hooks.on_join.subscribe(on_join)
     hooks.on_leave.subscribe(on_leave)
     hooks.on_awareness.subscribe(on_awareness)
@@ -441,4 +445,4 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
         tracker.stopping = True
         task.cancel()
 
-    collab.shutdown_callbacks.append(stop)
+    return stop

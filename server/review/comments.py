@@ -411,7 +411,7 @@ class CommentService:
         """Send ``{"type": "comment", "action", "comment"}`` to every client of the
         document (every room, every node)."""
         fields = {"action": action, "comment": fit_event(view)}
-        self._collab.emit(str(view["documentId"]), AppEvent("comment", fields))
+        self._collab.hub.emit(str(view["documentId"]), AppEvent("comment", fields))
 
     # -- checks -----------------------------------------------------------------------------
 

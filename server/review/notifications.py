@@ -7,7 +7,7 @@ A notification is delivered three ways, in this order:
 2. an entry of the coordinator's per-user queue ``notifications:{userId}`` (Redis in service
    mode), for delivery workers (e-mail, mobile push) to drain;
 3. a ``notification`` application event to every open connection of the user that takes
-   events, on every node (:meth:`server.app.Collab.send_to_user`).
+   events, on every node (:meth:`server.realtime.hub.Hub.send_to_user`).
 
 What notifies whom:
 
@@ -36,17 +36,21 @@ import logging
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from persistence.content.ports import ContentStore
+from persistence.coordinator.ports import NotificationQueues
 from persistence.errors import StorageConflict, StorageError
-from persistence.relational import NewNotification, Notification
+from persistence.relational import NewNotification, Notification, NotificationStore
 from protocol.events import AppEvent
-from server.hooks import PermissionChange
+from server.hooks import Hooks, PermissionChange
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE
+from server.realtime.hub import Hub
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.identity.authentication import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +61,32 @@ MAX_SNIPPET: Final = 200
 # Permission lists, weakest first: a user named in a stronger list than before was given more.
 LEVELS: Final = ("view", "comment", "edit")
 
-_notifiers: weakref.WeakKeyDictionary[Collab, Notifier] = weakref.WeakKeyDictionary()
+_notifiers: weakref.WeakKeyDictionary[Hub, Notifier] = weakref.WeakKeyDictionary()
 
 
-def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
+class HasHub(Protocol):
+    """What :func:`notifier` finds the app's notifier by: the app's connection hub."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+
+def install(
+    hooks: Hooks,
+    hub: Hub,
+    ports: NotifierPorts,
+    tasks: asyncio.TaskGroup,
+) -> Notifier:
     """Create the app's notifier and subscribe it to permission changes."""
-    notifier = Notifier(collab, tasks)
-    _notifiers[collab] = notifier
-    collab.hooks.on_permission_change.subscribe(notifier.on_permission_change)
+    notifier = Notifier(hub, ports, tasks)
+    _notifiers[hub] = notifier
+    hooks.on_permission_change.subscribe(notifier.on_permission_change)
+    return notifier
 
 
-def notifier(collab: Collab) -> Notifier:
-    """The app's notifier (made by :func:`install`)."""
-    found = _notifiers.get(collab)
+def notifier(app: HasHub) -> Notifier:
+    """The app's notifier (made by :func:`install`); RuntimeError before that."""
+    found = _notifiers.get(app.hub)
     if found is None:
         raise RuntimeError("notifications are not installed on this app")
     return found
@@ -101,11 +118,23 @@ def snippet(text: str, limit: int = MAX_SNIPPET) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
+@dataclass(frozen=True, slots=True)
+class NotifierPorts:
+    """What the notifier stores to and reads from: the ``notifications`` rows, the per-user
+    queues, the documents (who a document is shared with) and the users (names)."""
+
+    rows: NotificationStore
+    queues: NotificationQueues
+    content: ContentStore
+    users: Authenticator
+
+
 class Notifier:
     """Stores notifications, queues them per user and pushes them to open connections."""
 
-    def __init__(self, collab: Collab, tasks: asyncio.TaskGroup) -> None:
-        self._collab = collab
+    def __init__(self, hub: Hub, ports: NotifierPorts, tasks: asyncio.TaskGroup) -> None:
+        self._hub = hub
+        self._ports = ports
         self._tasks = tasks
         self.delivered = 0
         self.failed = 0
@@ -115,17 +144,17 @@ class Notifier:
         they could not be stored (then nothing was queued or pushed); a queue failure is
         logged and does not stop the live push (the row is the record)."""
         stored: list[Notification] = []
-        store = self._collab.relational.notifications
+        store = self._ports.rows
         for begin in range(0, len(notifications), MAX_PER_CALL):
             stored.extend(await store.add(notifications[begin : begin + MAX_PER_CALL]))
         for notification in stored:
             view = notification_view(notification)
             user_id = str(notification.user_id)
             try:
-                await self._collab.coordinator.notifications.push(user_id, view)
+                await self._ports.queues.push(user_id, view)
             except (StorageError, ValueError) as exc:
                 log.warning("notification %s: queueing for %s failed: %s", view["id"], user_id, exc)
-            self._collab.send_to_user(user_id, AppEvent("notification", {"notification": view}))
+            self._hub.send_to_user(user_id, AppEvent("notification", {"notification": view}))
         self.delivered += len(stored)
         return stored
 
@@ -167,7 +196,7 @@ class Notifier:
 
     def tell_count(self, user_id: str, total: int, unread: int) -> None:
         """Tell a user's open connections their counts changed (after marking read)."""
-        self._collab.send_to_user(
+        self._hub.send_to_user(
             user_id, AppEvent("notification.count", {"total": total, "unread": unread})
         )
 
@@ -192,7 +221,7 @@ class Notifier:
 
     async def _shared_on_create(self, document_id: str, actor: uuid.UUID | None) -> None:
         try:
-            record = await self._collab.content.get(DOCUMENTS, document_id)
+            record = await self._ports.content.get(DOCUMENTS, document_id)
         except StorageError as exc:
             log.warning("document %s: cannot read who it is shared with: %s", document_id, exc)
             return
@@ -214,7 +243,7 @@ class Notifier:
     ) -> None:
         try:
             if record is None:
-                record = await self._collab.content.get(DOCUMENTS, document_id)
+                record = await self._ports.content.get(DOCUMENTS, document_id)
             title = str((record or {}).get("title") or document_id)
             who = await self.user_name(str(actor)) if actor is not None else None
         except StorageError as exc:
@@ -242,7 +271,7 @@ class Notifier:
 
     async def user_name(self, user_id: str) -> str | None:
         """A user's display name (cached lookups), None when unknown."""
-        user = await self._collab.authn.user(user_id)
+        user = await self._ports.users.user(user_id)
         return user.name if user is not None else None
 
 
