@@ -8,7 +8,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +110,10 @@ class _SnapshotClaims:
 
     async def release(self, document_id: str) -> None:
         await self._locks.release(document_id, SNAPSHOT_CLAIM, self._node_id)
+
+
+# A third-party extension: called once with the app's hooks and connection hub, it subscribes.
+Extension = Callable[[Hooks, Hub], object]
 
 
 class Collab:
@@ -419,11 +423,14 @@ def create_app(
     *,
     room_store: RoomStore | None = None,
     content_store: ContentStore | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> Starlette:
     """Build the ASGI app. Nothing starts until the lifespan runs.
 
     ``room_store`` and ``content_store`` replace the stores the settings name (tests inject
-    failing stores); the app then closes them at shutdown like its own.
+    failing stores); the app then closes them at shutdown like its own. ``extensions`` are
+    called once each, in order, with the app's hooks and hub, after the built-in features
+    subscribed and before the first connection (``docs/extensions.md``).
     """
     settings = settings or Settings()
     # Unique per process and app: the origin of this node's stream entries.
@@ -459,6 +466,8 @@ def create_app(
                 tasks,
             )
             approvals.install(collab, tasks)
+            for extension in extensions:
+                extension(collab.hooks, collab.hub)
             if collab.cluster is not None:
                 collab.cluster.start(tasks)
             log.info(
