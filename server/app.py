@@ -21,7 +21,6 @@ from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
 from persistence.content.ports import ContentStore
-from persistence.coordinator.ports import SectionLocks
 from persistence.errors import StorageConflict, StorageError
 from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore
@@ -30,7 +29,7 @@ from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
 from server.documents.revisions import Revisions
-from server.documents.snapshots import Snapshotter, new_document
+from server.documents.snapshots import LockClaims, Snapshotter, new_document
 from server.errors import (
     CollabError,
     PermissionDenied,
@@ -92,26 +91,6 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
     )
 
 
-# The lock a node holds on a document while it writes the snapshot (a reserved section id).
-SNAPSHOT_CLAIM = "__snapshot"
-
-
-class _SnapshotClaims:
-    """With several nodes, one writes a document's snapshot at a time: the coordinator's
-    section lock ``SNAPSHOT_CLAIM`` of the document, held by this node while it writes."""
-
-    def __init__(self, locks: SectionLocks, node_id: str) -> None:
-        self._locks = locks
-        self._node_id = node_id
-
-    async def claim(self, document_id: str) -> bool:
-        held = await self._locks.acquire(document_id, SNAPSHOT_CLAIM, self._node_id, 60.0)
-        return held is not None
-
-    async def release(self, document_id: str) -> None:
-        await self._locks.release(document_id, SNAPSHOT_CLAIM, self._node_id)
-
-
 # A third-party extension: called once with the app's hooks and connection hub, it subscribes.
 Extension = Callable[[Hooks, Hub], object]
 
@@ -160,7 +139,7 @@ class Collab:
             hooks=hooks,
             # Each node snapshots what its own clients changed: updates applied from other
             # nodes do not make this node's copy dirty (their node writes them).
-            claims=_SnapshotClaims(services.coordinator.locks, node_id) if service_mode else None,
+            claims=LockClaims(services.coordinator.locks, node_id) if service_mode else None,
         )
         hooks.on_change.subscribe(lambda changed: self.snapshots.touched(changed.room.document_id))
         self.revisions = Revisions(
@@ -449,7 +428,15 @@ def create_app(
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
-            locks.install(collab, tasks)
+            lock_service = locks.install(
+                collab.hooks,
+                collab.hub,
+                collab.registry,
+                locks.LockPorts(services.coordinator.locks, services.authn, services.audit),
+                tasks,
+                clustered=collab.cluster is not None,
+            )
+            collab.shutdown_callbacks.append(lock_service.stop)
             collab.shutdown_callbacks.append(
                 presence.install(collab.hooks, collab.hub, collab.coordinator, node_id, tasks)
             )

@@ -31,6 +31,7 @@ from crdt.markdown import BusinessContent, render_business_content
 from crdt.outline import Outline
 from crdt.section import section_text
 from persistence.content.ports import ContentStore
+from persistence.coordinator.ports import SectionLocks
 from persistence.errors import DocumentNotFound, StorageError
 from persistence.rooms.ports import RoomStore
 from server.hooks import Hooks, Stored
@@ -61,6 +62,27 @@ class SnapshotClaims(Protocol):
 
     async def release(self, document_id: str) -> None:
         """End the claim; StorageError when the coordinator cannot be reached."""
+
+
+# The lock a node holds on a document while it writes the snapshot (a reserved section id).
+SNAPSHOT_CLAIM = "__snapshot"
+
+
+class LockClaims:
+    """With several nodes, one writes a document's snapshot at a time: the coordinator's
+    section lock ``SNAPSHOT_CLAIM`` of the document, held by this node while it writes
+    (:class:`SnapshotClaims` in service mode)."""
+
+    def __init__(self, locks: SectionLocks, node_id: str) -> None:
+        self._locks = locks
+        self._node_id = node_id
+
+    async def claim(self, document_id: str) -> bool:
+        held = await self._locks.acquire(document_id, SNAPSHOT_CLAIM, self._node_id, 60.0)
+        return held is not None
+
+    async def release(self, document_id: str) -> None:
+        await self._locks.release(document_id, SNAPSHOT_CLAIM, self._node_id)
 
 
 class Snapshotter:
