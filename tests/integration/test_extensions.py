@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from loadtests.client import YClient
-from server.hooks import Edited, Hooks
+from server.hooks import Edited, Hooks, PermissionChange
 from server.realtime.hub import Hub
 from tests.conftest import StartServer
 
@@ -65,3 +67,33 @@ async def test_documented_extension_refuses_drafts_and_counts_edits(
     async with YClient(server.ws_url, "drafts-plan/s") as reopened:
         await asyncio.wait_for(reopened.synced.wait(), 10)
         assert not reopened.closed.is_set()
+
+
+async def test_permission_changes_and_creations_reach_the_hook(start_server: StartServer) -> None:
+    seen: list[PermissionChange] = []
+
+    def install(hooks: Hooks, hub: Hub) -> object:
+        return hooks.on_permission_change.subscribe(seen.append)
+
+    server = await start_server(insecure_dev=False, extensions=[install])
+    owner = await server.add_user("olga@example.com", "analyst", "Olga")
+    kim = await server.add_user("kim@example.com", "viewer", "Kim")
+    headers = {"Authorization": f"Bearer {server.token(owner)}"}
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
+        created = await http.post(
+            "/api/documents",
+            json={"documentId": "plan", "title": "Plan", "permissions": {"view": [str(kim.id)]}},
+        )
+        assert created.status_code == 201, created.text
+        put = await http.put("/api/documents/plan/permissions", json={"edit": [str(kim.id)]})
+        assert put.status_code == 200, put.text
+        refused = await http.put("/api/documents/plan/permissions", json={"edit": "kim"})
+        assert 400 <= refused.status_code < 500  # refused: no change, no hook
+    assert [(c.document_id, c.actor, c.created) for c in seen] == [
+        ("plan", owner.id, True),
+        ("plan", owner.id, False),
+    ]
+    assert seen[0].after["view"] == [str(kim.id)]
+    assert seen[1].before is not None
+    assert seen[1].before["view"] == [str(kim.id)]
+    assert seen[1].after["edit"] == [str(kim.id)]
