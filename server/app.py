@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
 import os
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,20 +24,26 @@ from persistence.content.ports import ContentStore
 from persistence.errors import StorageConflict, StorageError
 from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore
-from protocol.awareness import AwarenessEntry
-from protocol.events import AppEvent, encode_event
-from protocol.ysync import AppEventMessage, AuthPermissionDenied, encode
+from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
 from server.documents.revisions import Revisions
-from server.documents.snapshots import Snapshotter, new_document
+from server.documents.snapshots import LockClaims, Snapshotter, new_document
 from server.errors import (
     CollabError,
     PermissionDenied,
     RoomNotFound,
     ServerShuttingDown,
-    TooManySockets,
+)
+from server.hooks import (
+    Edited,
+    Hooks,
+    Joined,
+    Joining,
+    Left,
+    PermissionChange,
+    Rejected,
 )
 from server.identity.authentication import Principal
 from server.identity.guard import Guard, apply_right
@@ -47,11 +51,11 @@ from server.identity.rights import DOCUMENTS, AccessControl, Right, may_create
 from server.identity.tokens import AuthError
 from server.presence import locks
 from server.presence import tracker as presence
-from server.realtime.cluster import USER_CHANNEL, Cluster
+from server.realtime.cluster import Cluster
 from server.realtime.connection import Connection, Frame
+from server.realtime.hub import Hub
 from server.realtime.limits import MessageLimiter, SharedLimits
 from server.realtime.registry import RoomRegistry
-from server.realtime.rooms import Room
 from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
 from server.review import approvals, comments, notifications
@@ -87,31 +91,8 @@ def problem(status: int, title: str, detail: str = "") -> JSONResponse:
     )
 
 
-# The lock a node holds on a document while it writes the snapshot (a reserved section id).
-SNAPSHOT_CLAIM = "__snapshot"
-EventHandler = Callable[["Room", Connection, AppEvent], None]
-
-
-class _Hooks:
-    """The rooms' hooks: application events go to the handler registered for their type,
-    accepted awareness to the observers and (service mode) to the other nodes."""
-
-    def __init__(self, collab: Collab) -> None:
-        self._collab = collab
-
-    def on_event(self, room: Room, conn: Connection, event: AppEvent) -> bool:
-        handler = self._collab.event_handlers.get(event.type)
-        if handler is None:
-            return False
-        handler(room, conn, event)
-        return True
-
-    def on_awareness(self, room: Room, conn: Connection, entries: list[AwarenessEntry]) -> None:
-        collab = self._collab
-        if collab.cluster is not None:
-            collab.cluster.publish_awareness(room, entries)
-        for observer in collab.awareness_observers:
-            observer(room, conn, entries)
+# A third-party extension: called once with the app's hooks and connection hub, it subscribes.
+Extension = Callable[[Hooks, Hub], object]
 
 
 class Collab:
@@ -140,9 +121,12 @@ class Collab:
         self.access = AccessControl(
             content, services.relational.permissions, ttl=settings.access_cache_seconds
         )
-        self.registry = RoomRegistry(store, settings, tasks)
+        # The extension API: made before anything that fires or subscribes (server.hooks).
+        self.hooks = hooks = Hooks()
+        self.registry = RoomRegistry(store, settings, tasks, hooks)
         if self.edits is not None:
-            self.registry.on_edit = self._count_edit
+            hooks.on_edit.subscribe(self._count_edit)
+        service_mode = isinstance(store, ServiceRoomStore)
         self.snapshots = Snapshotter(
             content,
             store,
@@ -152,8 +136,12 @@ class Collab:
             max_wait=settings.snapshot_max_wait_seconds,
             retry_base=settings.snapshot_retry_seconds,
             retry_max=settings.snapshot_retry_max_seconds,
+            hooks=hooks,
+            # Each node snapshots what its own clients changed: updates applied from other
+            # nodes do not make this node's copy dirty (their node writes them).
+            claims=LockClaims(services.coordinator.locks, node_id) if service_mode else None,
         )
-        self.registry.on_change = lambda name: self.snapshots.touched(name.document_id)
+        hooks.on_change.subscribe(lambda changed: self.snapshots.touched(changed.room.document_id))
         self.revisions = Revisions(
             content,
             self.registry,
@@ -161,22 +149,8 @@ class Collab:
             keep_inline=settings.revisions_inline,
             interval=settings.revision_interval_seconds,
         )
-        self.snapshots.after_write = self.revisions.on_snapshot
-        self.connections: set[Connection] = set()
-        self.by_document: defaultdict[str, set[Connection]] = defaultdict(set)
+        hooks.after_store.subscribe(lambda stored: self.revisions.on_snapshot(stored.document_id))
         self._freezing: dict[str, float] = {}  # document -> until when (monotonic)
-        self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
-        self._opening: collections.Counter[str] = collections.Counter()  # sockets joining
-        # Extension points of the features built on rooms (locks, presence, comments):
-        # application event handlers by type, and observers of joins, leaves, awareness
-        # and events arriving from other nodes.
-        self.event_handlers: dict[str, EventHandler] = {}
-        self.join_observers: list[Callable[[Connection, Room], None]] = []
-        self.leave_observers: list[Callable[[Connection, str], None]] = []
-        self.awareness_observers: list[
-            Callable[[Room, Connection, list[AwarenessEntry]], None]
-        ] = []
-        self.remote_event_observers: list[Callable[[str, str | None, AppEvent], None]] = []
         self.cluster: Cluster | None = None
         if isinstance(store, ServiceRoomStore):
             self.cluster = Cluster(
@@ -184,23 +158,14 @@ class Collab:
                 services.coordinator.journal,
                 services.coordinator.signals,
                 node_id,
-                on_event=self._remote_event,
+                # The hub exists before the cluster starts following (in the lifespan).
+                on_event=lambda *remote: self.hub.receive_remote(*remote),
                 mark_applied=store.mark_applied,
+                hooks=hooks,
             )
-        self.registry.hooks = _Hooks(self)
-        if self.cluster is not None:
-            locks = services.coordinator.locks
-
-            async def claim(document_id: str) -> bool:
-                return await locks.acquire(document_id, SNAPSHOT_CLAIM, node_id, 60.0) is not None
-
-            async def release(document_id: str) -> None:
-                await locks.release(document_id, SNAPSHOT_CLAIM, node_id)
-
-            # Each node snapshots what its own clients changed: updates applied from other
-            # nodes do not make this node's copy dirty (their node writes them).
-            self.snapshots.claim, self.snapshots.release = claim, release
-        self.guard = Guard(self)
+        # This node's connections and the delivery of application events to them.
+        self.hub = Hub(hooks, self.cluster.publish_event if self.cluster is not None else None)
+        self.guard = Guard(self.hub, self.authn, self.access, self.frozen_here)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()
         self.process = psutil.Process()
@@ -244,7 +209,7 @@ class Collab:
         # Until the status change is visible to this node's rights checks (cached facts), this
         # node holds the document frozen itself.
         self._freezing[document_id] = time.monotonic() + FREEZE_OVERLAP_SECONDS
-        for conn in list(self.by_document.get(document_id, ())):
+        for conn in self.hub.of_document(document_id):
             apply_right(conn, Right(conn.right), frozen=True)
         try:
             for room in self.registry.rooms_of(document_id):
@@ -253,7 +218,7 @@ class Collab:
         except BaseException:
             self._freezing.pop(document_id, None)
             self.access.forget(document_id)
-            for conn in list(self.by_document.get(document_id, ())):
+            for conn in self.hub.of_document(document_id):
                 apply_right(conn, Right(conn.right), frozen=False)
             raise
 
@@ -276,7 +241,7 @@ class Collab:
         await self.coordinator.journal.thaw(document_id)
         self._freezing.pop(document_id, None)
         self.access.forget(document_id)
-        for conn in list(self.by_document.get(document_id, ())):
+        for conn in self.hub.of_document(document_id):
             apply_right(conn, Right(conn.right), frozen=False)
 
     async def open_session(self, admission: Admission, conn: Connection) -> Session | None:
@@ -287,13 +252,22 @@ class Collab:
                 admission.identity, ip=admission.ip, user_agent=admission.user_agent
             )
             await self.limit(principal, "connect")
-            self._count_socket(principal.user_id)
+            self.hub.reserve(principal.user_id, self.settings.max_sockets_per_user)
         except (CollabError, AuthError, StorageError) as exc:
             conn.fail(exc)
             return None
         try:
             right = await self._join_right(principal, admission.room)
             facts = await self.access.document(admission.room.document_id)
+            read_only = (
+                right < Right.EDIT
+                or (facts is not None and facts.under_review)
+                or self.frozen_here(admission.room.document_id)
+            )
+            try:
+                await self.hooks.on_connect(Joining(principal, admission.room, read_only))
+            except Rejected as exc:
+                raise PermissionDenied(str(exc) or "refused by an extension") from exc
         except (CollabError, StorageError) as exc:
             if isinstance(exc, PermissionDenied | RoomNotFound):
                 self.audit.record(
@@ -308,36 +282,26 @@ class Collab:
             conn.fail(exc)
             return None
         finally:
-            self._opening[principal.user_id] -= 1  # counted in by_user from now on
-            if not self._opening[principal.user_id]:
-                del self._opening[principal.user_id]
+            self.hub.unreserve(principal.user_id)  # counted in by_user from now on
         conn.principal = principal
         conn.right = right
-        conn.read_only = (
-            right < Right.EDIT
-            or (facts is not None and facts.under_review)
-            or self.frozen_here(admission.room.document_id)
-        )
+        conn.read_only = read_only
         document_id = admission.room.document_id
-        self.connections.add(conn)
-        self.by_document[document_id].add(conn)
-        self.by_user[principal.user_id].add(conn)
+        self.hub.add(conn, document_id, principal.user_id)
         session = await Session.open(self.registry, admission.room, conn, self.messages)
         if session is None:
-            self._forget(conn, document_id)
+            self.hub.forget(conn, document_id)
             return None
         chained = conn.on_close
 
         def on_close(closing: Connection) -> None:
-            self._forget(closing, document_id)
+            self.hub.forget(closing, document_id)
             if chained is not None:
                 chained(closing)
-            for observer in self.leave_observers:
-                observer(closing, document_id)
+            self.hooks.on_leave(Left(closing, document_id))
 
         conn.on_close = on_close
-        for join_observer in self.join_observers:
-            join_observer(conn, session.room)
+        self.hooks.on_join(Joined(conn, session.room))
         if conn.read_only:
             conn.send(Frame(encode(AuthPermissionDenied("read-only: you may not edit"))))
         document = admission.room.document_id
@@ -345,17 +309,6 @@ class Collab:
             principal.context.access(document, "join", await self._sensitivity(document))
         )
         return session
-
-    def _count_socket(self, user_id: str) -> None:
-        """Count a socket of the user as opening; TooManySockets when the user already holds
-        ``max_sockets_per_user`` on this node (open or opening)."""
-        held = len(self.by_user.get(user_id, ())) + self._opening[user_id]
-        if held >= self.settings.max_sockets_per_user:
-            raise TooManySockets(
-                f"{held} sockets open on this node (at most "
-                f"{self.settings.max_sockets_per_user}); close one first"
-            )
-        self._opening[user_id] += 1
 
     async def _join_right(self, principal: Principal, room: RoomName) -> Right:
         document_id = room.document_id
@@ -399,9 +352,19 @@ class Collab:
             return dict(existing)
         finally:
             self.access.forget(document_id)
+        context = principal.context
         self.audit.record(
-            principal.context.entry(
+            context.entry(
                 "create", "business_document", document_id, {"title": record.get("title")}
+            )
+        )
+        self.hooks.on_permission_change(
+            PermissionChange(
+                document_id,
+                context.user_id,
+                None,
+                stored.get("permissions") or {},
+                created=True,
             )
         )
         return dict(stored)
@@ -410,86 +373,15 @@ class Collab:
         facts = await self.access.document(document_id)  # cached since the join checked it
         return facts.sensitivity if facts is not None else None
 
-    def _forget(self, conn: Connection, document_id: str) -> None:
-        self.connections.discard(conn)
-        if conn.principal is not None:
-            mine = self.by_user.get(conn.principal.user_id)
-            if mine is not None:
-                mine.discard(conn)
-                if not mine:
-                    del self.by_user[conn.principal.user_id]
-        members = self.by_document.get(document_id)
-        if members is not None:
-            members.discard(conn)
-            if not members:
-                del self.by_document[document_id]
-
-    # -- application events across the document and the nodes ---------------------------
-
-    def emit(
-        self,
-        document_id: str,
-        event: AppEvent,
-        *,
-        section_id: str | None = None,
-        local_only: bool = False,
-    ) -> None:
-        """Send an application event to every client of the document that takes events
-        (only those in section ``section_id``'s room when given), on this node and, unless
-        ``local_only``, on the other nodes."""
-        self.deliver(document_id, section_id, event)
-        if not local_only and self.cluster is not None:
-            self.cluster.publish_event(document_id, section_id, event)
-
-    def deliver(self, document_id: str, section_id: str | None, event: AppEvent) -> None:
-        """Send an event to this node's clients of the document (see :meth:`emit`)."""
-        members = self.by_document.get(document_id)
-        if not members:
-            return
-        room_key = None if section_id is None else f"{document_id}/{section_id}"
-        frame = Frame(encode(AppEventMessage(encode_event(event))))
-        for conn in members:
-            if conn.app_events and (room_key is None or conn.room_name == room_key):
-                conn.send(frame)
-
-    def send_to_user(self, user_id: str, event: AppEvent) -> None:
-        """Send an event to every open connection of a user that takes events, on every
-        node (notifications)."""
-        self._deliver_to_user(user_id, event)
-        if self.cluster is not None:
-            self.cluster.publish_event(
-                USER_CHANNEL, None, AppEvent(event.type, {**event.fields, "_to": user_id})
-            )
-
-    def _deliver_to_user(self, user_id: str, event: AppEvent) -> None:
-        members = self.by_user.get(user_id)
-        if not members:
-            return
-        frame = Frame(encode(AppEventMessage(encode_event(event))))
-        for conn in members:
-            if conn.app_events:
-                conn.send(frame)
-
-    def _remote_event(self, document_id: str, section_id: str | None, event: AppEvent) -> None:
-        if document_id == USER_CHANNEL:
-            data = dict(event.fields)
-            user_id = data.pop("_to", None)
-            if isinstance(user_id, str):
-                self._deliver_to_user(user_id, AppEvent(event.type, data))
-            return
-        for observer in self.remote_event_observers:
-            observer(document_id, section_id, event)
-        self.deliver(document_id, section_id, event)
-
-    def _count_edit(self, conn: Connection, name: RoomName, inserted: int, deleted: int) -> None:
-        principal = conn.principal
+    def _count_edit(self, edit: Edited) -> None:
+        principal = edit.conn.principal
         if principal is not None and self.edits is not None:
             self.edits.count(
                 principal.uuid,
-                name.document_id,
-                name.section_id,
-                inserted=inserted,
-                deleted=deleted,
+                edit.room.document_id,
+                edit.room.section_id,
+                inserted=edit.inserted,
+                deleted=edit.deleted,
                 ip=principal.ip,
                 user_agent=principal.user_agent,
             )
@@ -501,7 +393,7 @@ class Collab:
                 callback()
             except Exception:
                 log.exception("a shutdown callback failed")
-        for conn in list(self.connections):
+        for conn in list(self.hub.connections):
             conn.fail(ServerShuttingDown("server shutting down"))
 
 
@@ -510,11 +402,14 @@ def create_app(
     *,
     room_store: RoomStore | None = None,
     content_store: ContentStore | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> Starlette:
     """Build the ASGI app. Nothing starts until the lifespan runs.
 
     ``room_store`` and ``content_store`` replace the stores the settings name (tests inject
-    failing stores); the app then closes them at shutdown like its own.
+    failing stores); the app then closes them at shutdown like its own. ``extensions`` are
+    called once each, in order, with the app's hooks and hub, after the built-in features
+    subscribed and before the first connection (``docs/extensions.md``).
     """
     settings = settings or Settings()
     # Unique per process and app: the origin of this node's stream entries.
@@ -533,8 +428,33 @@ def create_app(
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
-            for feature in (locks, presence, comments, notifications, approvals):
-                feature.install(collab, tasks)
+            lock_service = locks.install(
+                collab.hooks,
+                collab.hub,
+                collab.registry,
+                locks.LockPorts(services.coordinator.locks, services.authn, services.audit),
+                tasks,
+                clustered=collab.cluster is not None,
+            )
+            collab.shutdown_callbacks.append(lock_service.stop)
+            collab.shutdown_callbacks.append(
+                presence.install(collab.hooks, collab.hub, collab.coordinator, node_id, tasks)
+            )
+            comments.install(collab, tasks)
+            notifications.install(
+                collab.hooks,
+                collab.hub,
+                notifications.NotifierPorts(
+                    services.relational.notifications,
+                    services.coordinator.notifications,
+                    content,
+                    services.authn,
+                ),
+                tasks,
+            )
+            approvals.install(collab, tasks)
+            for extension in extensions:
+                extension(collab.hooks, collab.hub)
             if collab.cluster is not None:
                 collab.cluster.start(tasks)
             log.info(

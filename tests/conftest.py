@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from loadtests.harness import ServerProcess
 from persistence.content.ports import ContentStore
 from persistence.relational import NewUser, User
 from persistence.rooms.ports import RoomStore
-from server.app import Collab, create_app
+from server.app import Collab, Extension, create_app
 from server.cli import uvicorn_config
 from server.settings import Settings
 
@@ -98,6 +98,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         *,
         room_store: RoomStore | None = None,
         content_store: ContentStore | None = None,
+        extensions: Sequence[Extension] = (),
         **overrides: Any,
     ) -> LiveServer:
         values: dict[str, Any] = {
@@ -107,7 +108,9 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         }
         values.update(overrides)
         settings = Settings(**values)
-        app = create_app(settings, room_store=room_store, content_store=content_store)
+        app = create_app(
+            settings, room_store=room_store, content_store=content_store, extensions=extensions
+        )
         config = uvicorn_config(app, settings)
         config.loop = "none"
         server = uvicorn.Server(config)

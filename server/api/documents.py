@@ -66,6 +66,7 @@ from server.api.document_bodies import (
 from server.documents.sections import check_sizes, hold_sections, seed_outline
 from server.documents.slugs import free_slug, section_id_of, slug_owner, slugify
 from server.documents.workflow import APPROVAL_STATES, document_record, serialized, set_status
+from server.hooks import PermissionChange
 from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
 
@@ -365,6 +366,9 @@ async def put_permissions(request: Request) -> Response:
         RESOURCE_TYPE,
         document_id,
         {"before": before, "after": permissions},
+    )
+    collab.hooks.on_permission_change(
+        PermissionChange(document_id, principal.context.user_id, before, permissions)
     )
     return JSONResponse({"documentId": document_id, "permissions": permissions})
 

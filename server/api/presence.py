@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 async def _names(collab: Collab, user_ids: set[str]) -> dict[str, str | None]:
     """Display names: those of this node's connections, the others from the users store
     (cached by the authenticator)."""
-    tracker = tracker_of(collab)
+    tracker = tracker_of(collab.hub)
     local = tracker.names() if tracker is not None else {}
     names: dict[str, str | None] = {uid: local[uid] for uid in user_ids if uid in local}
     others = sorted(user_ids - names.keys())

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from crdt.document import RoomDoc
 from crdt.errors import InvalidUpdate
@@ -31,8 +31,10 @@ from crdt.markdown import BusinessContent, render_business_content
 from crdt.outline import Outline
 from crdt.section import section_text
 from persistence.content.ports import ContentStore
+from persistence.coordinator.ports import SectionLocks
 from persistence.errors import DocumentNotFound, StorageError
 from persistence.rooms.ports import RoomStore
+from server.hooks import Hooks, Stored
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,44 @@ class _Failing:
     retry_at: float
 
 
+class SnapshotClaims(Protocol):
+    """One writer per document across nodes: claimed before a debounced write, released
+    after it (a refused claim retries later)."""
+
+    async def claim(self, document_id: str) -> bool:
+        """Whether this node may write the document's snapshot now."""
+
+    async def release(self, document_id: str) -> None:
+        """End the claim; StorageError when the coordinator cannot be reached."""
+
+
+# The lock a node holds on a document while it writes the snapshot (a reserved section id).
+SNAPSHOT_CLAIM = "__snapshot"
+
+
+class LockClaims:
+    """With several nodes, one writes a document's snapshot at a time: the coordinator's
+    section lock ``SNAPSHOT_CLAIM`` of the document, held by this node while it writes
+    (:class:`SnapshotClaims` in service mode)."""
+
+    def __init__(self, locks: SectionLocks, node_id: str) -> None:
+        self._locks = locks
+        self._node_id = node_id
+
+    async def claim(self, document_id: str) -> bool:
+        held = await self._locks.acquire(document_id, SNAPSHOT_CLAIM, self._node_id, 60.0)
+        return held is not None
+
+    async def release(self, document_id: str) -> None:
+        await self._locks.release(document_id, SNAPSHOT_CLAIM, self._node_id)
+
+
 class Snapshotter:
-    """Debounced writer of derived content; background work runs in the given task group."""
+    """Debounced writer of derived content; background work runs in the given task group.
+
+    Fires ``hooks.after_store`` after each debounced write (the revision time policy
+    subscribes there); an error it raises counts as a failed write.
+    """
 
     def __init__(
         self,
@@ -65,7 +103,11 @@ class Snapshotter:
         max_wait: float,
         retry_base: float = 2.0,
         retry_max: float = 300.0,
+        hooks: Hooks | None = None,
+        claims: SnapshotClaims | None = None,
     ) -> None:
+        self._hooks = hooks or Hooks()
+        self._claims = claims
         self._content = content
         self._rooms = rooms
         self._live_doc = live_doc
@@ -82,12 +124,6 @@ class Snapshotter:
         self._failing: dict[str, _Failing] = {}
         self.snapshots_written = 0
         self.failures = 0
-        # Called after each debounced write (the revision time policy hangs here).
-        self.after_write: Callable[[str], Awaitable[None]] | None = None
-        # With several nodes: claim the document before a debounced write, release after
-        # (only one node writes a document's snapshot at a time); a refused claim retries.
-        self.claim: Callable[[str], Awaitable[bool]] | None = None
-        self.release: Callable[[str], Awaitable[None]] | None = None
         self.claims_refused = 0
 
     def touched(self, document_id: str) -> None:
@@ -137,16 +173,15 @@ class Snapshotter:
         self._last_change.pop(document_id, None)
         claimed = False
         try:
-            if self.claim is not None:
-                claimed = await self.claim(document_id)
+            if self._claims is not None:
+                claimed = await self._claims.claim(document_id)
                 if not claimed:
                     # Another node is writing this document now: look again later.
                     self.claims_refused += 1
                     self._retry(document_id, started, max(self._idle, 0.5))
                     return
             await self.write_now(document_id)
-            if self.after_write is not None:
-                await self.after_write(document_id)
+            await self._hooks.after_store(Stored(document_id))
         except (StorageError, InvalidUpdate) as exc:
             failing = self._failed(document_id, exc)
             log.warning(
@@ -159,9 +194,9 @@ class Snapshotter:
             self._retry(document_id, started, failing.delay)
         finally:
             del self._running[document_id]
-            if claimed and self.release is not None:
+            if claimed and self._claims is not None:
                 try:
-                    await self.release(document_id)
+                    await self._claims.release(document_id)
                 except StorageError as exc:
                     log.warning("document %s: snapshot claim not released: %s", document_id, exc)
 

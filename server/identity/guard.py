@@ -17,26 +17,37 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from protocol.events import AppEvent
 from protocol.ysync import AuthPermissionDenied, encode
 from server.errors import PermissionDenied
-from server.identity.rights import Right
+from server.identity.authentication import Authenticator
+from server.identity.rights import AccessControl, Right
 from server.identity.tokens import AuthError
 from server.realtime.connection import Connection, Frame
-
-if TYPE_CHECKING:
-    from server.app import Collab
+from server.realtime.hub import Hub
 
 log = logging.getLogger(__name__)
 
 
 class Guard:
-    """Re-checks the rights of open connections on a timer."""
+    """Re-checks the rights of the hub's open connections on a timer. ``frozen_here``:
+    whether this node froze a document moments ago (its connections then stay read-only)."""
 
-    def __init__(self, collab: Collab, *, interval: float = 1.0) -> None:
-        self._collab = collab
+    def __init__(
+        self,
+        hub: Hub,
+        authn: Authenticator,
+        access: AccessControl,
+        frozen_here: Callable[[str], bool],
+        *,
+        interval: float = 1.0,
+    ) -> None:
+        self._hub = hub
+        self._authn = authn
+        self._access = access
+        self._frozen_here = frozen_here
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self.checks = 0
@@ -61,9 +72,8 @@ class Guard:
 
     async def check(self) -> None:
         """One round over every open connection."""
-        collab = self._collab
         by_user: dict[str, list[Connection]] = defaultdict(list)
-        for conn in collab.connections:
+        for conn in self._hub.connections:
             if conn.principal is not None and not conn.closing:
                 by_user[conn.principal.user_id].append(conn)
         now = time.time()
@@ -71,7 +81,7 @@ class Guard:
             principal = conns[0].principal
             assert principal is not None
             if principal.session_id != "dev":
-                user = await collab.authn.user(user_id)
+                user = await self._authn.user(user_id)
                 if user is None:
                     _close_all(conns, AuthError("the user no longer exists"))
                     continue
@@ -91,14 +101,14 @@ class Guard:
                     continue
                 document_id = conn.room_name.partition("/")[0]
                 if document_id not in rights:
-                    rights[document_id] = await collab.access.right(subject, document_id)
-                    facts = await collab.access.document(document_id)
+                    rights[document_id] = await self._access.right(subject, document_id)
+                    facts = await self._access.document(document_id)
                     frozen[document_id] = facts is not None and facts.under_review
                 # Read after the awaits: a freeze made meanwhile on this node holds.
                 apply_right(
                     conn,
                     rights[document_id],
-                    frozen=frozen[document_id] or collab.frozen_here(document_id),
+                    frozen=frozen[document_id] or self._frozen_here(document_id),
                 )
         self.checks += 1
 

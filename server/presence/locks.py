@@ -14,7 +14,7 @@ atomic, one holder, a fencing token, a TTL of ``LOCK_TTL`` seconds):
 While a section is locked, its room's ``locked_by`` names the owner and the room drops the
 updates of every other connection (y-protocols permission denied). Every node keeps that in
 step: the node that changes a lock sets it at once and tells the others with the ``locked``
-and ``unlocked`` events (``Collab.emit``), which they apply; a section room that loads asks
+and ``unlocked`` events (the hub's ``emit``), which they apply; a section room that loads asks
 the coordinator for its document's locks. Clients that take application events see the
 events, and get the document's current locks (a ``locks`` event) when they join.
 
@@ -31,19 +31,24 @@ import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from crdt.ids import InvalidIdError, check_section_id
+from persistence.coordinator.ports import SectionLocks
 from persistence.coordinator.values import Lock
 from persistence.errors import StorageError
 from protocol.events import AppEvent
 from server.errors import STORAGE_DETAIL
+from server.hooks import Hooks
 from server.identity.authentication import Principal
 from server.identity.rights import RESOURCE_TYPE, Right
 from server.realtime.connection import error_event
+from server.realtime.hub import Hub
+from server.realtime.registry import RoomRegistry
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.identity.audit import AuditTrail
+    from server.identity.authentication import Authenticator
     from server.realtime.connection import Connection
     from server.realtime.rooms import Room
 
@@ -123,9 +128,22 @@ class LockHeld(Exception):
 class SectionLockService:
     """This node's side of the section locks (see the module docstring)."""
 
-    def __init__(self, collab: Collab, tasks: asyncio.TaskGroup, *, ttl: float) -> None:
-        self._collab = collab
-        self._locks = collab.coordinator.locks
+    def __init__(
+        self,
+        hub: Hub,
+        registry: RoomRegistry,
+        ports: LockPorts,
+        tasks: asyncio.TaskGroup,
+        *,
+        ttl: float,
+        clustered: bool = False,
+    ) -> None:
+        self._hub = hub
+        self._registry = registry
+        self._authn = ports.users
+        self._trail = ports.audit
+        self._clustered = clustered
+        self._locks = ports.locks
         self._tasks = tasks
         self.ttl = ttl
         # Every lock this node believes held, by (document, section).
@@ -151,7 +169,7 @@ class SectionLockService:
         self._document_versions[key[0]] = self._document_versions.get(key[0], 0) + 1
 
     def _room(self, key: tuple[str, str]) -> Room | None:
-        return self._collab.registry.room(f"{key[0]}/{key[1]}")
+        return self._registry.room(f"{key[0]}/{key[1]}")
 
     def apply_locked(self, lock: Lock, owner_name: str | None) -> HeldLock:
         """Record a held lock and make its section read-only for everyone else here."""
@@ -188,14 +206,14 @@ class SectionLockService:
                 "token": lock.token,
             },
         )
-        self._collab.emit(lock.document_id, event, local_only=local_only)
+        self._hub.emit(lock.document_id, event, local_only=local_only)
 
     async def owner_name(self, user_id: str) -> str | None:
         """A user's display name (cached by the authenticator), None when unknown."""
         if user_id in self._names:
             return self._names[user_id]
         try:
-            user = await self._collab.authn.user(user_id)
+            user = await self._authn.user(user_id)
         except StorageError:
             return None
         return user.name if user is not None else None
@@ -234,7 +252,7 @@ class SectionLockService:
         held = self.apply_locked(lock, principal.name)
         if via == "socket":
             self.renewed[key] = principal
-        self._collab.emit(document_id, AppEvent("locked", held.fields()))
+        self._hub.emit(document_id, AppEvent("locked", held.fields()))
         self._audit(
             principal,
             "lock",
@@ -273,9 +291,7 @@ class SectionLockService:
     def _audit(
         self, principal: Principal, action: str, document_id: str, changes: dict[str, Any]
     ) -> None:
-        self._collab.audit.record(
-            principal.context.entry(action, RESOURCE_TYPE, document_id, changes)
-        )
+        self._trail.record(principal.context.entry(action, RESOURCE_TYPE, document_id, changes))
 
     # -- the socket side ------------------------------------------------------------------
 
@@ -375,7 +391,7 @@ class SectionLockService:
             held = self.known.get((document_id, section_id))
             room.locked_by = held.lock.owner if held is not None else None
             # Another node may have taken the lock before this node followed the document.
-            resolve = self._collab.cluster is not None and room not in self._resolved
+            resolve = self._clustered and room not in self._resolved
             self._resolved.add(room)
         if resolve or conn.app_events:
             self.spawn(self._sync(document_id, conn if conn.app_events else None), "locks sync")
@@ -400,7 +416,7 @@ class SectionLockService:
             named = replace(held, owner_name=await self.owner_name(held.lock.owner))
             if self.known.get(key) is held:
                 self.known[key] = named
-            self._collab.deliver(document_id, None, AppEvent("locked", named.fields()))
+            self._hub.deliver(document_id, None, AppEvent("locked", named.fields()))
         if conn is None or conn.closing:
             return
         listed = []
@@ -562,7 +578,7 @@ class SectionLockService:
             else:
                 self.apply_locked(lock, None)
                 fields = (await self._held(lock)).fields()
-                self._collab.deliver(key[0], None, AppEvent("locked", fields))
+                self._hub.deliver(key[0], None, AppEvent("locked", fields))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -607,22 +623,49 @@ def _refusal(
     return replace(event, fields=fields)
 
 
-_services: weakref.WeakKeyDictionary[Collab, SectionLockService] = weakref.WeakKeyDictionary()
+_services: weakref.WeakKeyDictionary[Hub, SectionLockService] = weakref.WeakKeyDictionary()
 
 
-def service_of(collab: Collab) -> SectionLockService:
-    """The lock service installed on ``collab``."""
-    return _services[collab]
+class HasHub(Protocol):
+    """What :func:`service_of` finds the app's lock service by: the app's connection hub."""
+
+    @property
+    def hub(self) -> Hub: ...
 
 
-def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
-    """Register the lock events, observers and background tasks on ``collab``."""
-    service = SectionLockService(collab, tasks, ttl=LOCK_TTL)
-    _services[collab] = service
-    collab.event_handlers["lock"] = service.on_lock_event
-    collab.event_handlers["unlock"] = service.on_unlock_event
-    collab.join_observers.append(service.on_join)
-    collab.leave_observers.append(service.on_leave)
-    collab.remote_event_observers.append(service.on_remote_event)
+def service_of(app: HasHub) -> SectionLockService:
+    """The lock service installed on the app's hub; KeyError before :func:`install`."""
+    return _services[app.hub]
+
+
+@dataclass(frozen=True, slots=True)
+class LockPorts:
+    """What the lock service uses: the coordinator's locks, the users (names), the audit."""
+
+    locks: SectionLocks
+    users: Authenticator
+    audit: AuditTrail
+
+
+def install(
+    hooks: Hooks,
+    hub: Hub,
+    registry: RoomRegistry,
+    ports: LockPorts,
+    tasks: asyncio.TaskGroup,
+    *,
+    clustered: bool,
+) -> SectionLockService:
+    """Make the lock service, take the lock events and subscribe to joins, leaves and other
+    nodes' events; the caller stops it (``service.stop``) at shutdown."""
+    service = SectionLockService(hub, registry, ports, tasks, ttl=LOCK_TTL, clustered=clustered)
+    _services[hub] = service
+    hooks.on_event.handle("lock", service.on_lock_event)
+    hooks.on_event.handle("unlock", service.on_unlock_event)
+    hooks.on_join.subscribe(lambda joined: service.on_join(joined.conn, joined.room))
+    hooks.on_leave.subscribe(lambda left: service.on_leave(left.conn, left.document_id))
+    hooks.on_remote_event.subscribe(
+        lambda remote: service.on_remote_event(remote.document_id, remote.section, remote.event)
+    )
     service.start()
-    collab.shutdown_callbacks.append(service.stop)
+    return service

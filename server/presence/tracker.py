@@ -33,20 +33,16 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from persistence.coordinator.ports import Coordinator
 from persistence.errors import StorageError
-from protocol.awareness import AwarenessEntry
 from protocol.errors import ProtocolError
 from protocol.events import AppEvent
 from protocol.jsontext import parse_json
+from server.hooks import AwarenessAccepted, Hooks, Joined, Left
 from server.realtime.awareness import MAX_STATE_BYTES, MAX_STATE_DEPTH
-
-if TYPE_CHECKING:
-    from server.app import Collab
-    from server.realtime.connection import Connection
-    from server.realtime.rooms import Room
+from server.realtime.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -384,12 +380,12 @@ class PresenceTracker:
 
 # -- the app side ----------------------------------------------------------------------------
 
-_trackers: weakref.WeakKeyDictionary[Collab, PresenceTracker] = weakref.WeakKeyDictionary()
+_trackers: weakref.WeakKeyDictionary[Hub, PresenceTracker] = weakref.WeakKeyDictionary()
 
 
-def tracker_of(collab: Collab) -> PresenceTracker | None:
-    """The presence tracker installed on ``collab`` (None before :func:`install`)."""
-    return _trackers.get(collab)
+def tracker_of(hub: Hub) -> PresenceTracker | None:
+    """The presence tracker installed on ``hub`` (None before :func:`install`)."""
+    return _trackers.get(hub)
 
 
 def _event(change: PresenceChange) -> AppEvent:
@@ -404,18 +400,26 @@ def _event(change: PresenceChange) -> AppEvent:
     )
 
 
-def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
-    """Track presence and cursors of every connection of ``collab``; tell clients."""
+def install(
+    hooks: Hooks,
+    hub: Hub,
+    coordinator: Coordinator,
+    node_id: str,
+    tasks: asyncio.TaskGroup,
+) -> Callable[[], None]:
+    """Track presence and cursors of every connection of ``hub`` (through ``hooks``); tell
+    clients. Returns the function that stops it (at shutdown)."""
     tracker = PresenceTracker(
-        collab.coordinator,
-        collab.node_id,
+        coordinator,
+        node_id,
         ttl=PRESENCE_TTL,
         cursor_interval=CURSOR_INTERVAL,
-        on_change=lambda change: collab.emit(change.document_id, _event(change)),
+        on_change=lambda change: hub.emit(change.document_id, _event(change)),
     )
-    _trackers[collab] = tracker
+    _trackers[hub] = tracker
 
-    def on_join(conn: Connection, room: Room) -> None:
+    def on_join(joined: Joined) -> None:
+        conn, room = joined.conn, joined.room
         principal = conn.principal
         if conn.closing or principal is None:
             return
@@ -424,21 +428,21 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
             str(conn.id), room.name.document_id, room.name.section_id, principal.user_id, name
         )
 
-    def on_leave(conn: Connection, document_id: str) -> None:
-        tracker.left(str(conn.id))
+    def on_leave(left: Left) -> None:
+        tracker.left(str(left.conn.id))
 
-    def on_awareness(room: Room, conn: Connection, entries: list[AwarenessEntry]) -> None:
-        if entries:
-            last = entries[-1]
-            tracker.awareness(str(conn.id), None if last.removed else last.state)
+    def on_awareness(accepted: AwarenessAccepted) -> None:
+        if accepted.entries:
+            last = accepted.entries[-1]
+            tracker.awareness(str(accepted.conn.id), None if last.removed else last.state)
 
-    collab.join_observers.append(on_join)
-    collab.leave_observers.append(on_leave)
-    collab.awareness_observers.append(on_awareness)
+    hooks.on_join.subscribe(on_join)
+    hooks.on_leave.subscribe(on_leave)
+    hooks.on_awareness.subscribe(on_awareness)
     task = tasks.create_task(tracker.run(), name="presence")
 
     def stop() -> None:
         tracker.stopping = True
         task.cancel()
 
-    collab.shutdown_callbacks.append(stop)
+    return stop

@@ -38,6 +38,7 @@ from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.errors import ProtocolError
 from protocol.events import AppEvent, decode_event, encode_event
+from server.hooks import Hooks
 from server.realtime.registry import RoomRegistry
 from server.realtime.rooms import Room
 
@@ -51,7 +52,11 @@ MAX_BACKOFF: Final = 2.0
 
 
 class Cluster:
-    """Follows the change and signal streams of the documents loaded on this node."""
+    """Follows the change and signal streams of the documents loaded on this node.
+
+    Subscribes to ``hooks.on_awareness`` (publishing accepted awareness to the other nodes)
+    when made, and to ``before_load`` / ``after_load`` when started.
+    """
 
     def __init__(
         self,
@@ -62,8 +67,13 @@ class Cluster:
         *,
         on_event: Callable[[str, str | None, AppEvent], None],
         mark_applied: Callable[[str, str], None] | None = None,
+        hooks: Hooks,
     ) -> None:
         self._registry = registry
+        self._hooks = hooks
+        hooks.on_awareness.subscribe(
+            lambda accepted: self.publish_awareness(accepted.room, accepted.entries)
+        )
         self._journal = journal
         self._signals = signals
         self.node_id = node_id
@@ -82,9 +92,8 @@ class Cluster:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
-        registry = self._registry
-        registry.before_load = self.before_load
-        registry.after_load = self.after_load
+        self._hooks.before_load.subscribe(lambda loading: self.before_load(loading.room))
+        self._hooks.after_load.subscribe(lambda loaded: self.after_load(loaded.room))
         # Signals addressed to users (notifications) travel on a channel every node follows.
         self._signals_at[USER_CHANNEL] = f"{int(time.time() * 1000)}-0"
         self._tasks = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +23,10 @@ from persistence.errors import StorageError, StorageUnavailable
 from persistence.rooms.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
 from server.errors import RoomNotFound, RoomUnavailable, RoomUnavailableForNow
+from server.hooks import Hooks, Loaded, Loading
 from server.realtime.connection import Connection
 from server.realtime.heap import HeapTrimmer
-from server.realtime.rooms import Room, RoomHooks
+from server.realtime.rooms import Room
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,20 @@ KEEP_SIZES_FRACTION = 0.25
 
 
 class RoomRegistry:
-    """Owns the loaded rooms. Background work runs in the task group it is given."""
+    """Owns the loaded rooms. Background work runs in the task group it is given.
 
-    def __init__(self, store: RoomStore, settings: Settings, tasks: asyncio.TaskGroup) -> None:
+    Fires ``hooks.before_load`` (awaited before a room is read from storage) and
+    ``hooks.after_load`` (once a loaded room is registered); its rooms fire the room hooks.
+    """
+
+    def __init__(
+        self,
+        store: RoomStore,
+        settings: Settings,
+        tasks: asyncio.TaskGroup,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self._hooks = hooks or Hooks()
         self._store = store
         self._settings = settings
         self._tasks = tasks
@@ -63,15 +75,6 @@ class RoomRegistry:
         self.rooms_unloaded = 0
         self._retired: collections.Counter[str] = collections.Counter()
         self._heap = HeapTrimmer(tasks, HEAP_TRIM_INTERVAL_SECONDS)
-        self.on_change: Callable[[RoomName], None] | None = None
-        # Called after a client's update changed a room: (connection, room, inserted, deleted).
-        self.on_edit: Callable[[Connection, RoomName, int, int], None] | None = None
-        self.hooks: RoomHooks | None = None
-        # Awaited before a room is read from storage (the cluster starts following its
-        # document's stream there).
-        self.before_load: Callable[[RoomName], Awaitable[None]] | None = None
-        # Called once a loaded room is registered (it gets what arrived while it loaded).
-        self.after_load: Callable[[Room], None] | None = None
 
     # -- joining and leaving --------------------------------------------------------------
 
@@ -152,8 +155,7 @@ class RoomRegistry:
         future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            if self.before_load is not None:
-                await self.before_load(name)
+            await self._hooks.before_load(Loading(name))
             room = await self._load(name)
         except BaseException as exc:
             future.set_exception(exc)
@@ -163,8 +165,7 @@ class RoomRegistry:
             future.set_result(room)
             self._rooms[key] = room
             self.rooms_loaded += 1
-            if self.after_load is not None:
-                self.after_load(room)
+            self._hooks.after_load(Loaded(room))
             return room
         finally:
             del self._loading[key]
@@ -224,9 +225,7 @@ class RoomRegistry:
             max_awareness_entries=self._settings.max_awareness_entries,
             on_failure=self._on_room_failure,
             on_tainted=self._on_room_tainted,
-            on_change=self._changed,
-            on_edit=self.on_edit,
-            hooks=self.hooks,
+            hooks=self._hooks,
             journal_length=journal_length,
             state_bytes=state_bytes,
             size_guard=self._size_refusal,
@@ -275,10 +274,6 @@ class RoomRegistry:
             log.info("document %s: section %s created on join", outline_name, section_id)
         finally:
             self._unload_when_idle(outline)
-
-    def _changed(self, name: RoomName) -> None:
-        if self.on_change is not None:
-            self.on_change(name)
 
     def room(self, key: str) -> Room | None:
         """The loaded room ``key`` (None when it is not loaded here)."""

@@ -18,7 +18,6 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from crdt.document import CrdtDoc, RoomDoc, merge_updates
 from crdt.errors import CrdtError, InvalidUpdate
@@ -45,6 +44,7 @@ from protocol.ysync import (
     encode_update,
 )
 from server.errors import Overloaded
+from server.hooks import AwarenessAccepted, Changed, Edited, Hooks
 from server.realtime.awareness import (
     AwarenessRefused,
     ClientIdOwners,
@@ -80,16 +80,6 @@ REMOTE_OWNER = -1
 MAX_REMOVED_CLOCKS = 4096  # the owner of awareness client ids published on other nodes
 
 
-class RoomHooks(Protocol):
-    """What the server adds to rooms: application events, awareness observers."""
-
-    def on_event(self, room: Room, conn: Connection, event: AppEvent) -> bool:
-        """Handle an application event (True), or let the room refuse it (False)."""
-
-    def on_awareness(self, room: Room, conn: Connection, entries: list[AwarenessEntry]) -> None:
-        """Awareness entries a local connection published, once accepted."""
-
-
 def _user_key(conn: Connection) -> str:
     """Who owns the awareness client ids ``conn`` publishes: its user (or, without a
     principal, the connection alone)."""
@@ -110,9 +100,7 @@ class Room:
         max_awareness_entries: int,
         on_failure: Callable[[Room, BaseException], None],
         on_tainted: Callable[[Room], None],
-        on_change: Callable[[RoomName], None] | None = None,
-        on_edit: Callable[[Connection, RoomName, int, int], None] | None = None,
-        hooks: RoomHooks | None = None,
+        hooks: Hooks | None = None,
         journal_length: int = 0,
         max_held_messages: int = 10_000,
         state_bytes: int = 0,
@@ -135,15 +123,17 @@ class Room:
         self._max_awareness_entries = max_awareness_entries
         self._on_failure = on_failure
         self._on_tainted = on_tainted
-        self._on_change = on_change
-        self._on_edit = on_edit
-        self.hooks = hooks
+        hooks = hooks or Hooks()
+        self._hooks = hooks
+        self._on_change = hooks.on_change
+        self._changed = Changed(name)  # the one payload of every change of this room
+        self._on_edit = hooks.on_edit
         # The user holding this section's lock (None: unlocked): everyone else is read-only.
         self.locked_by: str | None = None
         # The section's text, for the audit's edit counts (its length before and after each
         # update, inside the update's transaction: cheaper than observing the text, which
         # makes yrs build an event per edit).
-        self._text = section_content(doc.doc) if on_edit is not None and name.section_id else None
+        self._text = section_content(doc.doc) if hooks.on_edit and name.section_id else None
         self._held: list[tuple[Connection, bytes]] | None = None
         self._held_remote: list[bytes] = []
         self._max_held = max_held_messages
@@ -191,8 +181,8 @@ class Room:
         if removed:
             payload = awareness_codec.encode(AwarenessUpdate(tuple(removed)))
             self.broadcast(Frame(encode(AwarenessMessage(payload))))
-            if self.hooks is not None:
-                self.hooks.on_awareness(self, conn, removed)
+            if self._hooks.on_awareness:
+                self._hooks.on_awareness.fire(AwarenessAccepted(self, conn, removed))
 
     # -- incoming messages ----------------------------------------------------------------
 
@@ -244,11 +234,11 @@ class Room:
                 self._on_tainted(self)
             raise
         conn.updates_received += 1
-        if self._on_edit is not None and effective is not None:
+        if effective is not None and self._on_edit:
             # The net change of this update: typing inserts or deletes; a replacement
             # counts its difference.
             change = self.doc.length_change if self._text is not None else 0
-            self._on_edit(conn, self.name, max(change, 0), max(-change, 0))
+            self._on_edit.fire(Edited(conn, self.name, max(change, 0), max(-change, 0)))
         ack = (conn, conn.updates_received) if conn.app_events else None
         if effective is not None or self.doc.held_back:
             # What the client sent is journaled as sent: it holds the effective update, and
@@ -327,8 +317,7 @@ class Room:
         self.journal_length += 1
         durable = self._store.append(self.key, journaled)
         self._pipeline.append(_Step(durable, update=shown, sender=sender, ack=ack, author=author))
-        if self._on_change is not None:
-            self._on_change(self.name)
+        self._on_change.fire(self._changed)
         if not durable.done():
             durable.add_done_callback(self._drain)
         elif not self._drain_scheduled:
@@ -343,12 +332,16 @@ class Room:
         event = decode_event(payload)
         if event.type == "ping":
             conn.send_event(AppEvent("pong", {"id": event.get("id")}))
-        elif self.hooks is None or not self.hooks.on_event(self, conn, event):
-            conn.send_event(
-                error_event(
-                    4400, "unknown event", f"unknown event type {event.type!r}", fatal=False
+        else:
+            handler = self._hooks.on_event.get(event.type)
+            if handler is None:
+                conn.send_event(
+                    error_event(
+                        4400, "unknown event", f"unknown event type {event.type!r}", fatal=False
+                    )
                 )
-            )
+            else:
+                handler(self, conn, event)
 
     def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
         """Keep and relay the awareness entries this connection may publish, each state
@@ -379,8 +372,8 @@ class Room:
         accepted = [entry for entry in staged if self._accept_awareness(conn, entry)]
         if not accepted:
             return
-        if self.hooks is not None:
-            self.hooks.on_awareness(self, conn, accepted)
+        if self._hooks.on_awareness:
+            self._hooks.on_awareness.fire(AwarenessAccepted(self, conn, accepted))
         self._relay_awareness(conn.id, accepted)
 
     def _accept_awareness(self, conn: Connection, entry: AwarenessEntry) -> bool:

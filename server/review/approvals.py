@@ -409,7 +409,7 @@ class ApprovalService:
         """``{"type": "approval", "action", "request", "documentStatus"}`` to every client
         of the document."""
         view = await self.view(request)
-        self._collab.emit(
+        self._collab.hub.emit(
             request.resource_id,
             AppEvent(
                 "approval",

@@ -75,7 +75,7 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
     _services[collab] = service
     lanes = Lanes(service, tasks)
     for name in SOCKET_EVENTS:
-        collab.event_handlers[name] = lanes.submit
+        collab.hooks.on_event.handle(name, lanes.submit)
 
 
 def comments_of(collab: Collab) -> CommentService:
@@ -295,7 +295,7 @@ class CommentService:
         """Send ``{"type": "comment", "action", "comment"}`` to every client of the
         document (every room, every node)."""
         fields = {"action": action, "comment": fit_event(view)}
-        self._collab.emit(str(view["documentId"]), AppEvent("comment", fields))
+        self._collab.hub.emit(str(view["documentId"]), AppEvent("comment", fields))
 
     # -- checks -----------------------------------------------------------------------------
 

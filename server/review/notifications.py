@@ -7,7 +7,7 @@ A notification is delivered three ways, in this order:
 2. an entry of the coordinator's per-user queue ``notifications:{userId}`` (Redis in service
    mode), for delivery workers (e-mail, mobile push) to drain;
 3. a ``notification`` application event to every open connection of the user that takes
-   events, on every node (:meth:`server.app.Collab.send_to_user`).
+   events, on every node (:meth:`server.realtime.hub.Hub.send_to_user`).
 
 What notifies whom:
 
@@ -20,11 +20,9 @@ What notifies whom:
 * ``approval_decided``: the requestor, at every decision; the earlier reviewers, at the
   outcome (:mod:`server.review.approvals`).
 
-"Document shared with you" is observed on the audit trail: the documents API records every
-permission change as a ``permission_change`` entry with the lists before and after, and every
-creation as ``create``; the trail's ``record`` is tapped at install to see them (nothing of
-the documents API changes). Grants in the ``permissions`` table made outside the API are not
-observed.
+"Document shared with you" is observed on the ``on_permission_change`` hook
+(:mod:`server.hooks`), which the documents API fires at every permission change and the app at
+every creation. Grants in the ``permissions`` table made outside the API are not observed.
 
 Features notify through :func:`notifier` (``notifier(collab).send_soon([...])``): delivery runs
 in the background and never delays the request that caused it; a store outage is retried
@@ -38,16 +36,21 @@ import logging
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from persistence.content.ports import ContentStore
+from persistence.coordinator.ports import NotificationQueues
 from persistence.errors import StorageConflict, StorageError
-from persistence.relational import AuditEntry, NewNotification, Notification
+from persistence.relational import NewNotification, Notification, NotificationStore
 from protocol.events import AppEvent
+from server.hooks import Hooks, PermissionChange
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE
+from server.realtime.hub import Hub
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.identity.authentication import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +61,32 @@ MAX_SNIPPET: Final = 200
 # Permission lists, weakest first: a user named in a stronger list than before was given more.
 LEVELS: Final = ("view", "comment", "edit")
 
-_notifiers: weakref.WeakKeyDictionary[Collab, Notifier] = weakref.WeakKeyDictionary()
+_notifiers: weakref.WeakKeyDictionary[Hub, Notifier] = weakref.WeakKeyDictionary()
 
 
-def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
-    """Create the app's notifier and observe permission changes on the audit trail."""
-    notifier = Notifier(collab, tasks)
-    _notifiers[collab] = notifier
-    _tap_audit(collab, notifier)
+class HasHub(Protocol):
+    """What :func:`notifier` finds the app's notifier by: the app's connection hub."""
+
+    @property
+    def hub(self) -> Hub: ...
 
 
-def notifier(collab: Collab) -> Notifier:
-    """The app's notifier (made by :func:`install`)."""
-    found = _notifiers.get(collab)
+def install(
+    hooks: Hooks,
+    hub: Hub,
+    ports: NotifierPorts,
+    tasks: asyncio.TaskGroup,
+) -> Notifier:
+    """Create the app's notifier and subscribe it to permission changes."""
+    notifier = Notifier(hub, ports, tasks)
+    _notifiers[hub] = notifier
+    hooks.on_permission_change.subscribe(notifier.on_permission_change)
+    return notifier
+
+
+def notifier(app: HasHub) -> Notifier:
+    """The app's notifier (made by :func:`install`); RuntimeError before that."""
+    found = _notifiers.get(app.hub)
     if found is None:
         raise RuntimeError("notifications are not installed on this app")
     return found
@@ -102,11 +118,23 @@ def snippet(text: str, limit: int = MAX_SNIPPET) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
+@dataclass(frozen=True, slots=True)
+class NotifierPorts:
+    """What the notifier stores to and reads from: the ``notifications`` rows, the per-user
+    queues, the documents (who a document is shared with) and the users (names)."""
+
+    rows: NotificationStore
+    queues: NotificationQueues
+    content: ContentStore
+    users: Authenticator
+
+
 class Notifier:
     """Stores notifications, queues them per user and pushes them to open connections."""
 
-    def __init__(self, collab: Collab, tasks: asyncio.TaskGroup) -> None:
-        self._collab = collab
+    def __init__(self, hub: Hub, ports: NotifierPorts, tasks: asyncio.TaskGroup) -> None:
+        self._hub = hub
+        self._ports = ports
         self._tasks = tasks
         self.delivered = 0
         self.failed = 0
@@ -116,17 +144,17 @@ class Notifier:
         they could not be stored (then nothing was queued or pushed); a queue failure is
         logged and does not stop the live push (the row is the record)."""
         stored: list[Notification] = []
-        store = self._collab.relational.notifications
+        store = self._ports.rows
         for begin in range(0, len(notifications), MAX_PER_CALL):
             stored.extend(await store.add(notifications[begin : begin + MAX_PER_CALL]))
         for notification in stored:
             view = notification_view(notification)
             user_id = str(notification.user_id)
             try:
-                await self._collab.coordinator.notifications.push(user_id, view)
+                await self._ports.queues.push(user_id, view)
             except (StorageError, ValueError) as exc:
                 log.warning("notification %s: queueing for %s failed: %s", view["id"], user_id, exc)
-            self._collab.send_to_user(user_id, AppEvent("notification", {"notification": view}))
+            self._hub.send_to_user(user_id, AppEvent("notification", {"notification": view}))
         self.delivered += len(stored)
         return stored
 
@@ -168,32 +196,32 @@ class Notifier:
 
     def tell_count(self, user_id: str, total: int, unread: int) -> None:
         """Tell a user's open connections their counts changed (after marking read)."""
-        self._collab.send_to_user(
+        self._hub.send_to_user(
             user_id, AppEvent("notification.count", {"total": total, "unread": unread})
         )
 
     # -- documents shared ---------------------------------------------------------------------
 
-    def observe(self, entry: AuditEntry) -> None:
-        """An audit entry was recorded: notify the users a document was shared with."""
-        if entry.resource_type != RESOURCE_TYPE or entry.status != "success":
-            return
-        if entry.resource_id is None:
-            return
-        if entry.action == "permission_change" and isinstance(entry.changes, Mapping):
-            granted = newly_granted(entry.changes.get("before"), entry.changes.get("after"))
+    def on_permission_change(self, change: PermissionChange) -> None:
+        """A document's permissions changed (or it was created): notify, in the background,
+        the users it was newly shared with. Never raises into the caller."""
+        try:
+            if change.created:
+                self._tasks.create_task(
+                    self._shared_on_create(change.document_id, change.actor), name="notify shared"
+                )
+                return
+            granted = newly_granted(change.before, change.after)
             if granted:
                 self._tasks.create_task(
-                    self._shared(entry.resource_id, entry.user_id, granted), name="notify shared"
+                    self._shared(change.document_id, change.actor, granted), name="notify shared"
                 )
-        elif entry.action == "create":
-            self._tasks.create_task(
-                self._shared_on_create(entry.resource_id, entry.user_id), name="notify shared"
-            )
+        except Exception:
+            log.exception("document %s: sharing notifications failed", change.document_id)
 
     async def _shared_on_create(self, document_id: str, actor: uuid.UUID | None) -> None:
         try:
-            record = await self._collab.content.get(DOCUMENTS, document_id)
+            record = await self._ports.content.get(DOCUMENTS, document_id)
         except StorageError as exc:
             log.warning("document %s: cannot read who it is shared with: %s", document_id, exc)
             return
@@ -215,7 +243,7 @@ class Notifier:
     ) -> None:
         try:
             if record is None:
-                record = await self._collab.content.get(DOCUMENTS, document_id)
+                record = await self._ports.content.get(DOCUMENTS, document_id)
             title = str((record or {}).get("title") or document_id)
             who = await self.user_name(str(actor)) if actor is not None else None
         except StorageError as exc:
@@ -243,7 +271,7 @@ class Notifier:
 
     async def user_name(self, user_id: str) -> str | None:
         """A user's display name (cached lookups), None when unknown."""
-        user = await self._collab.authn.user(user_id)
+        user = await self._ports.users.user(user_id)
         return user.name if user is not None else None
 
 
@@ -265,23 +293,3 @@ def _levels(lists: object) -> dict[str, int]:
                 if isinstance(user, str):
                     ranks[user] = max(ranks.get(user, -1), rank)
     return ranks
-
-
-def _tap_audit(collab: Collab, notifier: Notifier) -> None:
-    """Let the notifier see every audit entry the app records (after it is queued).
-
-    The documents API has no permission-change hook; its audit entries say what changed.
-    The tap stays O(1) on the hot path and never raises into the caller.
-    """
-    trail = collab.audit
-    record = trail.record
-
-    def tapped(entry: AuditEntry) -> None:
-        record(entry)
-        if entry.action in ("permission_change", "create"):
-            try:
-                notifier.observe(entry)
-            except Exception:
-                log.exception("observing audit entry %s failed", entry.action)
-
-    trail.record = tapped  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ import httpx
 from loadtests.client import YClient
 from persistence.content.sqlite import SqliteContentStore
 from persistence.errors import StorageUnavailable
+from server.hooks import Stored
 from tests.conftest import StartServer
 
 
@@ -100,10 +101,10 @@ async def test_failing_snapshots_back_off_show_in_healthz_and_recover(
             assert gap >= delay * 0.9, (gaps, delays)  # timers never fire early
         written = asyncio.Event()
 
-        async def note(document_id: str) -> None:
+        async def note(stored: Stored) -> None:
             written.set()
 
-        server.collab.snapshots.after_write = note
+        server.collab.hooks.after_store.subscribe(note)
         store.failing = False
         await asyncio.wait_for(written.wait(), 10)
         health = (await http.get("/healthz")).json()

@@ -7,6 +7,7 @@ import asyncio
 import pycrdt
 
 from loadtests.client import YClient
+from server.hooks import Stored
 from tests.conftest import StartServer
 
 
@@ -61,10 +62,10 @@ async def test_continuous_typing_is_snapshotted_after_max_wait(start_server: Sta
     collab = server.collab
     written = asyncio.Event()
 
-    async def note(document_id: str) -> None:
+    async def note(stored: Stored) -> None:
         written.set()
 
-    collab.snapshots.after_write = note
+    collab.hooks.after_store.subscribe(note)
     async with YClient(server.ws_url, "busy/s") as editor:
 
         async def type_steadily() -> None:

@@ -56,7 +56,7 @@ async def test_the_socket_past_the_cap_is_refused_and_a_close_frees_a_slot(
         stack.push_async_callback(other.close)
         # The refused socket took no slot; closing a held one frees one.
         await held[0].close()
-        await _until(lambda: len(server.collab.by_user.get(str(alice.id), ())) == CAP - 1)
+        await _until(lambda: len(server.collab.hub.by_user.get(str(alice.id), ())) == CAP - 1)
         again = await _open_synced(server, "cap/s0", alice_token)
         stack.push_async_callback(again.close)
         code, _ = await _refused_code(server, "cap/s9", alice_token)
