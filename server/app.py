@@ -31,6 +31,7 @@ from server.api.common import exception_handlers, lower_headers
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter, new_document
 from server.errors import (
+    AuthError,
     CollabError,
     PermissionDenied,
     RoomNotFound,
@@ -46,13 +47,12 @@ from server.hooks import (
     Rejected,
 )
 from server.identity.authentication import Principal
-from server.identity.guard import Guard, apply_right
 from server.identity.rights import DOCUMENTS, AccessControl, Right, may_create
-from server.identity.tokens import AuthError
 from server.presence import locks
 from server.presence import tracker as presence
 from server.realtime.cluster import Cluster
 from server.realtime.connection import Connection, Frame
+from server.realtime.guard import Guard, apply_right
 from server.realtime.hub import Hub
 from server.realtime.limits import MessageLimiter, SharedLimits
 from server.realtime.registry import RoomRegistry

@@ -35,7 +35,14 @@ from persistence.errors import (
 from protocol.errors import MalformedMessage, MessageTooLarge
 from protocol.events import AppEvent
 from protocol.jsontext import JsonTooDeep
-from server.identity.tokens import AuthError
+
+
+class AuthError(Exception):
+    """The credentials are missing, malformed, forged or expired (HTTP 401, close 4401).
+
+    Raised by token verification (``server/identity/tokens.py``, which re-exports it);
+    defined here, at the bottom of the server's layers, so the error table needs no import
+    of ``identity/``."""
 
 
 class CollabError(Exception):

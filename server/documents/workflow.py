@@ -20,7 +20,7 @@ from server.errors import ConflictError, NotFoundError
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.documents.ports import DocumentCollab
     from server.identity.authentication import Principal
 
 # The workflow: the states each status may move to.
@@ -60,10 +60,12 @@ class KeyedLocks:
         return len(self._locks)
 
 
-_locks: weakref.WeakKeyDictionary[Collab, KeyedLocks] = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[DocumentCollab, KeyedLocks] = weakref.WeakKeyDictionary()
 
 
-def serialized(collab: Collab, document_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+def serialized(
+    collab: DocumentCollab, document_id: str
+) -> contextlib.AbstractAsyncContextManager[None]:
     """The document's lock: mutations that cut revisions (save, status, restore, approval
     decisions) run one at a time per document, on this node."""
     locks = _locks.get(collab)
@@ -85,7 +87,7 @@ def check_transition(current: str, target: str) -> None:
         )
 
 
-async def document_record(collab: Collab, document_id: str) -> dict[str, Any]:
+async def document_record(collab: DocumentCollab, document_id: str) -> dict[str, Any]:
     """The document's record; raises :class:`NotFoundError` ("document not found")."""
     record = await collab.content.get(DOCUMENTS, document_id)
     if record is None:
@@ -94,7 +96,7 @@ async def document_record(collab: Collab, document_id: str) -> dict[str, Any]:
 
 
 async def set_status(
-    collab: Collab, actor: Principal, document_id: str, target: str
+    collab: DocumentCollab, actor: Principal, document_id: str, target: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Move the document to ``target`` and cut a revision; returns the record and the
     revision summary. Run it under :func:`serialized`.

@@ -42,10 +42,10 @@ from urllib.parse import parse_qs, urlsplit
 from persistence.coordinator.ports import SessionStore
 from persistence.errors import StorageUnavailable
 from persistence.relational import NewUser, User, UserStore
-from server.errors import PermissionDenied, ServiceUnavailable
+from server.errors import AuthError, PermissionDenied, ServiceUnavailable
 from server.identity.audit import AuditContext
 from server.identity.rights import Subject
-from server.identity.tokens import AuthError, Identity, TokenService
+from server.identity.tokens import Identity, TokenService
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,12 @@ from typing import Any, Final
 
 import jwt
 
+from server.errors import AuthError as AuthError  # re-exported: raised here
+
 ISSUER: Final = "collab"
 AUDIENCE: Final = "collab"
 LEEWAY_SECONDS: Final = 30.0
 MIN_SECRET_BYTES: Final = 32
-
-
-class AuthError(Exception):
-    """The credentials are missing, malformed, forged or expired (HTTP 401, close 4401)."""
 
 
 @dataclass(frozen=True, slots=True)

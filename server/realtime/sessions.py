@@ -15,9 +15,9 @@ from urllib.parse import parse_qs
 
 from crdt.ids import InvalidRoomName, RoomName, parse_room_name
 from persistence.errors import StorageError
-from server.errors import CollabError, RateLimited, UnsupportedData, classify
+from server.errors import AuthError, CollabError, RateLimited, UnsupportedData, classify
 from server.identity.authentication import Authenticator, origin_allowed
-from server.identity.tokens import AuthError, Identity
+from server.identity.tokens import Identity
 from server.realtime.connection import Connection
 from server.realtime.limits import MessageLimiter
 from server.realtime.registry import RoomRegistry

@@ -56,7 +56,7 @@ from server.review.comments import store_errors
 from server.review.notifications import notifier, snippet
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.review.ports import ReviewCollab
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,15 @@ USERS_PAGE: Final = 200
 # The documents API's status transition: target status -> (record, revision summary).
 StatusChange = Callable[[str], Awaitable[tuple[dict[str, Any], dict[str, Any]]]]
 
-_services: weakref.WeakKeyDictionary[Collab, ApprovalService] = weakref.WeakKeyDictionary()
+_services: weakref.WeakKeyDictionary[ReviewCollab, ApprovalService] = weakref.WeakKeyDictionary()
 
 
-def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
+def install(collab: ReviewCollab, tasks: asyncio.TaskGroup) -> None:
     """Create the app's approval service (approvals have no socket events to handle)."""
     _services[collab] = ApprovalService(collab)
 
 
-def approvals_of(collab: Collab) -> ApprovalService:
+def approvals_of(collab: ReviewCollab) -> ApprovalService:
     """The app's approval service (made by :func:`install`)."""
     found = _services.get(collab)
     if found is None:
@@ -97,7 +97,7 @@ class ApprovalService:
     """Workflows, requests and decisions. Every method raises a domain error of
     :mod:`server.errors` on refusal (or lets a storage error through): the edge maps it."""
 
-    def __init__(self, collab: Collab) -> None:
+    def __init__(self, collab: ReviewCollab) -> None:
         self._collab = collab
 
     # -- workflows ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ caller's right, anchors a comment to the live text of its section (the section's
 loaded for it if no client has it open), stores it in the relational ``comments`` table,
 audits it (``comment``), notifies mentioned users and thread authors, and publishes a
 ``comment`` event to every client of the document (every room, every node: the fan-out path
-of :meth:`server.app.Collab.emit`).
+of :meth:`server.realtime.hub.Hub.emit`).
 
 Over the socket (clients that joined with ``?events=1``, in any room of the document):
 ``comment.create``, ``comment.edit``, ``comment.resolve``, ``comment.reopen`` and
@@ -61,15 +61,15 @@ from server.review.lanes import SOCKET_EVENTS, Lanes
 from server.review.notifications import notifier, snippet
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.review.ports import ReviewCollab
 
 log = logging.getLogger(__name__)
 
 
-_services: weakref.WeakKeyDictionary[Collab, CommentService] = weakref.WeakKeyDictionary()
+_services: weakref.WeakKeyDictionary[ReviewCollab, CommentService] = weakref.WeakKeyDictionary()
 
 
-def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
+def install(collab: ReviewCollab, tasks: asyncio.TaskGroup) -> None:
     """Create the comment service and take the ``comment.*`` socket events."""
     service = CommentService(collab)
     _services[collab] = service
@@ -78,7 +78,7 @@ def install(collab: Collab, tasks: asyncio.TaskGroup) -> None:
         collab.hooks.on_event.handle(name, lanes.submit)
 
 
-def comments_of(collab: Collab) -> CommentService:
+def comments_of(collab: ReviewCollab) -> CommentService:
     """The app's comment service (made by :func:`install`)."""
     found = _services.get(collab)
     if found is None:
@@ -107,7 +107,7 @@ class CommentService:
     """Comments for both surfaces. Every method raises a domain error of
     :mod:`server.errors` on refusal (or lets a storage error through): the edge maps it."""
 
-    def __init__(self, collab: Collab) -> None:
+    def __init__(self, collab: ReviewCollab) -> None:
         self._collab = collab
         self._text = LiveText(collab.registry)
         self.stored = 0

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 
 from protocol.events import AppEvent
-from server.errors import UNEXPECTED, RateLimited, classify, failure_event, invalid_body
-from server.identity.tokens import AuthError
+from server.errors import UNEXPECTED, AuthError, RateLimited, classify, failure_event, invalid_body
 from server.review.bodies import CreateBody, SocketEditBody, TargetBody
 from server.review.comment_views import fit_event
 

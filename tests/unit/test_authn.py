@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from server.errors import AuthError
 from server.identity.authentication import find_token, origin_allowed
-from server.identity.tokens import AuthError
 
 
 def test_token_places_in_order() -> None:

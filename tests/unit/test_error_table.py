@@ -18,6 +18,7 @@ from protocol.errors import MalformedMessage
 from server.errors import (
     STORAGE_DETAIL,
     UNEXPECTED,
+    AuthError,
     ConflictError,
     ForbiddenError,
     InvalidError,
@@ -35,7 +36,6 @@ from server.errors import (
     mapped_types,
     problem,
 )
-from server.identity.tokens import AuthError
 
 
 @pytest.mark.parametrize(

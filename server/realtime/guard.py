@@ -21,10 +21,9 @@ from collections.abc import Callable
 
 from protocol.events import AppEvent
 from protocol.ysync import AuthPermissionDenied, encode
-from server.errors import PermissionDenied
+from server.errors import AuthError, PermissionDenied
 from server.identity.authentication import Authenticator
 from server.identity.rights import AccessControl, Right
-from server.identity.tokens import AuthError
 from server.realtime.connection import Connection, Frame
 from server.realtime.hub import Hub
 
