@@ -35,7 +35,7 @@ from server.identity.authentication import Principal, origin_allowed
 from server.identity.rights import Right
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.api.ports import ApiCollab
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def collab_of(request: Request) -> Collab:
-    collab: Collab = request.app.state.collab
+def collab_of(request: Request) -> ApiCollab:
+    collab: ApiCollab = request.app.state.collab
     return collab
 
 

@@ -71,7 +71,7 @@ from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.api.ports import ApiCollab
 
 SORTS: Final = frozenset({"updatedAt", "createdAt", "title"})
 MAX_LIST_LIMIT: Final = 100
@@ -104,7 +104,7 @@ def initial_sections(bodies: Sequence[SectionBody]) -> list[ContentSection]:
 # -- request helpers -------------------------------------------------------------------------
 
 
-async def _check_users(collab: Collab, lists: Mapping[str, Sequence[str]]) -> None:
+async def _check_users(collab: ApiCollab, lists: Mapping[str, Sequence[str]]) -> None:
     """422 when a permission list names a user that does not exist."""
     unknown = []
     for user_id in dict.fromkeys(u for users in lists.values() for u in users):
@@ -120,7 +120,7 @@ async def _check_users(collab: Collab, lists: Mapping[str, Sequence[str]]) -> No
 
 
 async def _write_sections(
-    collab: Collab, document_id: str, sections: Sequence[ContentSection], reason: str
+    collab: ApiCollab, document_id: str, sections: Sequence[ContentSection], reason: str
 ) -> None:
     """Check the size caps (413 before anything is written), then make the live rooms hold
     ``sections`` (:func:`server.documents.sections.hold_sections`)."""
@@ -151,7 +151,7 @@ def _in_scope(principal: Principal, document_id: str | None) -> None:
         raise ApiError(403, "forbidden", "the token is scoped to other documents")
 
 
-async def _create_fields(collab: Collab, body: CreateBody) -> dict[str, Any]:
+async def _create_fields(collab: ApiCollab, body: CreateBody) -> dict[str, Any]:
     permissions = (body.permissions or PermissionLists()).as_record()
     await _check_users(collab, permissions)
     if body.slug is not None:
@@ -220,7 +220,7 @@ async def get_document(request: Request) -> Response:
     return JSONResponse(document_view(record))
 
 
-async def _visible(collab: Collab, principal: Principal) -> dict[str, Any]:
+async def _visible(collab: ApiCollab, principal: Principal) -> dict[str, Any]:
     """The Query arguments that keep a listing to what the caller may view."""
     subject = principal.subject
     conditions: dict[str, Any] = {}
@@ -288,7 +288,7 @@ async def list_documents(request: Request) -> Response:
 
 
 async def _metadata_changes(
-    collab: Collab, document_id: str, record: Mapping[str, Any], body: UpdateBody
+    collab: ApiCollab, document_id: str, record: Mapping[str, Any], body: UpdateBody
 ) -> dict[str, Any]:
     """The fields a PATCH changes (given and different from the record)."""
     given = body.model_dump(include=body.model_fields_set)

@@ -21,10 +21,10 @@ from server.presence.locks import iso
 from server.presence.tracker import tracker_of
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.api.ports import ApiCollab
 
 
-async def _names(collab: Collab, user_ids: set[str]) -> dict[str, str | None]:
+async def _names(collab: ApiCollab, user_ids: set[str]) -> dict[str, str | None]:
     """Display names: those of this node's connections, the others from the users store
     (cached by the authenticator)."""
     tracker = tracker_of(collab.hub)

@@ -34,7 +34,7 @@ from server.documents.workflow import document_record, serialized
 from server.identity.rights import RESOURCE_TYPE, Right
 
 if TYPE_CHECKING:
-    from server.app import Collab
+    from server.api.ports import ApiCollab
 
 MAX_REVISION_LIMIT: Final = 100
 _REVISION_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -70,7 +70,7 @@ def _diff_json(diff: SectionDiff) -> dict[str, Any]:
     }
 
 
-async def _revision(collab: Collab, document_id: str, revision_id: str) -> dict[str, Any]:
+async def _revision(collab: ApiCollab, document_id: str, revision_id: str) -> dict[str, Any]:
     """The revision; :class:`RevisionNotFound` is a 404 "revision not found"."""
     return await collab.revisions.get(document_id, revision_id)
 
