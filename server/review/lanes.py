@@ -14,21 +14,71 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pydantic import ValidationError
 
 from protocol.events import AppEvent
 from server.errors import UNEXPECTED, AuthError, RateLimited, classify, failure_event, invalid_body
-from server.review.bodies import CreateBody, SocketEditBody, TargetBody
+from server.review.bodies import CreateBody, EditBody, SocketEditBody, TargetBody
 from server.review.comment_views import fit_event
 
 if TYPE_CHECKING:
+    import uuid
+
+    from server.identity.authentication import Principal
     from server.realtime.connection import Connection
     from server.realtime.rooms import Room
-    from server.review.comments import CommentService
 
 log = logging.getLogger(__name__)
+
+
+class CommentService(Protocol):
+    """What the lanes ask of the comment service (``comments.py``, which satisfies it), so
+    this module does not import the service that owns it. Each action returns the comment's
+    view and raises the domain errors of ``server/errors.py``."""
+
+    async def create(
+        self, actor: Principal, document_id: str, body: CreateBody, via: str
+    ) -> dict[str, Any]:
+        """Store a new comment (or reply)."""
+        ...
+
+    async def edit(
+        self,
+        actor: Principal,
+        comment_id: uuid.UUID,
+        body: EditBody,
+        via: str,
+        *,
+        within: str | None = None,
+    ) -> dict[str, Any]:
+        """Replace a comment's content."""
+        ...
+
+    async def resolve(
+        self, actor: Principal, comment_id: uuid.UUID, via: str, *, within: str | None = None
+    ) -> dict[str, Any]:
+        """Resolve a thread."""
+        ...
+
+    async def reopen(
+        self, actor: Principal, comment_id: uuid.UUID, via: str, *, within: str | None = None
+    ) -> dict[str, Any]:
+        """Reopen a resolved thread."""
+        ...
+
+    async def delete(
+        self, actor: Principal, comment_id: uuid.UUID, via: str, *, within: str | None = None
+    ) -> dict[str, Any]:
+        """Delete a comment (it stays as a placeholder)."""
+        ...
+
+    def publish(self, action: str, view: Mapping[str, Any]) -> None:
+        """Send the comment event to every client of the document."""
+        ...
+
 
 MAX_PENDING_PER_CONNECTION: Final = 64
 MAX_REQUEST_ID_CHARS: Final = 128
