@@ -28,7 +28,8 @@ releases its subscription when it is collected.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -59,15 +60,23 @@ def merge_updates(*updates: bytes) -> bytes:
 
     Raises InvalidUpdate when one of them is not an update pycrdt can read.
     """
-    try:
+    with _refused_as_invalid("cannot merge updates"):
         merged: bytes = pycrdt.merge_updates(*updates)
+    return merged
+
+
+@contextmanager
+def _refused_as_invalid(what: str) -> Iterator[None]:
+    """pycrdt refusing bytes (ValueError, RuntimeError, or a Rust panic) as InvalidUpdate,
+    for calls that change no document (``apply`` handles a half-applied update itself)."""
+    try:
+        yield
     except (ValueError, RuntimeError) as exc:
-        raise InvalidUpdate(f"cannot merge updates: {exc}") from exc
+        raise InvalidUpdate(f"{what}: {exc}") from exc
     except BaseException as exc:
         if _is_rust_panic(exc):
-            raise InvalidUpdate(f"updates rejected by the CRDT core: {exc}") from exc
+            raise InvalidUpdate(f"{what}: rejected by the CRDT core: {exc}") from exc
         raise
-    return merged
 
 
 def _is_rust_panic(exc: BaseException) -> bool:
@@ -281,14 +290,8 @@ class RoomDoc:
                 validate_state_vector(state_vector)
             except MalformedUpdate as exc:
                 raise InvalidUpdate(f"malformed state vector: {exc}") from exc
-        try:
+        with _refused_as_invalid("invalid state vector"):
             update: bytes = self._doc.get_update(state_vector)
-        except (ValueError, RuntimeError) as exc:
-            raise InvalidUpdate(f"invalid state vector: {exc}") from exc
-        except BaseException as exc:
-            if _is_rust_panic(exc):
-                raise InvalidUpdate(f"state vector rejected by the CRDT core: {exc}") from exc
-            raise
         return update
 
     def local_changes(self) -> bytes | None:
