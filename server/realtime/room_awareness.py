@@ -12,7 +12,6 @@ storm). Every method is synchronous.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
@@ -43,19 +42,15 @@ class RoomAwareness:
     """The awareness of one room (see the module docstring).
 
     ``connections`` is the room's own dict of open connections (read, never changed, except
-    for the clocks a connection keeps of the client ids it publishes); ``broadcast`` sends
-    one frame to every connection but the one excluded.
+    for the clocks a connection keeps of the client ids it publishes). It holds no reference
+    to the room, so a room stays free of reference cycles and its document is freed as soon
+    as the room is dropped; :attr:`frames_broadcast` counts the frames it sent.
     """
 
-    def __init__(
-        self,
-        connections: dict[int, Connection],
-        broadcast: Callable[[Frame, int | None], None],
-        max_entries: int,
-    ) -> None:
+    def __init__(self, connections: dict[int, Connection], max_entries: int) -> None:
         self._connections = connections
-        self._broadcast = broadcast
         self._max_entries = max_entries
+        self.frames_broadcast = 0
         self.states: dict[int, AwarenessEntry] = {}
         self._owner: dict[int, int] = {}  # client id -> connection, while open
         self._users = ClientIdOwners()  # client id -> user, as long as remembered
@@ -63,6 +58,13 @@ class RoomAwareness:
         # state arriving after the removal must not bring the state back.
         self._removed: dict[int, int] = {}
         self._out: list[tuple[int, list[AwarenessEntry]]] = []
+
+    def _broadcast(self, frame: Frame, exclude: int | None) -> None:
+        """Send one frame to every connection but ``exclude`` (as ``Room.broadcast``)."""
+        for conn_id, conn in self._connections.items():
+            if conn_id != exclude:
+                conn.send(frame)
+        self.frames_broadcast += 1
 
     def frame(self) -> Frame:
         """Every known state as one awareness frame (for a joining or querying client)."""

@@ -9,6 +9,10 @@ An invalid update that pycrdt had half-applied before failing taints the documen
 rollback). The room then holds every incoming message, its owner rebuilds the document from
 storage, and the held messages are replayed on the rebuilt document: the bad update leaves
 no trace and the other clients only notice a short delay.
+
+Awareness (the states clients publish, who owns each client id, the relay batched per loop
+turn) is the room's :class:`~server.realtime.room_awareness.RoomAwareness`; the room fires
+``on_awareness`` for what it accepts.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ class Room:
         self.state_bytes = state_bytes
         self._size_guard = size_guard
         self.updates_applied = 0
-        self.frames_broadcast = 0
+        self._frames_sent = 0  # by broadcast; the awareness counts its own
         self.failed: BaseException | None = None
         self._store = store
         self._limits = limits
@@ -116,10 +120,15 @@ class Room:
         self._held: list[tuple[Connection, bytes]] | None = None
         self._held_remote: list[bytes] = []
         self._max_held = max_held_messages
-        self._awareness = RoomAwareness(self.connections, self.broadcast, max_awareness_entries)
+        self._awareness = RoomAwareness(self.connections, max_awareness_entries)
         self._pipeline: deque[_Step] = deque()
         self._drain_scheduled = False
         self.updates_merged = 0
+
+    @property
+    def frames_broadcast(self) -> int:
+        """How many frames the room has broadcast (each encoded once), awareness included."""
+        return self._frames_sent + self._awareness.frames_broadcast
 
     def __repr__(self) -> str:
         return f"<Room {self.key!r} connections={len(self.connections)}>"
@@ -368,7 +377,7 @@ class Room:
         for conn_id, conn in self.connections.items():
             if conn_id != exclude:
                 conn.send(frame)
-        self.frames_broadcast += 1
+        self._frames_sent += 1
 
     def _after_durable(self, action: Callable[[], None]) -> None:
         """Run ``action`` once everything appended so far is durable (at once if it is)."""
