@@ -19,6 +19,11 @@ the coordinator for its document's locks. Clients that take application events s
 events, and get the document's current locks (a ``locks`` event) when they join.
 
 Taking and releasing are audited (``lock`` / ``unlock``).
+
+This module is the service (state, coordinator calls, renewals, the expiry watcher, joins
+and leaves); the ``lock`` / ``unlock`` socket events are handled in
+:mod:`server.presence.lock_requests`, and the values (:class:`HeldLock`, :class:`LockHeld`,
+the reserved section ids) live in :mod:`server.presence.lock_values`, importable from here.
 """
 
 from __future__ import annotations
