@@ -18,9 +18,11 @@ Three pieces (docs/audit.md tells the guarantees and the arithmetic of the bound
   (``max_queued``): past it new entries are dropped and counted. ``aclose`` stops
   accepting, writes what is queued (retrying up to its timeout) and reports what it could
   not write.
-* :class:`EditTally` turns keystrokes into one ``edit`` audit row per user, document and
-  section per window: ``count`` only bumps counters.
-* :class:`AuditContext` builds entries carrying the request's user, IP and user agent.
+* :class:`~server.identity.edit_tally.EditTally` (in its own module, importable from here)
+  turns keystrokes into one ``edit`` audit row per user, document and section per window:
+  ``count`` only bumps counters.
+* :class:`~server.identity.audit_entries.AuditContext` (likewise) builds entries carrying
+  the request's user, IP and user agent.
 
 Everything here runs on the event loop's thread: call ``record``, ``access`` and ``count``
 from it (not from worker threads).
@@ -34,46 +36,24 @@ import itertools
 import logging
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from persistence.errors import StorageClosed, StorageConflict, StorageError
 from persistence.relational.ports import AuditStore
-from persistence.relational.records import AuditEntry, DataAccessEntry, check_ip
+from persistence.relational.records import AuditEntry, DataAccessEntry
+from server.identity.audit_entries import ACCESS_TYPES as ACCESS_TYPES
+from server.identity.audit_entries import AUDITED_ACTIONS as AUDITED_ACTIONS
+from server.identity.audit_entries import AuditContext as AuditContext
+from server.identity.edit_tally import EditTally as EditTally
 
 log = logging.getLogger(__name__)
 
-# The actions the server audits (``audit_logs.action``) and the data accesses it logs
-# (``data_access_logs.access_type``); docs/audit.md says when each is recorded.
-AUDITED_ACTIONS: Final = (
-    "create",
-    "update",
-    "delete",
-    "status_change",
-    "permission_change",
-    "restore",
-    "revision_save",
-    "export",
-    "lock",
-    "unlock",
-    "comment",
-    "approval",
-    "edit",
-    "join",
-    "denied",
-    "login",
-    "logout",
-)
-ACCESS_TYPES: Final = ("join", "read", "export")
-
 FIRST_BACKOFF: Final = 0.05
 MAX_BATCH: Final = 5000  # the SQL adapter's largest append_access batch
-MAX_ERROR_MESSAGE: Final = 1000
+
 
 E = TypeVar("E", AuditEntry, DataAccessEntry)
 Stat = int | float | str | None
@@ -445,221 +425,3 @@ class AuditTrail:
             "outage_seconds": outage,
             "last_error": self.last_error,
         }
-
-
-# -- the edit tally --------------------------------------------------------------------------
-
-TallyKey = tuple[uuid.UUID, str, str | None]
-
-
-@dataclass(slots=True)
-class _Tally:
-    """The edits of one user in one section during the current window."""
-
-    updates: int
-    inserted: int
-    deleted: int
-    first_at: float  # wall-clock seconds
-    last_at: float
-    ip: str | None
-    user_agent: str | None
-
-
-class EditTally:
-    """Edits audited per user, document and section per window, never per keystroke.
-
-    ``count`` bumps the counters of its key (O(1)). The first count after a quiet spell
-    opens a window; ``window`` seconds later (by ``clock``) the background task emits one
-    ``edit`` :class:`AuditEntry` per key counted in it through ``trail.record`` and the next
-    count opens the next window. Nothing is emitted for a window without edits (there is
-    none: a quiet tally does not wake up). ``aclose`` emits what is pending; counts after it
-    are ignored. The entry's ``changes``: ``section`` (None for the outline room),
-    ``updates``, ``inserted`` / ``deleted`` (characters), ``first_at`` / ``last_at`` (ISO
-    8601, UTC); its ``created_at`` is the last edit's time, its IP and user agent the last
-    ones given.
-    """
-
-    def __init__(
-        self,
-        trail: AuditTrail,
-        *,
-        window: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if window <= 0:
-            raise ValueError("window must be > 0")
-        self._trail = trail
-        self._window = window
-        self._clock = clock
-        self._counts: dict[TallyKey, _Tally] = {}
-        self._opened: float | None = None  # clock() when the current window opened
-        self._pending = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self.emitted = 0
-        self.invalid = 0
-
-    def count(
-        self,
-        user_id: uuid.UUID,
-        document_id: str,
-        section_id: str | None,
-        *,
-        inserted: int,
-        deleted: int,
-        ip: str | None = None,
-        user_agent: str | None = None,
-    ) -> None:
-        """One update by ``user_id`` in room ``document_id[/section_id]``. O(1), never raises."""
-        if self._closed:
-            return
-        now = time.time()
-        key = (user_id, document_id, section_id)
-        tally = self._counts.get(key)
-        if tally is None:
-            if not self._counts:
-                self._opened = self._clock()
-                self._pending.set()
-            self._counts[key] = _Tally(1, inserted, deleted, now, now, ip, user_agent)
-            return
-        tally.updates += 1
-        tally.inserted += inserted
-        tally.deleted += deleted
-        tally.last_at = now
-        if ip is not None:
-            tally.ip = ip
-        if user_agent is not None:
-            tally.user_agent = user_agent
-
-    async def start(self) -> None:
-        """Start the background task that emits each window when it ends (idempotent)."""
-        if self._closed:
-            raise RuntimeError("the edit tally is closed")
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="edit tally")
-
-    async def aclose(self) -> None:
-        """Stop the task and emit what is pending (close it before the trail). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task})
-        self.emit()
-
-    async def _run(self) -> None:
-        while True:
-            await self._pending.wait()
-            opened = self._opened if self._opened is not None else self._clock()
-            remaining = opened + self._window - self._clock()
-            if remaining > 0:
-                await asyncio.sleep(remaining)
-            self.emit_due()
-
-    def emit_due(self) -> int:
-        """Emit the current window if it has lasted ``window`` seconds; how many entries."""
-        if self._opened is None or self._clock() - self._opened < self._window:
-            return 0
-        return self.emit()
-
-    def emit(self) -> int:
-        """Emit every pending tally now, whatever the window; how many entries."""
-        counts, self._counts = self._counts, {}
-        self._opened = None
-        self._pending.clear()
-        emitted = 0
-        for (user_id, document_id, section_id), tally in counts.items():
-            try:
-                entry = AuditEntry(
-                    user_id=user_id,
-                    action="edit",
-                    resource_type="business_document",
-                    resource_id=document_id,
-                    changes={
-                        "section": section_id,
-                        "updates": tally.updates,
-                        "inserted": tally.inserted,
-                        "deleted": tally.deleted,
-                        "first_at": _iso(tally.first_at),
-                        "last_at": _iso(tally.last_at),
-                    },
-                    ip_address=tally.ip,
-                    user_agent=tally.user_agent,
-                    created_at=datetime.fromtimestamp(tally.last_at, UTC),
-                )
-            except ValueError as exc:
-                self.invalid += 1
-                log.error(
-                    "edit tally of %s in %s/%s dropped: %s", user_id, document_id, section_id, exc
-                )
-                continue
-            self._trail.record(entry)
-            emitted += 1
-        self.emitted += emitted
-        return emitted
-
-    def stats(self) -> dict[str, int]:
-        return {"tally_pending": len(self._counts), "tally_emitted": self.emitted}
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat()
-
-
-# -- request context -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AuditContext:
-    """Who acts, from where: builds entries that carry the request's context.
-
-    An IP address that does not parse is dropped (None) rather than failing the request.
-    """
-
-    user_id: uuid.UUID
-    ip: str | None = None
-    user_agent: str | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            ip = check_ip(self.ip)
-        except ValueError:
-            ip = None
-        object.__setattr__(self, "ip", ip)
-
-    def entry(
-        self,
-        action: str,
-        resource_type: str,
-        resource_id: str | None = None,
-        changes: Any = None,
-        *,
-        error: str | None = None,
-    ) -> AuditEntry:
-        """An audit entry: status ``success``, or ``failure`` with ``error`` as its message."""
-        message = None
-        if error is not None:
-            message = error.replace("\0", "")[:MAX_ERROR_MESSAGE] or "failed"
-        return AuditEntry(
-            user_id=self.user_id,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            changes=changes,
-            ip_address=self.ip,
-            user_agent=self.user_agent,
-            status="success" if error is None else "failure",
-            error_message=message,
-        )
-
-    def access(
-        self, document_id: str, access_type: str, sensitivity: str | None = None
-    ) -> DataAccessEntry:
-        """A data-access entry (``join``, ``read``, ``export``) of this user."""
-        return DataAccessEntry(
-            user_id=self.user_id,
-            document_id=document_id,
-            access_type=access_type,
-            data_sensitivity=sensitivity,
-        )

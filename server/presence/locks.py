@@ -19,6 +19,11 @@ the coordinator for its document's locks. Clients that take application events s
 events, and get the document's current locks (a ``locks`` event) when they join.
 
 Taking and releasing are audited (``lock`` / ``unlock``).
+
+This module is the service (state, coordinator calls, renewals, the expiry watcher, joins
+and leaves); the ``lock`` / ``unlock`` socket events are handled in
+:mod:`server.presence.lock_requests`, and the values (:class:`HeldLock`, :class:`LockHeld`,
+the reserved section ids) live in :mod:`server.presence.lock_values`, importable from here.
 """
 
 from __future__ import annotations
@@ -30,19 +35,23 @@ import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from crdt.ids import InvalidIdError, check_section_id
 from persistence.coordinator.ports import SectionLocks
 from persistence.coordinator.values import Lock
 from persistence.errors import StorageError
 from protocol.events import AppEvent
-from server.errors import STORAGE_DETAIL
 from server.hooks import Hooks
 from server.identity.authentication import Principal
-from server.identity.rights import RESOURCE_TYPE, Right
-from server.realtime.connection import error_event
+from server.identity.rights import RESOURCE_TYPE
+from server.presence.lock_requests import LockRequests
+from server.presence.lock_values import RESERVED_PREFIX as RESERVED_PREFIX
+from server.presence.lock_values import HeldLock as HeldLock
+from server.presence.lock_values import LockHeld as LockHeld
+from server.presence.lock_values import Reason as Reason
+from server.presence.lock_values import Via, epoch
+from server.presence.lock_values import is_reserved as is_reserved
+from server.presence.lock_values import iso as iso
 from server.realtime.hub import Hub
 from server.realtime.registry import RoomRegistry
 
@@ -59,70 +68,6 @@ LOCK_TTL = 30.0
 # A lock the coordinator still reports past its expiry (clock skew) is asked about again
 # after at least this long.
 MIN_RECHECK = 0.05
-# Section ids starting with this are the server's own (the snapshot claim): never user locks.
-RESERVED_PREFIX = "__"
-
-Reason = Literal["released", "expired", "disconnected", "forced"]
-Via = Literal["socket", "rest"]
-
-
-def iso(timestamp: float) -> str:
-    """Unix seconds as the API's ISO 8601 UTC form."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
-def _epoch(value: object, default: float) -> float:
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(value).timestamp()
-    return default
-
-
-def is_reserved(section_id: str) -> bool:
-    """Whether a section id is one the server keeps for itself (not lockable, not listed)."""
-    return section_id.startswith(RESERVED_PREFIX)
-
-
-@dataclass(frozen=True, slots=True)
-class HeldLock:
-    """A lock as this node knows it, with its owner's name and when to check on it."""
-
-    lock: Lock
-    owner_name: str | None
-    deadline: float  # local clock: ask the coordinator at this time whether it still holds
-
-    def fields(self) -> dict[str, Any]:
-        """The lock as application event fields (``locked``, ``locks``, errors)."""
-        lock = self.lock
-        return {
-            "section": lock.section_id,
-            "owner": lock.owner,
-            "ownerName": self.owner_name,
-            "expiresAt": iso(lock.expires_at),
-            "acquiredAt": iso(lock.acquired_at),
-            "token": lock.token,
-        }
-
-    def view(self) -> dict[str, Any]:
-        """The lock as the REST API shows it."""
-        lock = self.lock
-        return {
-            "documentId": lock.document_id,
-            "sectionId": lock.section_id,
-            "owner": lock.owner,
-            "ownerName": self.owner_name,
-            "token": lock.token,
-            "acquiredAt": iso(lock.acquired_at),
-            "expiresAt": iso(lock.expires_at),
-        }
-
-
-class LockHeld(Exception):
-    """The section is locked by another user."""
-
-    def __init__(self, holder: HeldLock) -> None:
-        super().__init__(f"section {holder.lock.section_id} is locked by {holder.lock.owner}")
-        self.holder = holder
 
 
 class SectionLockService:
@@ -293,82 +238,6 @@ class SectionLockService:
     ) -> None:
         self._trail.record(principal.context.entry(action, RESOURCE_TYPE, document_id, changes))
 
-    # -- the socket side ------------------------------------------------------------------
-
-    def _section_of(self, room: Room, conn: Connection, event: AppEvent) -> str | None:
-        section = event.get("section", room.name.section_id)
-        try:
-            section_id = check_section_id(section)
-        except InvalidIdError as exc:
-            conn.send_event(error_event(4400, "invalid section", str(exc), fatal=False))
-            return None
-        if is_reserved(section_id):
-            detail = f"section ids starting with {RESERVED_PREFIX!r} cannot be locked"
-            conn.send_event(error_event(4400, "invalid section", detail, fatal=False))
-            return None
-        return section_id
-
-    def on_lock_event(self, room: Room, conn: Connection, event: AppEvent) -> None:
-        """``{"type": "lock", "section": S}`` from a client."""
-        section_id = self._section_of(room, conn, event)
-        principal = conn.principal
-        if section_id is None or principal is None:
-            return
-        if conn.read_only or conn.right < Right.EDIT:
-            detail = "locking a section needs the edit right on the document"
-            conn.send_event(_refusal(4403, "forbidden", detail, section_id, None))
-            return
-        document_id = room.name.document_id
-        self.spawn(self._lock_for(conn, principal, document_id, section_id), "lock")
-
-    async def _lock_for(
-        self, conn: Connection, principal: Principal, document_id: str, section_id: str
-    ) -> None:
-        try:
-            await self.acquire(principal, document_id, section_id, via="socket")
-        except LockHeld as held:
-            conn.send_event(_refusal(4409, "section locked", str(held), section_id, held.holder))
-        except StorageError as exc:
-            log.warning("locks: %s of %s unavailable: %s", section_id, document_id, exc)
-            conn.send_event(_refusal(4503, "locks unavailable", STORAGE_DETAIL, section_id, None))
-
-    def on_unlock_event(self, room: Room, conn: Connection, event: AppEvent) -> None:
-        """``{"type": "unlock", "section": S}`` (``"force": true`` for admins)."""
-        section_id = self._section_of(room, conn, event)
-        principal = conn.principal
-        if section_id is None or principal is None:
-            return
-        may_force = bool(event.get("force")) and conn.right >= Right.ADMIN
-        document_id = room.name.document_id
-        self.spawn(self._unlock_for(conn, principal, document_id, section_id, may_force), "unlock")
-
-    async def _unlock_for(
-        self,
-        conn: Connection,
-        principal: Principal,
-        document_id: str,
-        section_id: str,
-        may_force: bool,
-    ) -> None:
-        try:
-            held = await self.holder(document_id, section_id)
-            if held is None:
-                detail = f"section {section_id} is not locked"
-                conn.send_event(_refusal(4404, "not locked", detail, section_id, None))
-                return
-            mine = held.lock.owner == principal.user_id
-            if not mine and not may_force:
-                detail = f"section {section_id} is locked by another user"
-                conn.send_event(_refusal(4403, "not the holder", detail, section_id, held))
-                return
-            reason: Reason = "released" if mine else "forced"
-            if not await self.release(principal, held.lock, reason=reason, via="socket"):
-                detail = f"section {section_id} is not locked"
-                conn.send_event(_refusal(4404, "not locked", detail, section_id, None))
-        except StorageError as exc:
-            log.warning("locks: %s of %s unavailable: %s", section_id, document_id, exc)
-            conn.send_event(_refusal(4503, "locks unavailable", STORAGE_DETAIL, section_id, None))
-
     # -- joins and leaves -----------------------------------------------------------------
 
     def on_join(self, conn: Connection, room: Room) -> None:
@@ -496,8 +365,8 @@ class SectionLockService:
                 section,
                 owner,
                 token,
-                _epoch(event.get("acquiredAt"), now),
-                _epoch(event.get("expiresAt"), now + self.ttl),
+                epoch(event.get("acquiredAt"), now),
+                epoch(event.get("expiresAt"), now + self.ttl),
             )
             name = event.get("ownerName")
             self.apply_locked(lock, name if isinstance(name, str) else None)
@@ -613,16 +482,6 @@ class SectionLockService:
             task.cancel()
 
 
-def _refusal(
-    code: int, title: str, detail: str, section_id: str, holder: HeldLock | None
-) -> AppEvent:
-    event = error_event(code, title, detail, fatal=False)
-    fields = {**event.fields, "section": section_id}
-    if holder is not None:
-        fields["holder"] = holder.fields()
-    return replace(event, fields=fields)
-
-
 _services: weakref.WeakKeyDictionary[Hub, SectionLockService] = weakref.WeakKeyDictionary()
 
 
@@ -660,8 +519,9 @@ def install(
     nodes' events; the caller stops it (``service.stop``) at shutdown."""
     service = SectionLockService(hub, registry, ports, tasks, ttl=LOCK_TTL, clustered=clustered)
     _services[hub] = service
-    hooks.on_event.handle("lock", service.on_lock_event)
-    hooks.on_event.handle("unlock", service.on_unlock_event)
+    requests = LockRequests(service)
+    hooks.on_event.handle("lock", requests.on_lock_event)
+    hooks.on_event.handle("unlock", requests.on_unlock_event)
     hooks.on_join.subscribe(lambda joined: service.on_join(joined.conn, joined.room))
     hooks.on_leave.subscribe(lambda left: service.on_leave(left.conn, left.document_id))
     hooks.on_remote_event.subscribe(

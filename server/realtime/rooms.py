@@ -9,6 +9,10 @@ An invalid update that pycrdt had half-applied before failing taints the documen
 rollback). The room then holds every incoming message, its owner rebuilds the document from
 storage, and the held messages are replayed on the rebuilt document: the bad update leaves
 no trace and the other clients only notice a short delay.
+
+Awareness (the states clients publish, who owns each client id, the relay batched per loop
+turn) is the room's :class:`~server.realtime.room_awareness.RoomAwareness`; the room fires
+``on_awareness`` for what it accepts.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ from crdt.origins import ClientOrigin, ServerOrigin
 from crdt.section import section_content
 from persistence.errors import DocumentFrozen, StorageError
 from persistence.rooms.ports import RoomStore
-from protocol import awareness as awareness_codec
-from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.errors import MalformedMessage, ProtocolError
 from protocol.events import AppEvent, decode_event
 from protocol.ysync import (
@@ -45,13 +47,8 @@ from protocol.ysync import (
 )
 from server.errors import Overloaded
 from server.hooks import AwarenessAccepted, Changed, Edited, Hooks
-from server.realtime.awareness import (
-    AwarenessRefused,
-    ClientIdOwners,
-    identity_of_state,
-    stamp_state,
-)
 from server.realtime.connection import Connection, Frame, error_event
+from server.realtime.room_awareness import RoomAwareness
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +69,6 @@ class _Step:
 def _send_ack(conn: Connection, updates: int) -> None:
     """Tell ``conn`` that the first ``updates`` update messages it sent are durable."""
     conn.send_event(AppEvent("ack", {"updates": updates}))
-
-
-REMOTE_OWNER = -1
-
-# Removed client ids whose removal clock a room remembers (the oldest are forgotten first).
-MAX_REMOVED_CLOCKS = 4096  # the owner of awareness client ids published on other nodes
-
-
-def _user_key(conn: Connection) -> str:
-    """Who owns the awareness client ids ``conn`` publishes: its user (or, without a
-    principal, the connection alone)."""
-    principal = conn.principal
-    return principal.user_id if principal is not None else f"connection {conn.id}"
 
 
 class Room:
@@ -116,11 +100,10 @@ class Room:
         self.state_bytes = state_bytes
         self._size_guard = size_guard
         self.updates_applied = 0
-        self.frames_broadcast = 0
+        self._frames_sent = 0  # by broadcast; the awareness counts its own
         self.failed: BaseException | None = None
         self._store = store
         self._limits = limits
-        self._max_awareness_entries = max_awareness_entries
         self._on_failure = on_failure
         self._on_tainted = on_tainted
         hooks = hooks or Hooks()
@@ -137,16 +120,15 @@ class Room:
         self._held: list[tuple[Connection, bytes]] | None = None
         self._held_remote: list[bytes] = []
         self._max_held = max_held_messages
-        self._awareness: dict[int, AwarenessEntry] = {}
-        self._awareness_owner: dict[int, int] = {}  # client id -> connection, while open
-        self._client_users = ClientIdOwners()  # client id -> user, as long as remembered
-        # client id -> the clock of its removal, as y-protocols keeps it: an echo of an older
-        # state arriving after the removal must not bring the state back.
-        self._removed_clocks: dict[int, int] = {}
-        self._awareness_out: list[tuple[int, list[AwarenessEntry]]] = []
+        self._awareness = RoomAwareness(self.connections, max_awareness_entries)
         self._pipeline: deque[_Step] = deque()
         self._drain_scheduled = False
         self.updates_merged = 0
+
+    @property
+    def frames_broadcast(self) -> int:
+        """How many frames the room has broadcast (each encoded once), awareness included."""
+        return self._frames_sent + self._awareness.frames_broadcast
 
     def __repr__(self) -> str:
         return f"<Room {self.key!r} connections={len(self.connections)}>"
@@ -162,27 +144,17 @@ class Room:
             )
         )
         conn.send(Frame(encode(SyncStep1(self.doc.state_vector()))))
-        if self._awareness:
-            payload = awareness_codec.encode(AwarenessUpdate(tuple(self._awareness.values())))
-            conn.send(Frame(encode(AwarenessMessage(payload))))
+        if self._awareness.states:
+            conn.send(self._awareness.frame())
 
     def leave(self, conn: Connection) -> None:
         """Remove a connection and broadcast the removal of the awareness states it owned."""
         if self.connections.pop(conn.id, None) is None:
             return
         # Whatever this connection published this turn goes out before its removal.
-        self._flush_awareness()
-        removed = []
-        for client_id, clock in conn.awareness_clocks.items():
-            self._awareness_owner.pop(client_id, None)
-            if self._awareness.pop(client_id, None) is not None:
-                removed.append(AwarenessEntry(client_id, clock + 1, awareness_codec.REMOVED_STATE))
-                self._note_removal(client_id, clock + 1)
-        if removed:
-            payload = awareness_codec.encode(AwarenessUpdate(tuple(removed)))
-            self.broadcast(Frame(encode(AwarenessMessage(payload))))
-            if self._hooks.on_awareness:
-                self._hooks.on_awareness.fire(AwarenessAccepted(self, conn, removed))
+        removed = self._awareness.leave(conn)
+        if removed and self._hooks.on_awareness:
+            self._hooks.on_awareness.fire(AwarenessAccepted(self, conn, removed))
 
     # -- incoming messages ----------------------------------------------------------------
 
@@ -207,8 +179,7 @@ class Room:
             case AwarenessMessage(payload=payload):
                 self._receive_awareness(conn, payload)
             case QueryAwareness():
-                payload = awareness_codec.encode(AwarenessUpdate(tuple(self._awareness.values())))
-                conn.send(Frame(encode(AwarenessMessage(payload))))
+                conn.send(self._awareness.frame())
             case AuthPermissionDenied():
                 log.debug("conn %s room %s: ignoring auth message from client", conn.id, self.key)
             case AppEventMessage(payload=payload):
@@ -343,152 +314,6 @@ class Room:
             else:
                 handler(self, conn, event)
 
-    def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
-        """Keep and relay the awareness entries this connection may publish, each state
-        stamped with the connection's verified identity (:mod:`server.realtime.awareness`).
-
-        Raises MalformedMessage (JsonTooDeep included) or MessageTooLarge when an entry's
-        state is not bounded JSON: nothing of the message is then kept or relayed. Entries
-        for client ids another user owns are dropped (y-websocket clients echo every change
-        they see, so a stale one is normal; a newer one is a takeover attempt and gets a
-        non-fatal error event), and so are stale clocks, as y-protocols does.
-        """
-        update = awareness_codec.decode(payload, self._max_awareness_entries)
-        staged: list[AwarenessEntry] = []
-        refusals: list[AwarenessRefused] = []
-        for entry in update.entries:
-            if not self._may_publish(conn, entry, refusals):
-                continue
-            if not entry.removed:
-                try:
-                    stamped = stamp_state(entry.state, conn.principal)
-                except AwarenessRefused as exc:
-                    refusals.append(exc)
-                    continue
-                entry = AwarenessEntry(entry.client_id, entry.clock, stamped)
-            staged.append(entry)
-        for code, detail in dict.fromkeys((exc.code, str(exc)) for exc in refusals):
-            conn.send_event(error_event(code, "awareness refused", detail, fatal=False))
-        accepted = [entry for entry in staged if self._accept_awareness(conn, entry)]
-        if not accepted:
-            return
-        if self._hooks.on_awareness:
-            self._hooks.on_awareness.fire(AwarenessAccepted(self, conn, accepted))
-        self._relay_awareness(conn.id, accepted)
-
-    def _accept_awareness(self, conn: Connection, entry: AwarenessEntry) -> bool:
-        """Store an entry :meth:`_may_publish` allowed; False for a stale clock."""
-        previous = self._awareness_owner.get(entry.client_id)
-        if previous is not None and previous != conn.id:
-            # The same user's other connection (a reconnect the server has not seen close
-            # yet): the id moves over to this one.
-            self._awareness.pop(entry.client_id, None)
-            other = self.connections.get(previous)
-            if other is not None:
-                other.awareness_clocks.pop(entry.client_id, None)
-        if self._stale_after_removal(conn, entry) or not self._keep_awareness(entry, conn.id):
-            return False
-        self._client_users.claim(entry.client_id, _user_key(conn))
-        if entry.removed:
-            conn.awareness_clocks.pop(entry.client_id, None)
-        else:
-            conn.awareness_clocks[entry.client_id] = entry.clock
-        return True
-
-    def _may_publish(
-        self, conn: Connection, entry: AwarenessEntry, refusals: list[AwarenessRefused]
-    ) -> bool:
-        """Whether ``conn`` may publish ``entry``'s client id (appends to ``refusals`` the
-        reason to tell the client, for a takeover attempt)."""
-        client_id = entry.client_id
-        if conn.read_only and conn.awareness_clocks and client_id not in conn.awareness_clocks:
-            # A read-only connection publishes for one client id: its own.
-            return False
-        live = self._awareness_owner.get(client_id)
-        owner = self._client_users.owner(client_id)
-        user = _user_key(conn)
-        if live is None or live == conn.id:
-            if owner is None or owner == user:
-                return True
-        elif owner == user:
-            current = self._awareness.get(client_id)
-            # The same user on another connection: a newer clock moves the id over; an
-            # older or equal one is an echo of what the server relayed.
-            return current is None or entry.clock > current.clock
-        current = self._awareness.get(client_id)
-        if entry.removed or (current is not None and entry.clock <= current.clock):
-            return False  # an echo of another user's state (or of its removal)
-        refusals.append(
-            AwarenessRefused(f"awareness client id {client_id} belongs to another user")
-        )
-        return False
-
-    def _stale_after_removal(self, conn: Connection, entry: AwarenessEntry) -> bool:
-        """Whether ``entry`` is an older state of a removed client id: an echo another
-        client sent before it saw the removal. A connection's first client id is its own,
-        so a client reconnecting with its id (at the clock it had) is not stale."""
-        removed_at = self._removed_clocks.get(entry.client_id)
-        if removed_at is None or entry.removed or entry.clock > removed_at:
-            return False
-        own = not conn.awareness_clocks or entry.client_id in conn.awareness_clocks
-        if own:
-            del self._removed_clocks[entry.client_id]
-        return not own
-
-    def _note_removal(self, client_id: int, clock: int) -> None:
-        removed = self._removed_clocks
-        removed.pop(client_id, None)
-        removed[client_id] = clock
-        if len(removed) > MAX_REMOVED_CLOCKS:
-            del removed[next(iter(removed))]  # the oldest removal
-
-    def _keep_awareness(self, entry: AwarenessEntry, owner: int) -> bool:
-        """Store (or remove) an entry published by ``owner``; False for a stale clock."""
-        current = self._awareness.get(entry.client_id)
-        if current is not None and entry.clock < current.clock:
-            return False
-        if entry.removed:
-            self._awareness.pop(entry.client_id, None)
-            self._awareness_owner.pop(entry.client_id, None)
-            self._note_removal(entry.client_id, entry.clock)
-        else:
-            self._awareness[entry.client_id] = entry
-            self._awareness_owner[entry.client_id] = owner
-        return True
-
-    def _relay_awareness(self, sender: int, accepted: list[AwarenessEntry]) -> None:
-        self._awareness_out.append((sender, accepted))
-        if len(self._awareness_out) == 1:
-            # Relay at the end of this loop turn: a cursor storm then costs one frame per
-            # recipient per turn instead of one per cursor move.
-            asyncio.get_running_loop().call_soon(self._flush_awareness)
-
-    def _flush_awareness(self) -> None:
-        """Relay the awareness accepted this turn: one update alone goes to all but its
-        sender; several are merged (latest entry per client) into one frame for all
-        (y-protocols ignores a client's own state coming back at the same clock)."""
-        batch, self._awareness_out = self._awareness_out, []
-        if not batch:
-            return
-        if len(batch) == 1:
-            sender, entries = batch[0]
-            payload = awareness_codec.encode(AwarenessUpdate(tuple(entries)))
-            self.broadcast(Frame(encode(AwarenessMessage(payload))), exclude=sender)
-            return
-        latest: dict[int, AwarenessEntry] = {}
-        for _, entries in batch:
-            for entry in entries:
-                kept = latest.get(entry.client_id)
-                # As y-protocols orders them: the higher clock wins, a removal wins a tie.
-                if (
-                    kept is None
-                    or entry.clock > kept.clock
-                    or (entry.clock == kept.clock and entry.removed)
-                ):
-                    latest[entry.client_id] = entry
-        payload = awareness_codec.encode(AwarenessUpdate(tuple(latest.values())))
-        self.broadcast(Frame(encode(AwarenessMessage(payload))))
-
     def apply_remote(self, update: bytes) -> None:
         """An update another node journaled (it is durable already): apply it and relay it
         to every local client, in order with what this room is still sending."""
@@ -512,26 +337,19 @@ class Room:
             self._drain_scheduled = True
             asyncio.get_running_loop().call_soon(self._drain)
 
+    def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
+        """Keep and relay what :meth:`RoomAwareness.receive` accepts (it states what is
+        raised), firing ``on_awareness`` before the relay."""
+        accepted = self._awareness.receive(conn, payload)
+        if not accepted:
+            return
+        if self._hooks.on_awareness:
+            self._hooks.on_awareness.fire(AwarenessAccepted(self, conn, accepted))
+        self._awareness.relay(conn.id, accepted)
+
     def apply_remote_awareness(self, payload: bytes) -> None:
-        """Awareness relayed from another node (stamped there): kept (for late joiners) and
-        sent to every local client. While published there, its client ids belong to that
-        node: no local connection may use them; the user they name owns them from then on."""
-        update = awareness_codec.decode(payload, self._max_awareness_entries)
-        accepted = []
-        for entry in update.entries:
-            if self._awareness_owner.get(entry.client_id, REMOTE_OWNER) != REMOTE_OWNER:
-                continue
-            user = None if entry.removed else identity_of_state(entry.state)
-            owner = self._client_users.owner(entry.client_id)
-            if user is not None and owner not in (None, user):
-                continue
-            if not self._keep_awareness(entry, REMOTE_OWNER):
-                continue
-            if user is not None:
-                self._client_users.claim(entry.client_id, user)
-            accepted.append(entry)
-        if accepted:
-            self._relay_awareness(REMOTE_OWNER, accepted)
+        """Awareness relayed from another node (see :meth:`RoomAwareness.apply_remote`)."""
+        self._awareness.apply_remote(payload)
 
     def replace_doc(self, doc: RoomDoc) -> None:
         """Swap in a rebuilt document (closing the tainted one) and replay the messages held
@@ -559,7 +377,7 @@ class Room:
         for conn_id, conn in self.connections.items():
             if conn_id != exclude:
                 conn.send(frame)
-        self.frames_broadcast += 1
+        self._frames_sent += 1
 
     def _after_durable(self, action: Callable[[], None]) -> None:
         """Run ``action`` once everything appended so far is durable (at once if it is)."""

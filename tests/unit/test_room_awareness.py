@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from typing import cast
 
 from protocol import awareness as awareness_codec
@@ -133,3 +135,23 @@ async def test_a_client_reconnecting_with_its_id_and_clock_is_shown_again() -> N
     room.receive(again, _awareness(10, 3, '{"cursor":7}'))  # y-websocket resends, same clock
     await _next_turn()
     assert json.loads(_states(watcher_out)[10])["cursor"] == 7
+
+
+async def test_a_dropped_room_is_freed_without_the_cycle_collector() -> None:
+    """The room's awareness holds no reference back to the room: once dropped, the room
+    (and its document) is freed at once, not at the next collection."""
+    room = _room()
+    alice, _ = _join(room, _user("alice"))
+    _join(room, _user("bob"))
+    room.receive(alice, _awareness(10, 1, '{"cursor":1}'))
+    await _next_turn()
+    assert room.frames_broadcast == 1  # the awareness relay counts as a broadcast
+    room.leave(alice)
+    assert room.frames_broadcast == 2  # and so does the removal
+    dropped = weakref.ref(room)
+    gc.disable()
+    try:
+        del room
+        assert dropped() is None
+    finally:
+        gc.enable()
