@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from crdt.ids import RoomName
 from protocol.awareness import AwarenessEntry
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     import uuid
 
     from server.identity.authentication import Principal
-    from server.realtime.connection import Connection
-    from server.realtime.rooms import Room
 
 P = TypeVar("P")
 
@@ -176,6 +174,57 @@ class AsyncHook(_Subscribable, Generic[P]):
             await callback(payload)
 
 
+# -- what a payload shows of a room and of a connection --------------------------------------
+
+
+class RoomView(Protocol):
+    """What hook payloads and event handlers see of a room (``server.realtime.rooms.Room``
+    satisfies it; this module names no class of the layers that fire it)."""
+
+    # The section lock on the room: who alone may edit it, None when unlocked. Settable.
+    locked_by: str | None
+
+    @property
+    def name(self) -> RoomName: ...
+
+    @property
+    def key(self) -> str: ...
+
+    def apply_remote(self, update: bytes) -> None:
+        """Apply an update another node stored (see ``Room.apply_remote``)."""
+        ...
+
+
+class ConnectionView(Protocol):
+    """What hook payloads and event handlers see of a connection
+    (``server.realtime.connection.Connection`` satisfies it)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def room_name(self) -> str: ...
+
+    @property
+    def principal(self) -> Principal | None: ...
+
+    @property
+    def right(self) -> int: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+    @property
+    def app_events(self) -> bool: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def send_event(self, event: AppEvent) -> None:
+        """Send an application event, if the client asked for them."""
+        ...
+
+
 # -- payloads, in the order of a connection's life ---------------------------------------------
 
 
@@ -199,15 +248,15 @@ class Loading:
 class Loaded:
     """A room was loaded and registered (no client in it yet)."""
 
-    room: Room
+    room: RoomView
 
 
 @dataclass(frozen=True, slots=True)
 class Joined:
     """A connection joined a room (its sync step 1 is on its way)."""
 
-    conn: Connection
-    room: Room
+    conn: ConnectionView
+    room: RoomView
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +264,7 @@ class Edited:
     """A client's update changed a room: characters inserted and deleted in its section's
     text (both 0 outside sections; a replacement counts its difference)."""
 
-    conn: Connection
+    conn: ConnectionView
     room: RoomName
     inserted: int
     deleted: int
@@ -232,8 +281,8 @@ class Changed:
 class AwarenessAccepted:
     """Awareness entries a local connection published, stamped and accepted."""
 
-    room: Room
-    conn: Connection
+    room: RoomView
+    conn: ConnectionView
     entries: list[AwarenessEntry]
 
 
@@ -272,11 +321,11 @@ class PermissionChange:
 class Left:
     """A connection left its document (closed, for any reason)."""
 
-    conn: Connection
+    conn: ConnectionView
     document_id: str
 
 
-EventHandler = Callable[["Room", "Connection", AppEvent], None]
+EventHandler = Callable[[RoomView, ConnectionView, AppEvent], None]
 
 
 class EventHandlers:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from crdt.ids import InvalidIdError, check_section_id
 from persistence.coordinator.values import Lock
 from persistence.errors import StorageError
 from protocol.events import AppEvent
 from server.errors import STORAGE_DETAIL
+from server.hooks import ConnectionView, RoomView
 from server.identity.authentication import Principal
 from server.identity.rights import Right
 from server.presence.lock_values import (
@@ -29,10 +30,6 @@ from server.presence.lock_values import (
     refusal,
 )
 from server.realtime.connection import error_event
-
-if TYPE_CHECKING:
-    from server.realtime.connection import Connection
-    from server.realtime.rooms import Room
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +57,7 @@ class LockRequests:
     def __init__(self, service: LockActions) -> None:
         self._service = service
 
-    def _section_of(self, room: Room, conn: Connection, event: AppEvent) -> str | None:
+    def _section_of(self, room: RoomView, conn: ConnectionView, event: AppEvent) -> str | None:
         section = event.get("section", room.name.section_id)
         try:
             section_id = check_section_id(section)
@@ -73,7 +70,7 @@ class LockRequests:
             return None
         return section_id
 
-    def on_lock_event(self, room: Room, conn: Connection, event: AppEvent) -> None:
+    def on_lock_event(self, room: RoomView, conn: ConnectionView, event: AppEvent) -> None:
         """``{"type": "lock", "section": S}`` from a client."""
         section_id = self._section_of(room, conn, event)
         principal = conn.principal
@@ -87,7 +84,7 @@ class LockRequests:
         self._service.spawn(self._lock_for(conn, principal, document_id, section_id), "lock")
 
     async def _lock_for(
-        self, conn: Connection, principal: Principal, document_id: str, section_id: str
+        self, conn: ConnectionView, principal: Principal, document_id: str, section_id: str
     ) -> None:
         try:
             await self._service.acquire(principal, document_id, section_id, via="socket")
@@ -97,7 +94,7 @@ class LockRequests:
             log.warning("locks: %s of %s unavailable: %s", section_id, document_id, exc)
             conn.send_event(refusal(4503, "locks unavailable", STORAGE_DETAIL, section_id, None))
 
-    def on_unlock_event(self, room: Room, conn: Connection, event: AppEvent) -> None:
+    def on_unlock_event(self, room: RoomView, conn: ConnectionView, event: AppEvent) -> None:
         """``{"type": "unlock", "section": S}`` (``"force": true`` for admins)."""
         section_id = self._section_of(room, conn, event)
         principal = conn.principal
@@ -111,7 +108,7 @@ class LockRequests:
 
     async def _unlock_for(
         self,
-        conn: Connection,
+        conn: ConnectionView,
         principal: Principal,
         document_id: str,
         section_id: str,

@@ -41,7 +41,7 @@ from persistence.coordinator.ports import SectionLocks
 from persistence.coordinator.values import Lock
 from persistence.errors import StorageError
 from protocol.events import AppEvent
-from server.hooks import Hooks
+from server.hooks import ConnectionView, Hooks, RoomView
 from server.identity.authentication import Principal
 from server.identity.rights import RESOURCE_TYPE
 from server.presence.lock_requests import LockRequests
@@ -58,7 +58,6 @@ from server.realtime.registry import RoomRegistry
 if TYPE_CHECKING:
     from server.identity.audit import AuditTrail
     from server.identity.authentication import Authenticator
-    from server.realtime.connection import Connection
     from server.realtime.rooms import Room
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,7 @@ class SectionLockService:
         self._joined: set[int] = set()
         self._names: dict[str, str] = {}
         # Section rooms whose lock state was read from the coordinator since they loaded.
-        self._resolved: weakref.WeakSet[Room] = weakref.WeakSet()
+        self._resolved: weakref.WeakSet[RoomView] = weakref.WeakSet()
         self._wakeup = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
 
@@ -240,7 +239,7 @@ class SectionLockService:
 
     # -- joins and leaves -----------------------------------------------------------------
 
-    def on_join(self, conn: Connection, room: Room) -> None:
+    def on_join(self, conn: ConnectionView, room: RoomView) -> None:
         """A connection joined: count it, lock its section room if this node knows it is
         locked, and ask the coordinator when the room just loaded or the client takes
         events (it gets the ``locks`` event)."""
@@ -265,7 +264,7 @@ class SectionLockService:
         if resolve or conn.app_events:
             self.spawn(self._sync(document_id, conn if conn.app_events else None), "locks sync")
 
-    async def _sync(self, document_id: str, conn: Connection | None) -> None:
+    async def _sync(self, document_id: str, conn: ConnectionView | None) -> None:
         """Bring this node's view of the document's locks in line with the coordinator's,
         then send the ``locks`` event to ``conn``."""
         learned: list[HeldLock] = []
@@ -312,7 +311,7 @@ class SectionLockService:
                     self._emit_unlocked(gone.lock, "expired", local_only=True)
         return learned
 
-    def on_leave(self, conn: Connection, document_id: str) -> None:
+    def on_leave(self, conn: ConnectionView, document_id: str) -> None:
         """A connection left (idempotent): the owner's last connection to the document on
         this node releases the socket locks they took here."""
         principal = conn.principal

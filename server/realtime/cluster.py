@@ -38,9 +38,8 @@ from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.errors import ProtocolError
 from protocol.events import AppEvent, decode_event, encode_event
-from server.hooks import Hooks
+from server.hooks import Hooks, RoomView
 from server.realtime.registry import RoomRegistry
-from server.realtime.rooms import Room
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,7 @@ class Cluster:
             for wakeup in self._wakeups:
                 wakeup.set()
 
-    def after_load(self, room: Room) -> None:
+    def after_load(self, room: RoomView) -> None:
         for update in self._pending.pop(room.key, []):
             room.apply_remote(update)
 
@@ -239,7 +238,7 @@ class Cluster:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def publish_awareness(self, room: Room, entries: list[AwarenessEntry]) -> None:
+    def publish_awareness(self, room: RoomView, entries: list[AwarenessEntry]) -> None:
         payload = awareness_codec.encode(AwarenessUpdate(tuple(entries)))
         self._outbox.put_nowait(
             (room.name.document_id, room.name.section_id, bytes((AWARENESS,)) + payload)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from protocol.events import AppEvent
 from server.errors import UNEXPECTED, AuthError, RateLimited, classify, failure_event, invalid_body
+from server.hooks import ConnectionView, RoomView
 from server.review.bodies import CreateBody, EditBody, SocketEditBody, TargetBody
 from server.review.comment_views import fit_event
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     import uuid
 
     from server.identity.authentication import Principal
-    from server.realtime.connection import Connection
-    from server.realtime.rooms import Room
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class Lanes:
         self._tasks = tasks
         self._lanes: dict[int, collections.deque[AppEvent]] = {}
 
-    def submit(self, room: Room, conn: Connection, event: AppEvent) -> None:
+    def submit(self, room: RoomView, conn: ConnectionView, event: AppEvent) -> None:
         """The rooms' hook (synchronous): queue the request behind the connection's others."""
         lane = self._lanes.get(conn.id)
         if lane is None:
@@ -128,7 +127,7 @@ class Lanes:
         else:
             lane.append(event)
 
-    async def _drain(self, conn: Connection, lane: collections.deque[AppEvent]) -> None:
+    async def _drain(self, conn: ConnectionView, lane: collections.deque[AppEvent]) -> None:
         try:
             while lane:
                 await self._service_one(conn, lane[0])
@@ -136,7 +135,7 @@ class Lanes:
         finally:
             del self._lanes[conn.id]
 
-    async def _service_one(self, conn: Connection, event: AppEvent) -> None:
+    async def _service_one(self, conn: ConnectionView, event: AppEvent) -> None:
         request_id = _request_id(event)
         try:
             action, view = await _run(self._service, conn, event)
@@ -155,7 +154,7 @@ class Lanes:
 
 
 async def _run(
-    service: CommentService, conn: Connection, event: AppEvent
+    service: CommentService, conn: ConnectionView, event: AppEvent
 ) -> tuple[str, dict[str, Any]]:
     """Carry out one socket request: the action to publish and the comment's view."""
     actor = conn.principal

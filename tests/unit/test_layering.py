@@ -208,23 +208,10 @@ def test_no_import_circle_inside_persistence() -> None:
 
 PROJECT = ["protocol", "crdt", "persistence", "server", "loadtests"]
 
-# The one circle left, waiting for the split of realtime/rooms.py: the payloads of
-# server/hooks.py name the room and the connection (type annotations only) while the rooms
-# fire the hooks. These edges may only go away; the test fails when one no longer exists.
-KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("server.hooks", "server.realtime.rooms"),
-        ("server.hooks", "server.realtime.connection"),
-    }
-)
-
 
 def test_no_import_circle_in_the_project() -> None:
     graph = _import_graph(PROJECT)
     assert graph["server.app"], "the import walk found nothing"
-    for importer, imported in sorted(KNOWN_UPWARD):
-        assert imported in graph[importer], f"{importer} -> {imported} is gone: drop it"
-        graph[importer] = graph[importer] - {imported}
     circle = _find_circle(graph)
     assert circle is None, "import circle: " + " -> ".join(circle or [])
 
@@ -264,9 +251,7 @@ def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
         f"(layer {_server_layer(imported)})"
         for importer in sorted(graph)
         for imported in sorted(graph[importer])
-        if imported.split(".")[0] == "server"
-        and _server_layer(imported) > _server_layer(importer)
-        and (importer, imported) not in KNOWN_UPWARD
+        if imported.split(".")[0] == "server" and _server_layer(imported) > _server_layer(importer)
     ]
 
 
