@@ -221,18 +221,24 @@ class RoomDoc:
         self.held_back = effective != update and update != EMPTY_UPDATE and self._holds_back(update)
         if self.held_back:
             self._held_back.append(update)
-        elif effective is not None and self._held_back:
-            self._settle()  # what was held back may have integrated with this update
+        elif self._held_back and effective is not None and effective != update:
+            # A held-back update integrates inside the transaction that completes it, whose
+            # effective update then holds more than was sent: only then can one have settled.
+            self._settle()
         return effective
 
-    def _holds_back(self, update: bytes) -> bool:
-        """Whether yrs keeps any part of ``update`` pending in this document."""
-        state = self.state_vector()
+    def _holds_back(self, update: bytes, state: bytes | None = None) -> bool:
+        """Whether yrs keeps any part of ``update`` pending in this document (``state``: its
+        state vector, when the caller has it)."""
+        if state is None:
+            state = self.state_vector()
         return still_pending(pycrdt.get_update(update, state), state)
 
     def _settle(self) -> None:
-        """Forget the held-back updates that have integrated since."""
-        self._held_back = [update for update in self._held_back if self._holds_back(update)]
+        """Forget the held-back updates that have integrated since (one state vector for
+        all of them)."""
+        state = self.state_vector()
+        self._held_back = [update for update in self._held_back if self._holds_back(update, state)]
 
     @property
     def held_back_count(self) -> int:
