@@ -9,48 +9,13 @@ itself, or an acknowledged edit would be lost with the next compaction.
 The check is exact: :func:`still_pending` takes the part of the update the document's state
 vector does not cover (yrs's own diff), which has structs exactly when some were not
 integrated; its delete set is covered when every range lies below the state vector of its
-client. The bytes come from pycrdt's own encoder, so they are well formed.
+client (both read by :mod:`protocol.yupdate`). The bytes come from pycrdt's own encoder,
+so they are well formed.
 """
 
 from __future__ import annotations
 
-from protocol.errors import MalformedMessage
-from protocol.varint import decode_varuint
-
-
-def decode_state_vector(data: bytes) -> dict[int, int]:
-    """A y-protocols state vector: client id -> next expected clock.
-
-    Raises MalformedMessage for bytes that are not one.
-    """
-    count, pos = decode_varuint(data, 0)
-    clocks: dict[int, int] = {}
-    for _ in range(min(count, len(data))):
-        client, pos = decode_varuint(data, pos)
-        clocks[client], pos = decode_varuint(data, pos)
-    return clocks
-
-
-def delete_set_ends(data: bytes, pos: int) -> dict[int, int]:
-    """The delete set starting at ``pos``: client id -> end of its last deleted range.
-
-    Ranges of one client are written in increasing clock order, so the last one ends
-    furthest. Raises MalformedMessage for bytes that are not a delete set.
-    """
-    clients, pos = decode_varuint(data, pos)
-    ends: dict[int, int] = {}
-    for _ in range(min(clients, len(data))):
-        client, pos = decode_varuint(data, pos)
-        ranges, pos = decode_varuint(data, pos)
-        if ranges > len(data):
-            raise MalformedMessage("delete set claims more ranges than it has bytes")
-        end = 0
-        for _ in range(ranges):
-            clock, pos = decode_varuint(data, pos)
-            length, pos = decode_varuint(data, pos)
-            end = max(end, clock + length)
-        ends[client] = max(ends.get(client, 0), end)
-    return ends
+from protocol.yupdate import decode_state_vector, delete_set_ends
 
 
 def still_pending(uncovered: bytes, state_vector: bytes) -> bool:

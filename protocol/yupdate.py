@@ -51,6 +51,7 @@ from collections.abc import Callable
 from typing import Final
 
 from protocol.errors import MalformedUpdate
+from protocol.varint import decode_varuint
 
 MAX_ANY_DEPTH: Final = 64
 """Deepest nesting of lib0 ``Any`` objects and arrays accepted (the core recurses on it)."""
@@ -351,3 +352,41 @@ def _delete_set(data: bytes, pos: int, end: int) -> int:
         for _ in range(ranges):
             pos = _skip_id(data, pos)
     return pos
+
+
+# -- readings the server needs of encodings yrs wrote (already well formed) ------------------
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """A y-protocols state vector: client id -> next expected clock.
+
+    Raises MalformedMessage for bytes that are not one.
+    """
+    count, pos = decode_varuint(data, 0)
+    clocks: dict[int, int] = {}
+    for _ in range(min(count, len(data))):
+        client, pos = decode_varuint(data, pos)
+        clocks[client], pos = decode_varuint(data, pos)
+    return clocks
+
+
+def delete_set_ends(data: bytes, pos: int) -> dict[int, int]:
+    """The delete set starting at ``pos``: client id -> end of its last deleted range.
+
+    Ranges of one client are written in increasing clock order, so the last one ends
+    furthest. Raises MalformedUpdate (a MalformedMessage) for bytes that are not a delete set.
+    """
+    clients, pos = decode_varuint(data, pos)
+    ends: dict[int, int] = {}
+    for _ in range(min(clients, len(data))):
+        client, pos = decode_varuint(data, pos)
+        ranges, pos = decode_varuint(data, pos)
+        if ranges > len(data):
+            raise MalformedUpdate("delete set claims more ranges than it has bytes")
+        end = 0
+        for _ in range(ranges):
+            clock, pos = decode_varuint(data, pos)
+            length, pos = decode_varuint(data, pos)
+            end = max(end, clock + length)
+        ends[client] = max(ends.get(client, 0), end)
+    return ends
