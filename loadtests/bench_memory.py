@@ -71,7 +71,7 @@ async def at_rest(http: httpx.AsyncClient) -> int:
 
 
 def _heap_stats(body: dict[str, Any]) -> dict[str, Any]:
-    """The server's ``heap_*`` counters (its collections and trims after unloads), if any."""
+    """The server's ``heap_*`` counters (its trims after unloads), if any."""
     return {key: value for key, value in body.items() if key.startswith("heap_")}
 
 

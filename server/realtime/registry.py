@@ -437,7 +437,7 @@ class RoomRegistry:
         """Keep an unloaded (or failed) room's counters in the totals and release its
         document: nothing reads a room's memory once it left the registry."""
         room.doc.close()
-        self._heap.request(room.state_bytes)
+        self._heap.request()
         self._retired["updates_applied_total"] += room.updates_applied
         self._retired["updates_merged_total"] += room.updates_merged
         self._retired["frames_broadcast_total"] += room.frames_broadcast
