@@ -186,12 +186,12 @@ class Room:
                 self._receive_event(conn, payload)
 
     def _receive_update(self, conn: Connection, update: bytes) -> None:
+        # Every update message counts, refused ones too: an ack settles a prefix of what the
+        # connection sent (stored, or refused for good with the reason it was told), so the
+        # client's count never drifts from ours.
+        conn.updates_received += 1
         refusal = self._refusal(conn, len(update))
         if refusal is not None:
-            # Counted and acknowledged all the same: an ack settles a prefix of what the
-            # connection sent (stored, or refused for good with the reason it was told), so
-            # the client's count never drifts from ours.
-            conn.updates_received += 1
             if conn.app_events:
                 settled = (conn, conn.updates_received)
                 self._after_durable(lambda: _send_ack(*settled))
@@ -204,7 +204,6 @@ class Room:
                 self._held = []
                 self._on_tainted(self)
             raise
-        conn.updates_received += 1
         if effective is not None and self._on_edit:
             # The net change of this update: typing inserts or deletes; a replacement
             # counts its difference.
