@@ -21,15 +21,7 @@ import uvloop
 import websockets
 
 from loadtests import wire
-from loadtests.agents import (
-    Agent,
-    Recorder,
-    Writer,
-    canonical_awareness,
-    make_agent,
-    sleep_until,
-    text_digest,
-)
+from loadtests.agents import Agent, Recorder, canonical_awareness, sleep_until, text_digest
 from loadtests.client import YClient
 from loadtests.plan import (
     Close,
@@ -45,6 +37,7 @@ from loadtests.plan import (
     Stopped,
     WorkerPlan,
 )
+from loadtests.writers import Writer, make_agent
 
 CommandT = TypeVar("CommandT", Connect, Go, Drain, Close)
 
