@@ -9,7 +9,6 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import psutil
@@ -21,15 +20,17 @@ from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
 from persistence.content.ports import ContentStore
-from persistence.errors import StorageConflict, StorageError
+from persistence.errors import StorageError
 from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore
 from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
+from server.documents.freeze import ContentFreeze
 from server.documents.revisions import Revisions
-from server.documents.snapshots import LockClaims, Snapshotter, new_document
+from server.documents.snapshots import LockClaims, Snapshotter
+from server.documents.workflow import Workflow, WorkflowPorts
 from server.errors import (
     AuthError,
     CollabError,
@@ -38,27 +39,29 @@ from server.errors import (
     ServerShuttingDown,
 )
 from server.hooks import (
+    Authenticated,
+    Disconnected,
     Edited,
     Hooks,
     Joined,
     Joining,
-    Left,
-    PermissionChange,
     Rejected,
 )
 from server.identity.authentication import Principal
-from server.identity.rights import DOCUMENTS, AccessControl, Right, may_create
+from server.identity.rights import AccessControl, Right, may_create
 from server.presence import locks
 from server.presence import tracker as presence
 from server.realtime.cluster import Cluster
 from server.realtime.connection import Connection, Frame
-from server.realtime.guard import Guard, apply_right
+from server.realtime.guard import Guard
 from server.realtime.hub import Hub
 from server.realtime.limits import MessageLimiter, SharedLimits
 from server.realtime.registry import RoomRegistry
 from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
-from server.review import approvals, comments, notifications
+from server.review import comments, notifications
+from server.review.approvals import ApprovalService
+from server.review.ports import ReviewPorts
 from server.services import Services, open_services
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS as CLOSE
@@ -66,10 +69,6 @@ from server.shutdown import TaskGroup, bounded
 from server.stores import node_name, open_content_store, open_store
 
 log = logging.getLogger(__name__)
-
-# How long a node keeps a document it froze read-only by itself: longer than its cached
-# document facts can lag behind the status change (COLLAB_ACCESS_CACHE_SECONDS is at most 4).
-FREEZE_OVERLAP_SECONDS = 5.0
 
 _apps = itertools.count(1)
 
@@ -109,8 +108,6 @@ class Collab:
     ) -> None:
         self.settings = settings
         self.node_id = node_id
-        # Run first thing at shutdown, before sockets close (features stop their tasks).
-        self.shutdown_callbacks: list[Callable[[], None]] = []
         self.store = store
         self.content = content
         self.relational = services.relational
@@ -150,7 +147,6 @@ class Collab:
             interval=settings.revision_interval_seconds,
         )
         hooks.after_store.subscribe(lambda stored: self.revisions.on_snapshot(stored.document_id))
-        self._freezing: dict[str, float] = {}  # document -> until when (monotonic)
         self.cluster: Cluster | None = None
         if isinstance(store, ServiceRoomStore):
             self.cluster = Cluster(
@@ -165,7 +161,57 @@ class Collab:
             )
         # This node's connections and the delivery of application events to them.
         self.hub = Hub(hooks, self.cluster.publish_event if self.cluster is not None else None)
-        self.guard = Guard(self.hub, self.authn, self.access, self.frozen_here)
+        self.freeze = ContentFreeze(
+            self.hub, self.registry, services.coordinator.journal, self.access
+        )
+        self.guard = Guard(self.hub, self.authn, self.access, self.freeze.frozen_here)
+        self.workflow = Workflow(
+            WorkflowPorts(
+                content,
+                self.access,
+                self.revisions,
+                self.snapshots,
+                self.freeze,
+                self.audit,
+                hooks,
+            )
+        )
+        # The features: each gets its collaborators, subscribes to the hooks, and is kept
+        # here for the REST handlers (``api/ports.py``) and the shutdown.
+        self.locks = locks.install(
+            hooks,
+            self.hub,
+            self.registry,
+            locks.LockPorts(services.coordinator.locks, services.authn, services.audit),
+            tasks,
+            clustered=self.cluster is not None,
+        )
+        self.presence = presence.install(hooks, self.hub, self.coordinator, node_id, tasks)
+        self.notifier = notifications.install(
+            hooks,
+            self.hub,
+            notifications.NotifierPorts(
+                services.relational.notifications,
+                services.coordinator.notifications,
+                content,
+                services.authn,
+            ),
+            tasks,
+        )
+        review = ReviewPorts(
+            content=content,
+            relational=services.relational,
+            access=self.access,
+            authn=services.authn,
+            audit=services.audit,
+            workflow=self.workflow,
+            revisions=self.revisions,
+            registry=self.registry,
+            hub=self.hub,
+            notifier=self.notifier,
+        )
+        self.comments = comments.install(hooks, review, tasks)
+        self.approvals = ApprovalService(review)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
         self.started = time.monotonic()
         self.process = psutil.Process()
@@ -196,54 +242,6 @@ class Collab:
         """Count one ``action`` of the user; RateLimited when over the limit."""
         await self._limits.check(principal.user_id, action)
 
-    async def freeze_content(self, document_id: str) -> None:
-        """Freeze a document's content (it goes into review), before its status changes.
-
-        Every open connection of the document on this node turns read-only at once (no
-        await before that), the updates this node already accepted are waited for (they
-        belong to the content under review), then the change journal refuses every later
-        append of the document on every node (an update another node applied meanwhile is
-        refused there, not acknowledged, and rebuilt away). Raises StorageError when the
-        journal cannot be frozen; the connections are then writable again.
-        """
-        # Until the status change is visible to this node's rights checks (cached facts), this
-        # node holds the document frozen itself.
-        self._freezing[document_id] = time.monotonic() + FREEZE_OVERLAP_SECONDS
-        for conn in self.hub.of_document(document_id):
-            apply_right(conn, Right(conn.right), frozen=True)
-        try:
-            for room in self.registry.rooms_of(document_id):
-                await room.flushed()
-            await self.coordinator.journal.freeze(document_id)
-        except BaseException:
-            self._freezing.pop(document_id, None)
-            self.access.forget(document_id)
-            for conn in self.hub.of_document(document_id):
-                apply_right(conn, Right(conn.right), frozen=False)
-            raise
-
-    def frozen_here(self, document_id: str) -> bool:
-        """Whether this node froze the document moments ago (its cached facts may not say
-        so yet): the rights checks keep its connections read-only meanwhile."""
-        deadline = self._freezing.get(document_id)
-        if deadline is None:
-            return False
-        if deadline < time.monotonic():
-            del self._freezing[document_id]
-            return False
-        return True
-
-    async def thaw_content(self, document_id: str) -> None:
-        """End a freeze (the review ended, or the status change that froze it failed): the
-        journal takes appends again and this node's connections get their rights back at
-        once (other nodes' at their next rights check, within 5 s). StorageError when the
-        journal cannot be reached (the document then stays frozen: retry the change)."""
-        await self.coordinator.journal.thaw(document_id)
-        self._freezing.pop(document_id, None)
-        self.access.forget(document_id)
-        for conn in self.hub.of_document(document_id):
-            apply_right(conn, Right(conn.right), frozen=False)
-
     async def open_session(self, admission: Admission, conn: Connection) -> Session | None:
         """Authenticate, authorize, register the connection and join its room (None: it
         was closed with the error)."""
@@ -251,6 +249,11 @@ class Collab:
             principal = await self.authn.principal(
                 admission.identity, ip=admission.ip, user_agent=admission.user_agent
             )
+            if self.hooks.on_authenticate:
+                try:
+                    await self.hooks.on_authenticate(Authenticated(principal, admission.room))
+                except Rejected as exc:
+                    raise AuthError(str(exc) or "refused by an extension") from exc
             await self.limit(principal, "connect")
             self.hub.reserve(principal.user_id, self.settings.max_sockets_per_user)
         except (CollabError, AuthError, StorageError) as exc:
@@ -262,7 +265,7 @@ class Collab:
             read_only = (
                 right < Right.EDIT
                 or (facts is not None and facts.under_review)
-                or self.frozen_here(admission.room.document_id)
+                or self.freeze.frozen_here(admission.room.document_id)
             )
             try:
                 await self.hooks.on_connect(Joining(principal, admission.room, read_only))
@@ -298,7 +301,7 @@ class Collab:
             self.hub.forget(closing, document_id)
             if chained is not None:
                 chained(closing)
-            self.hooks.on_leave(Left(closing, document_id))
+            self.hooks.on_disconnect(Disconnected(closing, document_id))
 
         conn.on_close = on_close
         self.hooks.on_join(Joined(conn, session.room))
@@ -320,54 +323,11 @@ class Collab:
                     f"document {document_id} does not exist"
                     + ("" if self.settings.create_on_join else " (creation on join is off)")
                 )
-            await self.create_document(document_id, principal)
+            await self.workflow.create(document_id, principal)
         right = await self.access.right(principal.subject, document_id)
         if right < Right.VIEW:
             raise PermissionDenied(f"you may not view document {document_id}")
         return right
-
-    async def create_document(
-        self, document_id: str, principal: Principal, fields: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Store the record of a new document owned by ``principal``; StorageConflict when
-        the id is taken."""
-        now = datetime.now(UTC)
-        record = new_document(document_id, await self.snapshots.render(document_id), now)
-        record.update(
-            owner=principal.user_id,
-            createdBy=principal.user_id,
-            updatedBy=principal.user_id,
-            contributors=[],
-            permissions={"view": [], "edit": [], "comment": []},
-        )
-        record.update(fields or {})
-        try:
-            stored = await self.content.insert(DOCUMENTS, record)
-        except StorageConflict:
-            if fields is not None:
-                raise
-            existing = await self.content.get(DOCUMENTS, document_id)
-            if existing is None:
-                raise
-            return dict(existing)
-        finally:
-            self.access.forget(document_id)
-        context = principal.context
-        self.audit.record(
-            context.entry(
-                "create", "business_document", document_id, {"title": record.get("title")}
-            )
-        )
-        self.hooks.on_permission_change(
-            PermissionChange(
-                document_id,
-                context.user_id,
-                None,
-                stored.get("permissions") or {},
-                created=True,
-            )
-        )
-        return dict(stored)
 
     async def _sensitivity(self, document_id: str) -> str | None:
         facts = await self.access.document(document_id)  # cached since the join checked it
@@ -388,11 +348,9 @@ class Collab:
 
     def shutdown_sockets(self) -> None:
         self.accepting = False
-        for callback in self.shutdown_callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("a shutdown callback failed")
+        # Features stop their tasks first, before sockets close.
+        self.locks.stop()
+        self.presence.stop()
         for conn in list(self.hub.connections):
             conn.fail(ServerShuttingDown("server shutting down"))
 
@@ -428,31 +386,6 @@ def create_app(
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
-            lock_service = locks.install(
-                collab.hooks,
-                collab.hub,
-                collab.registry,
-                locks.LockPorts(services.coordinator.locks, services.authn, services.audit),
-                tasks,
-                clustered=collab.cluster is not None,
-            )
-            collab.shutdown_callbacks.append(lock_service.stop)
-            collab.shutdown_callbacks.append(
-                presence.install(collab.hooks, collab.hub, collab.coordinator, node_id, tasks)
-            )
-            comments.install(collab, tasks)
-            notifications.install(
-                collab.hooks,
-                collab.hub,
-                notifications.NotifierPorts(
-                    services.relational.notifications,
-                    services.coordinator.notifications,
-                    content,
-                    services.authn,
-                ),
-                tasks,
-            )
-            approvals.install(collab, tasks)
             for extension in extensions:
                 extension(collab.hooks, collab.hub)
             if collab.cluster is not None:

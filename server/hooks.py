@@ -36,6 +36,7 @@ from protocol.events import AppEvent
 if TYPE_CHECKING:
     import uuid
 
+    from crdt.markdown import BusinessContent
     from server.identity.authentication import Principal
 
 P = TypeVar("P")
@@ -229,6 +230,15 @@ class ConnectionView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A socket's credentials were verified: ``principal`` is who it is (its token, or its
+    session cookie), ``room`` where it asks to go; nothing about its rights is known yet."""
+
+    principal: Principal
+    room: RoomName
+
+
+@dataclass(frozen=True, slots=True)
 class Joining:
     """A socket was authenticated and may view the room; it has not joined yet."""
 
@@ -297,6 +307,15 @@ class RemoteEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Storing:
+    """A document's derived content (its snapshot) is about to be written: ``content`` is
+    what will be stored (markdown, sections, metadata)."""
+
+    document_id: str
+    content: BusinessContent
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     """The derived content of a document (its snapshot) was written."""
 
@@ -318,7 +337,7 @@ class PermissionChange:
 
 
 @dataclass(frozen=True, slots=True)
-class Left:
+class Disconnected:
     """A connection left its document (closed, for any reason)."""
 
     conn: ConnectionView
@@ -357,11 +376,14 @@ class EventHandlers:
 class Hooks:
     """Every hook of one app, in the order a connection and its document meet them.
 
-    Vetoable: ``on_connect`` (Rejected closes the socket as PermissionDenied with the
-    message, before it joins).
+    Vetoable: ``on_authenticate`` (Rejected closes the socket as unauthorized, 4401, with
+    the message), ``on_connect`` (Rejected closes it as PermissionDenied, 4403, before it
+    joins) and ``on_store`` (Rejected skips that snapshot write: the journal keeps the edits,
+    the next change tries again).
     """
 
     def __init__(self) -> None:
+        self.on_authenticate: AsyncHook[Authenticated] = AsyncHook("on_authenticate", vetoable=True)
         self.on_connect: AsyncHook[Joining] = AsyncHook("on_connect", vetoable=True)
         self.before_load: AsyncHook[Loading] = AsyncHook("before_load")
         self.after_load: Hook[Loaded] = Hook("after_load")
@@ -371,6 +393,7 @@ class Hooks:
         self.on_edit: Hook[Edited] = Hook("on_edit")
         self.on_change: Hook[Changed] = Hook("on_change")
         self.on_remote_event: Hook[RemoteEvent] = Hook("on_remote_event")
+        self.on_store: AsyncHook[Storing] = AsyncHook("on_store", vetoable=True)
         self.after_store: AsyncHook[Stored] = AsyncHook("after_store")
         self.on_permission_change: Hook[PermissionChange] = Hook("on_permission_change")
-        self.on_leave: Hook[Left] = Hook("on_leave")
+        self.on_disconnect: Hook[Disconnected] = Hook("on_disconnect")

@@ -39,7 +39,6 @@ from server.api.common import (
     read_json,
     require,
 )
-from server.documents.workflow import serialized, set_status
 from server.identity.authentication import Principal
 from server.identity.rights import Right
 from server.review.approval_views import chain_view, workflow_view
@@ -48,7 +47,6 @@ from server.review.approvals import (
     ApprovalService,
     Outcome,
     StatusChange,
-    approvals_of,
 )
 
 Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,50}$")]
@@ -94,14 +92,14 @@ class ResubmitBody(Model):
 
 
 def _service(request: Request) -> ApprovalService:
-    return approvals_of(collab_of(request))
+    return collab_of(request).approvals
 
 
 def _mover(request: Request, principal: Principal, document_id: str) -> StatusChange:
     """The documents API's status transition, for the approval flow to call."""
 
     async def move(target: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return await set_status(collab_of(request), principal, document_id, target)
+        return await collab_of(request).workflow.set_status(principal, document_id, target)
 
     return move
 
@@ -178,7 +176,7 @@ async def open_request(request: Request) -> Response:
     check_params(request, frozenset())
     body = await read_json(request, RequestBody)
     service = _service(request)
-    async with serialized(collab_of(request), document_id):
+    async with collab_of(request).workflow.serialized(document_id):
         outcome = await service.open(
             principal,
             document_id,
@@ -249,7 +247,7 @@ async def decide(request: Request) -> Response:
     service = _service(request)
     found = await service.request_for(principal, request_id)
     document_id = found.resource_id
-    async with serialized(collab_of(request), document_id):
+    async with collab_of(request).workflow.serialized(document_id):
         outcome = await service.decide(
             principal,
             request_id,
@@ -271,7 +269,7 @@ async def resubmit(request: Request) -> Response:
     service = _service(request)
     found = await service.request_for(principal, request_id, Right.EDIT)
     document_id = found.resource_id
-    async with serialized(collab_of(request), document_id):
+    async with collab_of(request).workflow.serialized(document_id):
         outcome = await service.resubmit(
             principal, request_id, body.revisionId, _mover(request, principal, document_id)
         )

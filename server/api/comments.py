@@ -35,7 +35,6 @@ from server.api.common import (
 )
 from server.identity.rights import Right
 from server.review.bodies import CreateBody, EditBody, ListQuery
-from server.review.comments import comments_of
 
 _LIST_PARAMS: Final = frozenset({"section", "unresolved", "thread", "deleted", "limit", "offset"})
 
@@ -70,7 +69,7 @@ async def list_comments(request: Request) -> Response:
         limit=query_int(request, "limit", 50, 1, MAX_PAGE_SIZE),
         offset=query_int(request, "offset", 0, 0, 1_000_000),
     )
-    items, total = await comments_of(collab_of(request)).find(principal, document_id, query)
+    items, total = await collab_of(request).comments.find(principal, document_id, query)
     facts = await collab_of(request).access.document(document_id)
     access_logged(
         request, principal, document_id, "read", facts.sensitivity if facts is not None else None
@@ -86,7 +85,7 @@ async def create_comment(request: Request) -> Response:
     principal, _ = await require(request, document_id, Right.COMMENT)
     check_params(request, frozenset())
     body = await read_json(request, CreateBody)
-    service = comments_of(collab_of(request))
+    service = collab_of(request).comments
     view = await service.create(principal, document_id, body, "rest")
     service.publish("created", view)
     return JSONResponse(view, status_code=201, headers={"Location": f"/api/comments/{view['id']}"})
@@ -97,7 +96,7 @@ async def get_comment(request: Request) -> Response:
     principal = await authenticated(request)
     comment_id = uuid_of(request.path_params["comment_id"], "comment")
     check_params(request, frozenset())
-    return JSONResponse(await comments_of(collab_of(request)).get(principal, comment_id))
+    return JSONResponse(await collab_of(request).comments.get(principal, comment_id))
 
 
 async def edit_comment(request: Request) -> Response:
@@ -106,7 +105,7 @@ async def edit_comment(request: Request) -> Response:
     comment_id = uuid_of(request.path_params["comment_id"], "comment")
     check_params(request, frozenset())
     body = await read_json(request, EditBody)
-    service = comments_of(collab_of(request))
+    service = collab_of(request).comments
     view = await service.edit(principal, comment_id, body, "rest")
     service.publish("edited", view)
     return JSONResponse(view)
@@ -117,7 +116,7 @@ async def resolve_comment(request: Request) -> Response:
     principal = await authenticated(request)
     comment_id = uuid_of(request.path_params["comment_id"], "comment")
     check_params(request, frozenset())
-    service = comments_of(collab_of(request))
+    service = collab_of(request).comments
     view = await service.resolve(principal, comment_id, "rest")
     service.publish("resolved", view)
     return JSONResponse(view)
@@ -128,7 +127,7 @@ async def reopen_comment(request: Request) -> Response:
     principal = await authenticated(request)
     comment_id = uuid_of(request.path_params["comment_id"], "comment")
     check_params(request, frozenset())
-    service = comments_of(collab_of(request))
+    service = collab_of(request).comments
     view = await service.reopen(principal, comment_id, "rest")
     service.publish("reopened", view)
     return JSONResponse(view)
@@ -139,7 +138,7 @@ async def delete_comment(request: Request) -> Response:
     principal = await authenticated(request)
     comment_id = uuid_of(request.path_params["comment_id"], "comment")
     check_params(request, frozenset())
-    service = comments_of(collab_of(request))
+    service = collab_of(request).comments
     view = await service.delete(principal, comment_id, "rest")
     service.publish("deleted", view)
     return Response(status_code=204)

@@ -65,7 +65,7 @@ from server.api.document_bodies import (
 )
 from server.documents.sections import check_sizes, hold_sections, seed_outline
 from server.documents.slugs import free_slug, section_id_of, slug_owner, slugify
-from server.documents.workflow import APPROVAL_STATES, document_record, serialized, set_status
+from server.documents.workflow import APPROVAL_STATES
 from server.hooks import PermissionChange
 from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
@@ -190,14 +190,14 @@ async def create_document(request: Request) -> Response:
     fields = await _create_fields(collab, body)
     try:
         # Audited there ("create"), with the caller's address and user agent.
-        await collab.create_document(document_id, principal, fields)
+        await collab.workflow.create(document_id, principal, fields)
     except StorageConflict as exc:
         if await collab.content.get(DOCUMENTS, document_id) is not None:
             raise ApiError(409, "document exists", f"document id {document_id!r} is taken") from exc
         raise ApiError(409, "slug taken", f"slug {fields['slug']!r} is used") from exc
     await _write_sections(collab, document_id, sections, "created over REST")
     await collab.snapshots.write_now(document_id)
-    record = await document_record(collab, document_id)
+    record = await collab.workflow.record(document_id)
     location = f"/api/documents/{document_id}"
     return JSONResponse(document_view(record), status_code=201, headers={"Location": location})
 
@@ -213,9 +213,9 @@ async def get_document(request: Request) -> Response:
     check_params(request, frozenset({"fresh"}), frozenset())
     collab = collab_of(request)
     if query_flag(request, "fresh"):
-        await document_record(collab, document_id)
+        await collab.workflow.record(document_id)
         await collab.snapshots.write_now(document_id)
-    record = await document_record(collab, document_id)
+    record = await collab.workflow.record(document_id)
     access_logged(request, principal, document_id, "read", sensitivity_of(record))
     return JSONResponse(document_view(record))
 
@@ -316,7 +316,7 @@ async def update_document(request: Request) -> Response:
     if not body.model_fields_set:
         raise ApiError(422, "invalid request", f"nothing to change: give any of {METADATA_FIELDS}")
     collab = collab_of(request)
-    record = await document_record(collab, document_id)
+    record = await collab.workflow.record(document_id)
     changes = await _metadata_changes(collab, document_id, record, body)
     if changes:
         before = {name: jsonable(record.get(name)) for name in changes}
@@ -346,7 +346,7 @@ async def put_permissions(request: Request) -> Response:
     collab = collab_of(request)
     permissions = body.as_record()
     await _check_users(collab, permissions)
-    record = await document_record(collab, document_id)
+    record = await collab.workflow.record(document_id)
     before = record.get("permissions")
     record = await collab.content.update(
         DOCUMENTS,
@@ -388,7 +388,7 @@ async def change_status(request: Request) -> Response:
             "forbidden",
             f"making a document {body.status} needs the approve right; you have {right.label}",
         )
-    async with serialized(collab_of(request), document_id):
+    async with collab_of(request).workflow.serialized(document_id):
         if body.status == "approved":
             pending = await collab_of(request).relational.approvals.find_requests(
                 ApprovalQuery(
@@ -403,7 +403,9 @@ async def change_status(request: Request) -> Response:
                     "its last step is approved (POST /api/approvals/{id}/steps/{n}/decision)",
                     extra={"approvalRequest": str(pending.items[0].id)},
                 )
-        record, revision = await set_status(collab_of(request), principal, document_id, body.status)
+        record, revision = await collab_of(request).workflow.set_status(
+            principal, document_id, body.status
+        )
     return JSONResponse(
         {"document": document_view(record, content=False), "revision": jsonable(revision)}
     )
@@ -421,16 +423,16 @@ async def delete_document(request: Request) -> Response:
     if query_flag(request, "hard"):
         if principal.role != "admin":
             raise ApiError(403, "forbidden", "only admins may delete documents for good")
-        async with serialized(collab_of(request), document_id):
+        async with collab_of(request).workflow.serialized(document_id):
             if not await collab.content.delete(DOCUMENTS, document_id):
                 raise ApiError(404, "document not found", f"no document {document_id!r}")
         collab.access.forget(document_id)
         audit(request, principal, "delete", RESOURCE_TYPE, document_id, {"mode": "hard"})
         return Response(status_code=204)
-    async with serialized(collab_of(request), document_id):
-        record = await document_record(collab, document_id)
+    async with collab_of(request).workflow.serialized(document_id):
+        record = await collab.workflow.record(document_id)
         if record.get("status") != "archived":
-            await set_status(collab_of(request), principal, document_id, "archived")
+            await collab_of(request).workflow.set_status(principal, document_id, "archived")
     audit(request, principal, "delete", RESOURCE_TYPE, document_id, {"mode": "archive"})
     return Response(status_code=204)
 
@@ -454,7 +456,7 @@ async def export_document(request: Request) -> Response:
     if export_format not in EXPORT_FORMATS:
         raise ApiError(400, "unsupported export format", f"formats: {sorted(EXPORT_FORMATS)}")
     collab = collab_of(request)
-    record = await document_record(collab, document_id)
+    record = await collab.workflow.record(document_id)
     content = await collab.snapshots.render(document_id)
     title = " ".join(str(record.get("title") or document_id).split())
     text = f"# {title}\n\n{content.markdown}\n" if content.markdown else f"# {title}\n"

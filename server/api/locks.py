@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from crdt.ids import InvalidIdError, check_section_id
 from server.api.common import ApiError, audit, collab_of, document_id_of, require
 from server.identity.rights import RESOURCE_TYPE, Right
-from server.presence.locks import RESERVED_PREFIX, LockHeld, Reason, is_reserved, service_of
+from server.presence.locks import RESERVED_PREFIX, LockHeld, Reason, is_reserved
 
 
 def _section_id_of(value: object) -> str:
@@ -47,7 +47,7 @@ async def lock_section(request: Request) -> Response:
     principal, _ = await require(request, document_id, Right.EDIT)
     section_id = _section_id_of(request.path_params["section_id"])
     await _existing(request, document_id)
-    service = service_of(collab_of(request))
+    service = collab_of(request).locks
     try:
         held, created = await service.acquire(principal, document_id, section_id, via="rest")
     except LockHeld as refused:
@@ -62,7 +62,7 @@ async def unlock_section(request: Request) -> Response:
     document_id = document_id_of(request.path_params["document_id"])
     principal, right = await require(request, document_id, Right.VIEW)
     section_id = _section_id_of(request.path_params["section_id"])
-    service = service_of(collab_of(request))
+    service = collab_of(request).locks
     held = await service.holder(document_id, section_id)
     if held is None:
         raise ApiError(404, "not locked", f"section {section_id} is not locked")
@@ -89,7 +89,7 @@ async def list_locks(request: Request) -> Response:
     """``GET /documents/{id}/locks`` (view)."""
     document_id = document_id_of(request.path_params["document_id"])
     await require(request, document_id, Right.VIEW)
-    held = await service_of(collab_of(request)).current(document_id)
+    held = await collab_of(request).locks.current(document_id)
     return JSONResponse({"documentId": document_id, "locks": [lock.view() for lock in held]})
 
 

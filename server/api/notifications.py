@@ -22,7 +22,7 @@ from server.api.comments import uuid_of
 from server.api.common import authenticated, check_params, collab_of, query_flag, query_int
 from server.identity.authentication import Principal
 from server.review.comments import store_errors
-from server.review.notifications import notification_view, notifier
+from server.review.notifications import notification_view
 
 _LIST_PARAMS: Final = frozenset({"unread", "limit", "offset"})
 
@@ -62,7 +62,7 @@ async def count_notifications(request: Request) -> Response:
 async def _tell_counts(request: Request, principal: Principal) -> None:
     with store_errors("notification"):
         counts = await collab_of(request).relational.notifications.count(principal.uuid)
-    notifier(collab_of(request)).tell_count(principal.user_id, counts.total, counts.unread)
+    collab_of(request).notifier.tell_count(principal.user_id, counts.total, counts.unread)
 
 
 async def mark_read(request: Request) -> Response:

@@ -1,33 +1,53 @@
 """What the REST handlers need from the app, as a protocol: ``server.app.Collab`` satisfies
 it structurally, so ``api/`` never imports the app that mounts it (the layer order of
-``docs/architecture.md``). It extends the ports of the features the handlers call."""
+``docs/architecture.md``). The handlers reach the feature services through it; the features
+themselves never see the app (they are handed their own ports)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
-
-from server.documents.ports import DocumentCollab
-from server.review.ports import ReviewCollab
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from persistence.content.ports import ContentStore
     from persistence.coordinator.ports import Coordinator
+    from persistence.relational import RelationalStores
     from persistence.rooms.ports import RoomStore
+    from server.documents.revisions import Revisions
     from server.documents.snapshots import Snapshotter
-    from server.identity.authentication import Principal
+    from server.documents.workflow import Workflow
+    from server.hooks import Hooks
+    from server.identity.audit import AuditTrail
+    from server.identity.authentication import Authenticator, Principal
+    from server.identity.rights import AccessControl
+    from server.presence.locks import SectionLockService
+    from server.presence.tracker import Presence
+    from server.realtime.hub import Hub
+    from server.realtime.registry import RoomRegistry
+    from server.review.approvals import ApprovalService
+    from server.review.comments import CommentService
+    from server.review.notifications import Notifier
     from server.settings import Settings
 
 
-class ApiCollab(DocumentCollab, ReviewCollab, Protocol):
-    """The app as the handlers see it (``collab_of(request)``)."""
+class ApiCollab(Protocol):
+    """The app as the handlers see it (``collab_of(request)``): read-only members."""
 
     @property
-    def settings(self) -> Settings:
-        """The server's settings."""
-        ...
+    def settings(self) -> Settings: ...
 
     @property
     def store(self) -> RoomStore:
         """The room store (journals and compacted states)."""
+        ...
+
+    @property
+    def content(self) -> ContentStore:
+        """The derived content (the MongoDB collections)."""
+        ...
+
+    @property
+    def relational(self) -> RelationalStores:
+        """Users, rights, audit, comments, approvals, notifications."""
         ...
 
     @property
@@ -36,17 +56,59 @@ class ApiCollab(DocumentCollab, ReviewCollab, Protocol):
         ...
 
     @property
+    def access(self) -> AccessControl:
+        """The rights function, with its cache."""
+        ...
+
+    @property
+    def authn(self) -> Authenticator:
+        """Users, tokens and sessions."""
+        ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
+
+    @property
+    def hooks(self) -> Hooks: ...
+
+    @property
+    def hub(self) -> Hub:
+        """This node's connections."""
+        ...
+
+    @property
+    def registry(self) -> RoomRegistry:
+        """This node's live rooms."""
+        ...
+
+    @property
     def snapshots(self) -> Snapshotter:
         """The snapshotter (journal -> derived content)."""
         ...
 
-    async def limit(self, principal: Principal, action: str) -> None:
-        """Count one ``action`` of the user; RateLimited when over the limit."""
+    @property
+    def revisions(self) -> Revisions: ...
+
+    @property
+    def workflow(self) -> Workflow:
+        """Documents' creation, status changes and per-document lock."""
         ...
 
-    async def create_document(
-        self, document_id: str, principal: Principal, fields: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Store the record of a new document owned by ``principal``; StorageConflict when
-        the id is taken."""
+    @property
+    def comments(self) -> CommentService: ...
+
+    @property
+    def approvals(self) -> ApprovalService: ...
+
+    @property
+    def notifier(self) -> Notifier: ...
+
+    @property
+    def locks(self) -> SectionLockService: ...
+
+    @property
+    def presence(self) -> Presence: ...
+
+    async def limit(self, principal: Principal, action: str) -> None:
+        """Count one ``action`` of the user; RateLimited when over the limit."""
         ...

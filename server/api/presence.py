@@ -18,7 +18,6 @@ from persistence.coordinator.values import Cursor, Presence
 from server.api.common import collab_of, document_id_of, require
 from server.identity.rights import Right
 from server.presence.locks import iso
-from server.presence.tracker import tracker_of
 
 if TYPE_CHECKING:
     from server.api.ports import ApiCollab
@@ -27,8 +26,7 @@ if TYPE_CHECKING:
 async def _names(collab: ApiCollab, user_ids: set[str]) -> dict[str, str | None]:
     """Display names: those of this node's connections, the others from the users store
     (cached by the authenticator)."""
-    tracker = tracker_of(collab.hub)
-    local = tracker.names() if tracker is not None else {}
+    local = collab.presence.tracker.names()
     names: dict[str, str | None] = {uid: local[uid] for uid in user_ids if uid in local}
     others = sorted(user_ids - names.keys())
     users = await asyncio.gather(*(collab.authn.user(uid) for uid in others))

@@ -30,7 +30,6 @@ from server.api.common import (
     require,
 )
 from server.api.document_bodies import SaveBody, jsonable, revision_summary, sensitivity_of
-from server.documents.workflow import document_record, serialized
 from server.identity.rights import RESOURCE_TYPE, Right
 
 if TYPE_CHECKING:
@@ -100,7 +99,7 @@ async def get_revision(request: Request) -> Response:
     check_params(request, frozenset(), frozenset())
     collab = collab_of(request)
     revision = await _revision(collab, document_id, revision_id)
-    record = await document_record(collab, document_id)
+    record = await collab.workflow.record(document_id)
     access_logged(request, principal, document_id, "read", sensitivity_of(record))
     return JSONResponse(_revision_json(revision))
 
@@ -120,7 +119,7 @@ async def diff_revisions(request: Request) -> Response:
         sections_from_dicts(after.get("sections", [])),
         (f"v{before['version']}", f"v{after['version']}"),
     )
-    record = await document_record(collab, document_id)
+    record = await collab.workflow.record(document_id)
     access_logged(request, principal, document_id, "read", sensitivity_of(record))
     return JSONResponse(
         {
@@ -138,8 +137,8 @@ async def save_revision(request: Request) -> Response:
     check_params(request, frozenset(), frozenset())
     body = await _optional_body(request, SaveBody)
     collab = collab_of(request)
-    await document_record(collab, document_id)
-    async with serialized(collab, document_id):
+    await collab.workflow.record(document_id)
+    async with collab.workflow.serialized(document_id):
         revision = await collab.revisions.save(
             document_id, principal.user_id, reason=body.message or "save"
         )
@@ -163,14 +162,14 @@ async def restore_revision(request: Request) -> Response:
     check_params(request, frozenset(), frozenset())
     collab = collab_of(request)
     source = await _revision(collab, document_id, revision_id)
-    if (await document_record(collab, document_id)).get("status") == "review":
+    if (await collab.workflow.record(document_id)).get("status") == "review":
         raise ApiError(
             409,
             "document in review",
             "its content is frozen while in review: end the review (approve, or move it "
             "back to draft) before restoring a revision",
         )
-    async with serialized(collab, document_id):
+    async with collab.workflow.serialized(document_id):
         revision = await collab.revisions.restore(document_id, revision_id, principal.user_id)
     audit(
         request,

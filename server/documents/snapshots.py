@@ -34,7 +34,7 @@ from persistence.content.ports import ContentStore
 from persistence.coordinator.ports import SectionLocks
 from persistence.errors import DocumentNotFound, StorageError
 from persistence.rooms.ports import RoomStore
-from server.hooks import Hooks, Stored
+from server.hooks import Hooks, Rejected, Stored, Storing
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ class LockClaims:
 class Snapshotter:
     """Debounced writer of derived content; background work runs in the given task group.
 
-    Fires ``hooks.after_store`` after each debounced write (the revision time policy
-    subscribes there); an error it raises counts as a failed write.
+    Fires ``hooks.on_store`` before each debounced write (vetoable: a :class:`Rejected`
+    skips the write, counted in ``snapshots_vetoed``) and ``hooks.after_store`` after it (the
+    revision time policy subscribes there); an error either raises counts as a failed write.
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class Snapshotter:
         self.snapshots_written = 0
         self.failures = 0
         self.claims_refused = 0
+        self.vetoed = 0
 
     def touched(self, document_id: str) -> None:
         """A room of ``document_id`` changed. Called for every edit: it only notes the time,
@@ -180,7 +182,17 @@ class Snapshotter:
                     self.claims_refused += 1
                     self._retry(document_id, started, max(self._idle, 0.5))
                     return
-            await self.write_now(document_id)
+            content = await self.render(document_id)
+            if self._hooks.on_store:
+                try:
+                    await self._hooks.on_store(Storing(document_id, content))
+                except Rejected as exc:
+                    # An extension keeps this content out of the store: the journal holds
+                    # the edits, the next change tries again.
+                    self.vetoed += 1
+                    log.info("document %s: snapshot refused by an extension: %s", document_id, exc)
+                    return
+            await self._commit(document_id, content)
             await self._hooks.after_store(Stored(document_id))
         except (StorageError, InvalidUpdate) as exc:
             failing = self._failed(document_id, exc)
@@ -232,10 +244,13 @@ class Snapshotter:
     async def write_now(self, document_id: str) -> BusinessContent:
         """Render and store the document's content now (creating its record if needed)."""
         content = await self.render(document_id)
+        await self._commit(document_id, content)
+        return content
+
+    async def _commit(self, document_id: str, content: BusinessContent) -> None:
         await self._store(document_id, content)
         self.snapshots_written += 1
         self._failing.pop(document_id, None)
-        return content
 
     async def render(self, document_id: str) -> BusinessContent:
         """The derived content of ``document_id`` as the rooms hold it now. Rooms that are
@@ -289,6 +304,7 @@ class Snapshotter:
             "documents_dirty": len(self._timers) + len(self._running),
             "documents_failing": len(self._failing),
             "snapshot_claims_refused": self.claims_refused,
+            "snapshots_vetoed": self.vetoed,
         }
 
     def health(self) -> dict[str, Any]:

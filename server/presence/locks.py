@@ -35,7 +35,7 @@ import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from persistence.coordinator.ports import SectionLocks
 from persistence.coordinator.values import Lock
@@ -481,21 +481,6 @@ class SectionLockService:
             task.cancel()
 
 
-_services: weakref.WeakKeyDictionary[Hub, SectionLockService] = weakref.WeakKeyDictionary()
-
-
-class HasHub(Protocol):
-    """What :func:`service_of` finds the app's lock service by: the app's connection hub."""
-
-    @property
-    def hub(self) -> Hub: ...
-
-
-def service_of(app: HasHub) -> SectionLockService:
-    """The lock service installed on the app's hub; KeyError before :func:`install`."""
-    return _services[app.hub]
-
-
 @dataclass(frozen=True, slots=True)
 class LockPorts:
     """What the lock service uses: the coordinator's locks, the users (names), the audit."""
@@ -517,12 +502,11 @@ def install(
     """Make the lock service, take the lock events and subscribe to joins, leaves and other
     nodes' events; the caller stops it (``service.stop``) at shutdown."""
     service = SectionLockService(hub, registry, ports, tasks, ttl=LOCK_TTL, clustered=clustered)
-    _services[hub] = service
     requests = LockRequests(service)
     hooks.on_event.handle("lock", requests.on_lock_event)
     hooks.on_event.handle("unlock", requests.on_unlock_event)
     hooks.on_join.subscribe(lambda joined: service.on_join(joined.conn, joined.room))
-    hooks.on_leave.subscribe(lambda left: service.on_leave(left.conn, left.document_id))
+    hooks.on_disconnect.subscribe(lambda left: service.on_leave(left.conn, left.document_id))
     hooks.on_remote_event.subscribe(
         lambda remote: service.on_remote_event(remote.document_id, remote.section, remote.event)
     )

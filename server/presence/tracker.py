@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -40,7 +39,7 @@ from persistence.errors import StorageError
 from protocol.errors import ProtocolError
 from protocol.events import AppEvent
 from protocol.jsontext import parse_json
-from server.hooks import AwarenessAccepted, Hooks, Joined, Left
+from server.hooks import AwarenessAccepted, Disconnected, Hooks, Joined
 from server.realtime.awareness import MAX_STATE_BYTES, MAX_STATE_DEPTH
 from server.realtime.hub import Hub
 
@@ -380,13 +379,6 @@ class PresenceTracker:
 
 # -- the app side ----------------------------------------------------------------------------
 
-_trackers: weakref.WeakKeyDictionary[Hub, PresenceTracker] = weakref.WeakKeyDictionary()
-
-
-def tracker_of(hub: Hub) -> PresenceTracker | None:
-    """The presence tracker installed on ``hub`` (None before :func:`install`)."""
-    return _trackers.get(hub)
-
 
 def _event(change: PresenceChange) -> AppEvent:
     return AppEvent(
@@ -406,9 +398,9 @@ def install(
     coordinator: Coordinator,
     node_id: str,
     tasks: asyncio.TaskGroup,
-) -> Callable[[], None]:
+) -> Presence:
     """Track presence and cursors of every connection of ``hub`` (through ``hooks``); tell
-    clients. Returns the function that stops it (at shutdown)."""
+    clients. The caller stops it at shutdown (:meth:`Presence.stop`)."""
     tracker = PresenceTracker(
         coordinator,
         node_id,
@@ -416,7 +408,6 @@ def install(
         cursor_interval=CURSOR_INTERVAL,
         on_change=lambda change: hub.emit(change.document_id, _event(change)),
     )
-    _trackers[hub] = tracker
 
     def on_join(joined: Joined) -> None:
         conn, room = joined.conn, joined.room
@@ -428,7 +419,7 @@ def install(
             str(conn.id), room.name.document_id, room.name.section_id, principal.user_id, name
         )
 
-    def on_leave(left: Left) -> None:
+    def on_disconnect(left: Disconnected) -> None:
         tracker.left(str(left.conn.id))
 
     def on_awareness(accepted: AwarenessAccepted) -> None:
@@ -437,12 +428,21 @@ def install(
             tracker.awareness(str(accepted.conn.id), None if last.removed else last.state)
 
     hooks.on_join.subscribe(on_join)
-    hooks.on_leave.subscribe(on_leave)
+    hooks.on_disconnect.subscribe(on_disconnect)
     hooks.on_awareness.subscribe(on_awareness)
     task = tasks.create_task(tracker.run(), name="presence")
 
-    def stop() -> None:
-        tracker.stopping = True
-        task.cancel()
+    return Presence(tracker, task)
 
-    return stop
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """The installed presence feature: its tracker and the task that runs it."""
+
+    tracker: PresenceTracker
+    task: asyncio.Task[None]
+
+    def stop(self) -> None:
+        """Stop tracking (at shutdown: the task removes this node's entries as it ends)."""
+        self.tracker.stopping = True
+        self.task.cancel()

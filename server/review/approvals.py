@@ -26,10 +26,8 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -53,10 +51,10 @@ from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, Subject
 from server.review.approval_views import request_view
 from server.review.comments import store_errors
-from server.review.notifications import notifier, snippet
+from server.review.notifications import snippet
 
 if TYPE_CHECKING:
-    from server.review.ports import ReviewCollab
+    from server.review.ports import ReviewPorts
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +65,6 @@ USERS_PAGE: Final = 200
 
 # The documents API's status transition: target status -> (record, revision summary).
 StatusChange = Callable[[str], Awaitable[tuple[dict[str, Any], dict[str, Any]]]]
-
-_services: weakref.WeakKeyDictionary[ReviewCollab, ApprovalService] = weakref.WeakKeyDictionary()
-
-
-def install(collab: ReviewCollab, tasks: asyncio.TaskGroup) -> None:
-    """Create the app's approval service (approvals have no socket events to handle)."""
-    _services[collab] = ApprovalService(collab)
-
-
-def approvals_of(collab: ReviewCollab) -> ApprovalService:
-    """The app's approval service (made by :func:`install`)."""
-    found = _services.get(collab)
-    if found is None:
-        raise RuntimeError("approvals are not installed on this app")
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +80,8 @@ class ApprovalService:
     """Workflows, requests and decisions. Every method raises a domain error of
     :mod:`server.errors` on refusal (or lets a storage error through): the edge maps it."""
 
-    def __init__(self, collab: ReviewCollab) -> None:
-        self._collab = collab
+    def __init__(self, ports: ReviewPorts) -> None:
+        self._ports = ports
 
     # -- workflows ---------------------------------------------------------------------------
 
@@ -124,7 +107,7 @@ class ApprovalService:
         except ValueError as exc:
             raise InvalidError(str(exc)) from exc
         with store_errors("workflow"):
-            stored = await self._collab.relational.approvals.create_workflow(workflow)
+            stored = await self._ports.relational.approvals.create_workflow(workflow)
         self._audit(
             actor,
             "create",
@@ -136,14 +119,14 @@ class ApprovalService:
 
     async def workflows(self, resource_type: str) -> list[Workflow]:
         with store_errors("workflow"):
-            return await self._collab.relational.approvals.list_workflows(resource_type)
+            return await self._ports.relational.approvals.list_workflows(resource_type)
 
     # -- reading -----------------------------------------------------------------------------
 
     async def right(self, actor: Principal, document_id: str) -> Right:
         if not actor.may_open(document_id):
             return Right.NONE
-        return await self._collab.access.right(actor.subject, document_id)
+        return await self._ports.access.right(actor.subject, document_id)
 
     async def request_for(
         self, actor: Principal, request_id: uuid.UUID, needed: Right = Right.VIEW
@@ -151,7 +134,7 @@ class ApprovalService:
         """A request on a document the actor has ``needed`` on (404 when they may not
         view it: its existence is not disclosed)."""
         with store_errors("approval request"):
-            found = await self._collab.relational.approvals.get_request(request_id)
+            found = await self._ports.relational.approvals.get_request(request_id)
         if found is None or found.resource_type != RESOURCE_TYPE:
             raise NotFoundError(f"no request {request_id}", what="approval request")
         right = await self.right(actor, found.resource_id)
@@ -165,9 +148,7 @@ class ApprovalService:
 
     async def chain(self, document_id: str) -> list[ChainLink]:
         with store_errors("approval chain"):
-            return await self._collab.relational.approvals.approval_chain(
-                RESOURCE_TYPE, document_id
-            )
+            return await self._ports.relational.approvals.approval_chain(RESOURCE_TYPE, document_id)
 
     async def requests_of(
         self, document_id: str, limit: int, offset: int
@@ -176,7 +157,7 @@ class ApprovalService:
             resource_type=RESOURCE_TYPE, resource_id=document_id, limit=limit, offset=offset
         )
         with store_errors("approval request"):
-            page = await self._collab.relational.approvals.find_requests(query)
+            page = await self._ports.relational.approvals.find_requests(query)
         return page.items, page.total
 
     # -- opening a request -------------------------------------------------------------------
@@ -193,7 +174,7 @@ class ApprovalService:
         it is the one under review unless ``revision_id`` names another). Run it under the
         document's lock."""
         with store_errors("workflow"):
-            workflow = await self._collab.relational.approvals.get_workflow(workflow_id)
+            workflow = await self._ports.relational.approvals.get_workflow(workflow_id)
         if workflow is None:
             raise _invalid("workflowId", f"no workflow {workflow_id}")
         if workflow.resource_type != RESOURCE_TYPE:
@@ -209,7 +190,7 @@ class ApprovalService:
                 revision_id=revision,
             )
             with store_errors("approval request"):
-                return await self._collab.relational.approvals.create_request(new)
+                return await self._ports.relational.approvals.create_request(new)
 
         outcome = await self._submit(actor, document_id, revision_id, move, create)
         self._audit(
@@ -247,7 +228,7 @@ class ApprovalService:
 
         async def create(revision: str) -> ApprovalRequest:
             with store_errors("approval request"):
-                return await self._collab.relational.approvals.resubmit(
+                return await self._ports.relational.approvals.resubmit(
                     request_id, requestor_id=actor.uuid, revision_id=revision
                 )
 
@@ -272,7 +253,7 @@ class ApprovalService:
             resource_type=RESOURCE_TYPE, resource_id=document_id, status="pending", limit=1
         )
         with store_errors("approval request"):
-            page = await self._collab.relational.approvals.find_requests(query)
+            page = await self._ports.relational.approvals.find_requests(query)
         if page.items:
             raise ConflictError(
                 f"request {page.items[0].id} is pending on this document",
@@ -291,7 +272,7 @@ class ApprovalService:
         status = await self._status(document_id)
         if revision_id is not None:
             try:
-                await self._collab.revisions.get(document_id, revision_id)
+                await self._ports.revisions.get(document_id, revision_id)
             except RevisionNotFound as exc:
                 raise _invalid("revisionId", f"no revision {revision_id} of this document") from exc
         revision: Mapping[str, Any] | None = None
@@ -307,7 +288,7 @@ class ApprovalService:
             )
         if revision_id is None:
             if revision is None:
-                revision = await self._collab.revisions.save(
+                revision = await self._ports.revisions.save(
                     document_id, actor.user_id, reason="approval requested"
                 )
             revision_id = str(revision["revisionId"])
@@ -371,7 +352,7 @@ class ApprovalService:
                 extra={"currentStatus": status},
             )
         with store_errors("approval request"):
-            decided = await self._collab.relational.approvals.decide(
+            decided = await self._ports.relational.approvals.decide(
                 request_id, step_number, reviewer_id=actor.uuid, decision=decision, comment=comment
             )
         self._audit(
@@ -398,7 +379,7 @@ class ApprovalService:
         return Outcome(decided, status, revision)
 
     async def _status(self, document_id: str) -> str:
-        record = await self._collab.content.get(DOCUMENTS, document_id)
+        record = await self._ports.content.get(DOCUMENTS, document_id)
         if record is None:
             raise NotFoundError(f"no document {document_id!r}", what="document")
         return str(record.get("status") or "draft")
@@ -409,7 +390,7 @@ class ApprovalService:
         """``{"type": "approval", "action", "request", "documentStatus"}`` to every client
         of the document."""
         view = await self.view(request)
-        self._collab.hub.emit(
+        self._ports.hub.emit(
             request.resource_id,
             AppEvent(
                 "approval",
@@ -426,7 +407,7 @@ class ApprovalService:
 
     async def _name(self, user_id: uuid.UUID) -> str | None:
         try:
-            user = await self._collab.authn.user(str(user_id))
+            user = await self._ports.authn.user(str(user_id))
         except StorageError:
             return None
         return user.name if user is not None else None
@@ -439,12 +420,12 @@ class ApprovalService:
         offset = 0
         while offset < MAX_NOTIFIED_PER_STEP:
             query = UserQuery(role=role, status="active", limit=USERS_PAGE, offset=offset)
-            page = await self._collab.relational.users.find(query)
+            page = await self._ports.relational.users.find(query)
             for user in page.items:
                 if user.id in exclude:
                     continue
                 subject = Subject(str(user.id), user.role, True)
-                if await self._collab.access.right(subject, document_id) >= Right.VIEW:
+                if await self._ports.access.right(subject, document_id) >= Right.VIEW:
                     found.append(user.id)
             offset += USERS_PAGE
             if offset >= page.total:
@@ -464,7 +445,7 @@ class ApprovalService:
                 "request %s: approvers of step %d not notified: %s", request.id, step_number, exc
             )
             return
-        notifier(self._collab).send_soon(
+        self._ports.notifier.send_soon(
             [
                 NewNotification(
                     user_id=user_id,
@@ -502,7 +483,7 @@ class ApprovalService:
         if request.status != "pending":  # the outcome: every earlier reviewer hears it too
             recipients += [s.reviewed_by for s in request.steps if s.reviewed_by is not None]
         told = [u for u in dict.fromkeys(recipients) if u != actor.uuid]
-        notifier(self._collab).send_soon(
+        self._ports.notifier.send_soon(
             [
                 NewNotification(
                     user_id=user_id,
@@ -527,7 +508,7 @@ class ApprovalService:
         resource_id: str,
         changes: Mapping[str, Any],
     ) -> None:
-        self._collab.audit.record(
+        self._ports.audit.record(
             actor.context.entry(action, resource_type, resource_id, dict(changes))
         )
 

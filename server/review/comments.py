@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,32 +57,22 @@ from server.review.anchoring import LiveText, Stamp
 from server.review.bodies import CreateBody, EditBody, ListQuery
 from server.review.comment_views import comment_view, fit_event
 from server.review.lanes import SOCKET_EVENTS, Lanes
-from server.review.notifications import notifier, snippet
+from server.review.notifications import snippet
 
 if TYPE_CHECKING:
-    from server.review.ports import ReviewCollab
+    from server.hooks import Hooks
+    from server.review.ports import ReviewPorts
 
 log = logging.getLogger(__name__)
 
 
-_services: weakref.WeakKeyDictionary[ReviewCollab, CommentService] = weakref.WeakKeyDictionary()
-
-
-def install(collab: ReviewCollab, tasks: asyncio.TaskGroup) -> None:
+def install(hooks: Hooks, ports: ReviewPorts, tasks: asyncio.TaskGroup) -> CommentService:
     """Create the comment service and take the ``comment.*`` socket events."""
-    service = CommentService(collab)
-    _services[collab] = service
+    service = CommentService(ports)
     lanes = Lanes(service, tasks)
     for name in SOCKET_EVENTS:
-        collab.hooks.on_event.handle(name, lanes.submit)
-
-
-def comments_of(collab: ReviewCollab) -> CommentService:
-    """The app's comment service (made by :func:`install`)."""
-    found = _services.get(collab)
-    if found is None:
-        raise RuntimeError("comments are not installed on this app")
-    return found
+        hooks.on_event.handle(name, lanes.submit)
+    return service
 
 
 @contextlib.contextmanager
@@ -107,9 +96,9 @@ class CommentService:
     """Comments for both surfaces. Every method raises a domain error of
     :mod:`server.errors` on refusal (or lets a storage error through): the edge maps it."""
 
-    def __init__(self, collab: ReviewCollab) -> None:
-        self._collab = collab
-        self._text = LiveText(collab.registry)
+    def __init__(self, ports: ReviewPorts) -> None:
+        self._ports = ports
+        self._text = LiveText(ports.registry)
         self.stored = 0
 
     # -- rights -----------------------------------------------------------------------------
@@ -118,7 +107,7 @@ class CommentService:
         """The actor's right on the document (none outside a scoped token's documents)."""
         if not actor.may_open(document_id):
             return Right.NONE
-        return await self._collab.access.right(actor.subject, document_id)
+        return await self._ports.access.right(actor.subject, document_id)
 
     async def require(
         self, actor: Principal, document_id: str, needed: Right, hidden: str = "document"
@@ -139,7 +128,7 @@ class CommentService:
         """A stored comment the actor has ``needed`` on (404 when they may not see it, or
         when it is not in document ``within``)."""
         with store_errors():
-            comment = await self._collab.relational.comments.get(comment_id)
+            comment = await self._ports.relational.comments.get(comment_id)
         if comment is None or (within is not None and comment.document_id != within):
             raise NotFoundError(f"no comment {comment_id}", what="comment")
         await self.require(actor, comment.document_id, needed, hidden="comment")
@@ -169,7 +158,7 @@ class CommentService:
         except ValueError as exc:
             raise MalformedRequestError(str(exc), title="invalid query parameter") from exc
         with store_errors():
-            page: Page[Comment] = await self._collab.relational.comments.find(store_query)
+            page: Page[Comment] = await self._ports.relational.comments.find(store_query)
         return await self.views(page.items), page.total
 
     # -- writing ----------------------------------------------------------------------------
@@ -179,7 +168,7 @@ class CommentService:
     ) -> dict[str, Any]:
         """Store a new comment (or reply); returns its view. Publish it with :meth:`publish`."""
         await self.require(actor, document_id, Right.COMMENT)
-        store = self._collab.relational.comments
+        store = self._ports.relational.comments
         if body.id is not None:
             with store_errors():
                 existing = await store.get(body.id)
@@ -238,11 +227,11 @@ class CommentService:
             mentions = await self._mentions(current.document_id, body.mentions)
         with store_errors():
             if mentions is None:
-                stored = await self._collab.relational.comments.edit(
+                stored = await self._ports.relational.comments.edit(
                     comment_id, acting_user_id=actor.uuid, content=body.content
                 )
             else:
-                stored = await self._collab.relational.comments.edit(
+                stored = await self._ports.relational.comments.edit(
                     comment_id, acting_user_id=actor.uuid, content=body.content, mentions=mentions
                 )
         self._audit(actor, "edit", stored, via)
@@ -256,7 +245,7 @@ class CommentService:
         """Resolve a thread (anyone with the comment right)."""
         await self._comment(actor, comment_id, Right.COMMENT, within)
         with store_errors():
-            stored = await self._collab.relational.comments.resolve(comment_id, by=actor.uuid)
+            stored = await self._ports.relational.comments.resolve(comment_id, by=actor.uuid)
         self._audit(actor, "resolve", stored, via)
         return (await self.views([stored]))[0]
 
@@ -266,7 +255,7 @@ class CommentService:
         """Reopen a resolved thread (anyone with the comment right)."""
         await self._comment(actor, comment_id, Right.COMMENT, within)
         with store_errors():
-            stored = await self._collab.relational.comments.reopen(comment_id)
+            stored = await self._ports.relational.comments.reopen(comment_id)
         self._audit(actor, "reopen", stored, via)
         return (await self.views([stored]))[0]
 
@@ -281,10 +270,10 @@ class CommentService:
         if current.author_id != actor.uuid and not is_admin:
             raise ForbiddenError("only the author or an admin may delete a comment")
         with store_errors():
-            changed = await self._collab.relational.comments.delete(
+            changed = await self._ports.relational.comments.delete(
                 comment_id, acting_user_id=actor.uuid, acting_is_admin=is_admin
             )
-            stored = await self._collab.relational.comments.get(comment_id)
+            stored = await self._ports.relational.comments.get(comment_id)
         if stored is None:
             raise NotFoundError(f"no comment {comment_id}", what="comment")
         if changed:
@@ -295,7 +284,7 @@ class CommentService:
         """Send ``{"type": "comment", "action", "comment"}`` to every client of the
         document (every room, every node)."""
         fields = {"action": action, "comment": fit_event(view)}
-        self._collab.hub.emit(str(view["documentId"]), AppEvent("comment", fields))
+        self._ports.hub.emit(str(view["documentId"]), AppEvent("comment", fields))
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -307,7 +296,7 @@ class CommentService:
                 field="parentId", message="a reply takes its thread's place: no section or anchor"
             )
         with store_errors():
-            parent = await self._collab.relational.comments.get(body.parentId)
+            parent = await self._ports.relational.comments.get(body.parentId)
         if parent is None or parent.document_id != document_id:
             raise InvalidError(field="parentId", message="no such comment in this document")
         if parent.parent_id is not None:
@@ -326,12 +315,12 @@ class CommentService:
         ids = tuple(dict.fromkeys(mentions))
         unknown, blind = [], []
         for user_id in ids:
-            user = await self._collab.authn.user(str(user_id))
+            user = await self._ports.authn.user(str(user_id))
             if user is None:
                 unknown.append(str(user_id))
                 continue
             subject = Subject(str(user.id), user.role, user.status == "active")
-            right = await self._collab.access.right(subject, document_id)
+            right = await self._ports.access.right(subject, document_id)
             if right < Right.VIEW:
                 blind.append(str(user_id))
         if unknown:
@@ -356,7 +345,7 @@ class CommentService:
 
     async def _name(self, user_id: uuid.UUID) -> str | None:
         try:
-            user = await self._collab.authn.user(str(user_id))
+            user = await self._ports.authn.user(str(user_id))
         except StorageError:
             return None
         return user.name if user is not None else None
@@ -364,7 +353,7 @@ class CommentService:
     # -- side effects -----------------------------------------------------------------------
 
     def _audit(self, actor: Principal, op: str, comment: Comment, via: str) -> None:
-        self._collab.audit.record(
+        self._ports.audit.record(
             actor.context.entry(
                 "comment",
                 "comment",
@@ -393,12 +382,12 @@ class CommentService:
                     resource_id=str(comment.id),
                 )
             )
-        notifier(self._collab).send_soon(notifications)
+        self._ports.notifier.send_soon(notifications)
 
     def _notify_mentions(
         self, actor: Principal, comment: Comment, mentions: Sequence[uuid.UUID]
     ) -> None:
-        notifier(self._collab).send_soon(self._mention_notices(actor, comment, mentions))
+        self._ports.notifier.send_soon(self._mention_notices(actor, comment, mentions))
 
     @staticmethod
     def _mention_notices(

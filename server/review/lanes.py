@@ -6,13 +6,12 @@ Clients that joined with ``?events=1``, in any room of the document, send
 the database stored the change (never before), or a non-fatal ``error`` event
 (:func:`server.errors.failure_event`: the HTTP-style ``code`` of the one error table). The
 room's event hook is synchronous, so each request runs in a task; the requests of one
-connection run one after the other, in the order they arrived.
+connection run one after the other, in the order they arrived (``server/keyed.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 from protocol.events import AppEvent
 from server.errors import UNEXPECTED, AuthError, RateLimited, classify, failure_event, invalid_body
 from server.hooks import ConnectionView, RoomView
+from server.keyed import Hold, KeyedLocks
 from server.review.bodies import CreateBody, EditBody, SocketEditBody, TargetBody
 from server.review.comment_views import fit_event
 
@@ -104,36 +104,31 @@ def _fields(event: AppEvent) -> dict[str, Any]:
 
 
 class Lanes:
-    """Runs each connection's comment requests in order, one task per busy connection."""
+    """Runs each connection's comment requests in order (a :class:`KeyedLocks` by
+    connection: one task per request, each holding the connection's key while it runs)."""
 
     def __init__(self, service: CommentService, tasks: asyncio.TaskGroup) -> None:
         self._service = service
         self._tasks = tasks
-        self._lanes: dict[int, collections.deque[AppEvent]] = {}
+        self._lanes: KeyedLocks[int] = KeyedLocks()
 
     def submit(self, room: RoomView, conn: ConnectionView, event: AppEvent) -> None:
         """The rooms' hook (synchronous): queue the request behind the connection's others."""
-        lane = self._lanes.get(conn.id)
-        if lane is None:
-            lane = collections.deque([event])
-            self._lanes[conn.id] = lane
-            self._tasks.create_task(self._drain(conn, lane), name=f"comments {conn.id}")
-        elif len(lane) >= MAX_PENDING_PER_CONNECTION:
+        if self._lanes.waiting(conn.id) >= MAX_PENDING_PER_CONNECTION:
             error = RateLimited(
                 f"at most {MAX_PENDING_PER_CONNECTION} comment requests may wait per connection",
                 1.0,
             )
             conn.send_event(failure_event(error, _request_id(event)))
-        else:
-            lane.append(event)
+            return
+        place = self._lanes.hold(conn.id)  # counted now, so the bound sees it at once
+        task = self._tasks.create_task(self._serve(conn, event, place), name=f"comments {conn.id}")
+        # A task cancelled before it ran (shutdown) never entered its place: give it up.
+        task.add_done_callback(lambda _: place.cancel())
 
-    async def _drain(self, conn: ConnectionView, lane: collections.deque[AppEvent]) -> None:
-        try:
-            while lane:
-                await self._service_one(conn, lane[0])
-                lane.popleft()
-        finally:
-            del self._lanes[conn.id]
+    async def _serve(self, conn: ConnectionView, event: AppEvent, place: Hold[int]) -> None:
+        async with place:
+            await self._service_one(conn, event)
 
     async def _service_one(self, conn: ConnectionView, event: AppEvent) -> None:
         request_id = _request_id(event)

@@ -24,7 +24,7 @@ What notifies whom:
 (:mod:`server.hooks`), which the documents API fires at every permission change and the app at
 every creation. Grants in the ``permissions`` table made outside the API are not observed.
 
-Features notify through :func:`notifier` (``notifier(collab).send_soon([...])``): delivery runs
+Features are handed the app's :class:`Notifier` and call ``send_soon([...])``: delivery runs
 in the background and never delays the request that caused it; a store outage is retried
 (the rows are idempotent per id, so a retry never notifies twice).
 """
@@ -34,11 +34,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from persistence.content.ports import ContentStore
 from persistence.coordinator.ports import NotificationQueues
@@ -61,15 +60,6 @@ MAX_SNIPPET: Final = 200
 # Permission lists, weakest first: a user named in a stronger list than before was given more.
 LEVELS: Final = ("view", "comment", "edit")
 
-_notifiers: weakref.WeakKeyDictionary[Hub, Notifier] = weakref.WeakKeyDictionary()
-
-
-class HasHub(Protocol):
-    """What :func:`notifier` finds the app's notifier by: the app's connection hub."""
-
-    @property
-    def hub(self) -> Hub: ...
-
 
 def install(
     hooks: Hooks,
@@ -79,17 +69,8 @@ def install(
 ) -> Notifier:
     """Create the app's notifier and subscribe it to permission changes."""
     notifier = Notifier(hub, ports, tasks)
-    _notifiers[hub] = notifier
     hooks.on_permission_change.subscribe(notifier.on_permission_change)
     return notifier
-
-
-def notifier(app: HasHub) -> Notifier:
-    """The app's notifier (made by :func:`install`); RuntimeError before that."""
-    found = _notifiers.get(app.hub)
-    if found is None:
-        raise RuntimeError("notifications are not installed on this app")
-    return found
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -10,7 +10,16 @@ from typing import Any
 import httpx
 
 from loadtests.client import YClient
-from server.hooks import Edited, Hooks, PermissionChange
+from server.hooks import (
+    Authenticated,
+    Disconnected,
+    Edited,
+    Hooks,
+    PermissionChange,
+    Rejected,
+    Stored,
+    Storing,
+)
 from server.realtime.hub import Hub
 from tests.conftest import StartServer
 
@@ -97,3 +106,90 @@ async def test_permission_changes_and_creations_reach_the_hook(start_server: Sta
     assert seen[1].before is not None
     assert seen[1].before["view"] == [str(kim.id)]
     assert seen[1].after["edit"] == [str(kim.id)]
+
+
+async def test_on_authenticate_sees_the_verified_user_and_may_refuse(
+    start_server: StartServer,
+) -> None:
+    seen: list[Authenticated] = []
+
+    async def only_analysts(authenticated: Authenticated) -> None:
+        seen.append(authenticated)
+        if authenticated.principal.role != "analyst":
+            raise Rejected("analysts only")
+
+    def install(hooks: Hooks, hub: Hub) -> object:
+        return hooks.on_authenticate.subscribe(only_analysts)
+
+    server = await start_server(insecure_dev=False, extensions=[install])
+    olga = await server.add_user("olga@example.com", "analyst", "Olga")
+    kim = await server.add_user("kim@example.com", "viewer", "Kim")
+
+    refused = YClient(server.ws_url, "plan/s", token=server.token(kim))
+    await refused.connect()
+    try:
+        assert await refused.wait_closed(10) == 4401
+        assert "analysts only" in refused.close_reason
+    finally:
+        await refused.close()
+    async with YClient(server.ws_url, "plan/s", token=server.token(olga)) as ok:
+        await asyncio.wait_for(ok.synced.wait(), 10)
+    assert [(a.principal.user_id, str(a.room)) for a in seen] == [
+        (str(kim.id), "plan/s"),
+        (str(olga.id), "plan/s"),
+    ]
+
+
+async def test_on_store_may_keep_a_snapshot_out_and_on_disconnect_follows_every_close(
+    start_server: StartServer,
+) -> None:
+    refusing = True
+    stored: list[str] = []
+    offered = asyncio.Event()
+    left = asyncio.Event()
+    disconnected: list[Disconnected] = []
+
+    async def guard(storing: Storing) -> None:
+        offered.set()
+        if refusing and "secret" in storing.content.markdown:
+            raise Rejected("no secrets in the snapshot")
+
+    async def after(stored_: Stored) -> None:
+        stored.append(stored_.document_id)
+
+    def on_disconnect(gone: Disconnected) -> None:
+        disconnected.append(gone)
+        left.set()
+
+    def install(hooks: Hooks, hub: Hub) -> object:
+        return (
+            hooks.on_store.subscribe(guard),
+            hooks.after_store.subscribe(after),
+            hooks.on_disconnect.subscribe(on_disconnect),
+        )
+
+    server = await start_server(snapshot_idle_seconds=0.05, extensions=[install])
+    async with YClient(server.ws_url, "vault/s") as editor:
+        await asyncio.wait_for(editor.synced.wait(), 10)
+        await editor.insert(0, "a secret")
+        await asyncio.wait_for(offered.wait(), 10)
+    await asyncio.wait_for(left.wait(), 10)
+    assert [(d.document_id, d.conn.room_name) for d in disconnected] == [("vault", "vault/s")]
+    snapshots = server.collab.snapshots
+    assert snapshots.stats()["snapshots_vetoed"] >= 1
+    assert stored == []
+    record = await server.collab.content.get("business_documents", "vault")
+    assert record is not None
+    assert "secret" not in str(record.get("content"))
+
+    refusing = False
+    await snapshots.flush()  # nothing is dirty: the veto is a decision, not a failure
+    assert stored == []
+    async with YClient(server.ws_url, "vault/s") as editor:
+        await asyncio.wait_for(editor.synced.wait(), 10)
+        await editor.insert(0, "now ")
+    await snapshots.flush()
+    assert stored[-1:] == ["vault"]
+    record = await server.collab.content.get("business_documents", "vault")
+    assert record is not None
+    assert "now a secret" in str(record["content"]["markdown"])

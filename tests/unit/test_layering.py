@@ -10,8 +10,6 @@ import pytest
 
 from server.api.ports import ApiCollab
 from server.app import Collab
-from server.documents.ports import DocumentCollab
-from server.review.ports import ReviewCollab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -224,7 +222,7 @@ def test_no_import_circle_in_the_project() -> None:
 # presence and review are features over the rooms; api is HTTP over the features; the top
 # wires everything (docs/architecture.md, "Layers").
 SERVER_LAYERS: list[set[str]] = [
-    {"server", "errors", "settings", "shutdown"},
+    {"server", "errors", "settings", "shutdown", "keyed"},
     {"identity"},
     {"hooks"},
     {"realtime"},
@@ -289,13 +287,13 @@ def test_persistence_top_level_holds_few_files() -> None:
     assert 0 < len(top) <= MAX_TOP_LEVEL_FILES, f"a module belongs in a port folder: {top}"
 
 
-def _app_as_its_ports(collab: Collab) -> tuple[ApiCollab, DocumentCollab, ReviewCollab]:
-    """Never called: mypy checks here that the app satisfies the ports of the layers below
-    it, which name what they need of it instead of importing it."""
-    return collab, collab, collab
+def _app_as_its_port(collab: Collab) -> ApiCollab:
+    """Never called: mypy checks here that the app satisfies the port of the REST handlers,
+    which name what they need of it instead of importing it."""
+    return collab
 
 
-@pytest.mark.parametrize("port", [ApiCollab, DocumentCollab, ReviewCollab])
+@pytest.mark.parametrize("port", [ApiCollab])
 def test_the_app_provides_every_member_of_the_ports(port: type) -> None:
     source = inspect.getsource(Collab)
     members = {
@@ -308,3 +306,27 @@ def test_the_app_provides_every_member_of_the_ports(port: type) -> None:
     assert members, f"{port.__name__} names nothing"
     missing = {m for m in members if f"self.{m} =" not in source and f"def {m}(" not in source}
     assert not missing, f"Collab lacks {sorted(missing)} of {port.__name__}"
+
+
+FEATURES = ("server/documents", "server/review", "server/presence", "server/realtime")
+
+
+def test_features_are_handed_their_collaborators_not_the_app() -> None:
+    """No feature names the app or the REST port: each gets its own ports from the wiring."""
+    offenders = {
+        str(path.relative_to(ROOT))
+        for folder in FEATURES
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if any(name in path.read_text() for name in ("ApiCollab", "server.app", "Collab)"))
+    }
+    assert not offenders, f"features that reach for the app: {sorted(offenders)}"
+
+
+def test_features_keep_no_registry_of_apps() -> None:
+    """Services are held by the app that made them, not looked up in module-level tables."""
+    offenders = {
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "server").rglob("*.py"))
+        if "WeakKeyDictionary" in path.read_text()
+    }
+    assert not offenders, f"module-level service registries: {sorted(offenders)}"
