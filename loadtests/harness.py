@@ -43,8 +43,12 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         port: int = 0,
         cpu: int | None = None,
+        source: Path | None = None,
     ) -> None:
+        """``source``: run the server of another checkout (its ``server`` package is found
+        first, from its directory), as the benchmark's ``collab-baseline`` does."""
         self.data_dir = data_dir
+        self.source = source
         self.extra_args = list(extra_args)
         self.env = {**BENCH_ENV, **(env or {})}
         self.requested_port = port
@@ -83,6 +87,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **self.env},
+            cwd=self.source,
         )
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()

@@ -235,11 +235,12 @@ class CommandServer:
 
 
 class CollabServer:
-    """``collab serve`` on embedded defaults in a temporary data directory."""
+    """``collab serve`` on embedded defaults in a temporary data directory (of ``source``, a
+    checkout of another commit, when given)."""
 
-    def __init__(self, cpu: int | None) -> None:
+    def __init__(self, cpu: int | None, source: Path | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="collab-bench-")
-        self._server = ServerProcess(Path(self._dir.name), cpu=cpu)
+        self._server = ServerProcess(Path(self._dir.name), cpu=cpu, source=source)
 
     @property
     def ws_url(self) -> str:
@@ -359,6 +360,25 @@ class CollabServicesServer:
                     self._dir.cleanup()
 
 
+BASELINE_ENV = "COLLAB_BENCH_BASELINE"
+
+
+def baseline_source() -> Path:
+    """The checkout ``collab-baseline`` runs: ``$COLLAB_BENCH_BASELINE``, a directory holding
+    another commit of this repository (``git worktree add ../baseline <commit>``), run with
+    this checkout's virtualenv; PeerUnavailableError when it is not set or not a checkout."""
+    value = os.environ.get(BASELINE_ENV, "")
+    if not value:
+        raise PeerUnavailableError(
+            f"set {BASELINE_ENV} to a checkout of the commit to compare with "
+            "(git worktree add ../baseline <commit>)"
+        )
+    source = Path(value).resolve()
+    if not (source / "server" / "__main__.py").is_file():
+        raise PeerUnavailableError(f"{BASELINE_ENV}={value} is not a checkout of collab")
+    return source
+
+
 @dataclass(frozen=True, slots=True)
 class PeerSpec:
     """How to start one kind of server; ``stateless`` servers keep no document."""
@@ -371,6 +391,8 @@ class PeerSpec:
         """Install what the server needs (once); raise PeerUnavailableError if impossible."""
         if self.name == "collab-services":
             check_services()
+        elif self.name == "collab-baseline":
+            baseline_source()
         elif self.name == "pycrdt-websocket":
             pycrdt_websocket_python()
         elif self.name == "node":
@@ -379,6 +401,8 @@ class PeerSpec:
     def server(self, cpu: int | None) -> CollabServer | CollabServicesServer | CommandServer:
         if self.name == "collab":
             return CollabServer(cpu)
+        if self.name == "collab-baseline":
+            return CollabServer(cpu, baseline_source())
         if self.name == "collab-services":
             return CollabServicesServer(cpu)
         if self.name == "pycrdt-websocket":
@@ -402,6 +426,7 @@ class PeerSpec:
 PEERS = (
     PeerSpec("collab", "collab (embedded defaults)"),
     PeerSpec("collab-services", "collab (Redis + PostgreSQL; content in SQLite)"),
+    PeerSpec("collab-baseline", "collab at another commit (embedded defaults)"),
     PeerSpec("pycrdt-websocket", "pycrdt-websocket 0.16.5"),
     PeerSpec("node", f"{NODE_PACKAGE} (Node)"),
     PeerSpec("relay", "bare relay (websockets)", stateless=True),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import bench, services, wire
+from loadtests import bench, peers, services, wire
 from loadtests.peers import CollabServicesServer, PeerUnavailableError, peer
 from loadtests.relay import EMPTY_STEP2, serve_relay
 from protocol.ysync import SyncStep1, SyncStep2, SyncUpdate, decode, encode, encode_update
@@ -151,3 +151,17 @@ def test_a_quick_bench_against_collab_and_the_relay_gives_a_ratio(
     assert ran == {("collab", "ok"), ("relay", "ok")}
     assert document["unavailable"]["collab-services"].startswith("unavailable")
     assert out.with_suffix(".md").read_text().startswith("Machine:")
+
+
+def test_the_baseline_peer_says_how_to_name_the_checkout_it_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(peers.BASELINE_ENV, raising=False)
+    with pytest.raises(peers.PeerUnavailableError, match="git worktree add"):
+        peers.peer("collab-baseline").prepare()
+    monkeypatch.setenv(peers.BASELINE_ENV, str(tmp_path))
+    with pytest.raises(peers.PeerUnavailableError, match="not a checkout of collab"):
+        peers.peer("collab-baseline").prepare()
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "__main__.py").write_text("")
+    assert peers.baseline_source() == tmp_path.resolve()
