@@ -19,6 +19,7 @@ from bson.errors import InvalidBSON, InvalidDocument
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo import errors as mongo_errors
 
+from persistence.content import mongo_search
 from persistence.content.ports import (
     BUSINESS_DOCUMENTS,
     COLLECTIONS,
@@ -40,6 +41,7 @@ from persistence.content.ports import (
     prepare_update,
     summary,
 )
+from persistence.content.search import SearchHit, SearchPage, SearchQuery
 from persistence.errors import (
     DocumentNotFound,
     DocumentTooLarge,
@@ -110,6 +112,10 @@ class MongoCollection(Protocol):
     async def count_documents(self, filter: Mapping[str, Any]) -> int: ...
 
     async def create_index(self, keys: Any, **kwargs: Any) -> str: ...
+
+    async def index_information(self) -> Mapping[str, Any]: ...
+
+    async def drop_index(self, index_or_name: str, /) -> object: ...
 
 
 class MongoDatabase(Protocol):
@@ -364,6 +370,36 @@ class MongoContentStore:
             raw = await cursor.to_list(None)
         return Page([_document(item, collection) for item in raw], total)
 
+    async def search(self, query: SearchQuery) -> SearchPage:
+        wanted = query.offset + query.limit
+        hits: list[SearchHit] = []
+        total = 0
+        for scope in query.scopes:
+            if not query.applies(scope.collection):
+                continue
+            spec = collection_spec(scope.collection)
+            access = _mongo_filter(
+                spec, Query(accessible_to=scope.accessible_to, accessible_ids=scope.accessible_ids)
+            )
+            clauses = [
+                mongo_search.text_condition(query),
+                *([access] if access else []),
+                *mongo_search.filters(spec.name, query),
+            ]
+            selector = {"$and": clauses}
+            score = {"$meta": "textScore"}
+            projection = {**_list_projection(spec), mongo_search.SCORE: score}
+            table = self._collection(spec.name)
+            with _translated(f"search in {spec.name}"):
+                total += await table.count_documents(selector)
+                cursor = table.find(selector, projection).sort(
+                    [(mongo_search.SCORE, score), (spec.id_field, 1)]
+                )
+                found = await cursor.limit(wanted).to_list(None)
+            hits += [mongo_search.hit(spec.name, doc, query) for doc in found]
+        hits.sort(key=lambda h: (-h.score, h.collection, h.id))
+        return SearchPage(hits[query.offset : wanted], total)
+
     # -- revisions of business documents ---------------------------------------------------
 
     async def add_revision(
@@ -532,13 +568,13 @@ class MongoContentStore:
             )
         for name in spec.indexed_fields:
             await table.create_index([(name, 1)], name=name)
-        # A text index serves $text searches made outside the port (mongosh, analytics);
-        # the port itself searches with $regex (see _mongo_filter). mongomock records it.
-        # language_override names a field no collection has, so that a document's own
-        # "language" field can never make its insert fail on an unsupported language.
-        await table.create_index(
-            [(name, "text") for name in spec.text_fields],
-            name="text_search",
-            default_language="english",
-            language_override="collabTextLanguage",
-        )
+        # The one text index a collection may have serves search(); one made by an older
+        # version over other fields ("text_search") gives way to it.
+        keys, options = mongo_search.text_index(spec.name)
+        existing = await table.index_information()
+        for name, info in existing.items():
+            if name != mongo_search.INDEX_NAME and any(
+                kind == "text" for _, kind in info.get("key", ())
+            ):
+                await table.drop_index(name)
+        await table.create_index(keys, **options)

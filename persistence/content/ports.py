@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from persistence.content.search import SearchPage, SearchQuery
+
 Document = dict[str, Any]
 Scalar = str | int | float | bool | None
 
@@ -320,6 +322,12 @@ class ContentStore(Protocol):
     async def delete(self, collection: str, doc_id: str) -> bool: ...
 
     async def find(self, collection: str, query: Query) -> Page: ...
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """Full-text search over the scopes' collections (:mod:`persistence.content.search`):
+        records holding every word, those each scope lets its user see, after the filters,
+        best first; ``total`` counts every match."""
+        ...
 
     async def add_revision(
         self, document_id: str, revision: Mapping[str, Any], *, keep_inline: int

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from persistence.content import sqlite_search
 from persistence.content.ports import (
     BUSINESS_DOCUMENTS,
     CollectionSpec,
@@ -43,6 +44,7 @@ from persistence.content.ports import (
     prepare_revision,
     prepare_update,
 )
+from persistence.content.search import SearchPage, SearchQuery
 from persistence.content.sqlite_json import (
     MAX_DOCUMENT_BYTES,
     REVISION_SUMMARY,
@@ -158,6 +160,7 @@ class SqliteContentStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.create_function("collab_icontains", 2, icontains, deterministic=True)
+            sqlite_search.register(conn)
             conn.executescript(SCHEMA)
             self._conn = conn
             self._ensure_indexes()
@@ -178,9 +181,10 @@ class SqliteContentStore:
     def _ensure_indexes(self) -> None:
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
-        for statement in collections_ddl():
+        for statement in (*collections_ddl(), *sqlite_search.search_ddl()):
             conn.execute(statement)
         conn.execute("COMMIT")
+        sqlite_search.backfill(conn)
 
     # -- rows <-> documents (worker thread) ------------------------------------------------
 
@@ -318,6 +322,12 @@ class SqliteContentStore:
         deleted = conn.execute(f'DELETE FROM "{spec.name}" WHERE id = ?', (doc_id,)).rowcount
         conn.execute("COMMIT")
         return deleted == 1
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._call(self._search, query)
+
+    def _search(self, query: SearchQuery) -> SearchPage:
+        return sqlite_search.search(self._db(), query)
 
     async def find(self, collection: str, query: Query) -> Page:
         spec = collection_spec(collection)
