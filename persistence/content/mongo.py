@@ -34,6 +34,7 @@ from persistence.content.ports import (
     check_id,
     check_list_args,
     check_query,
+    check_scope,
     collection_spec,
     merge_revisions,
     prepare_insert,
@@ -377,9 +378,16 @@ class MongoContentStore:
         for scope in query.scopes:
             if not query.applies(scope.collection):
                 continue
-            spec = collection_spec(scope.collection)
+            spec = check_scope(scope)
             access = _mongo_filter(
-                spec, Query(accessible_to=scope.accessible_to, accessible_ids=scope.accessible_ids)
+                spec,
+                Query(
+                    accessible_to=scope.accessible_to,
+                    accessible_ids=scope.accessible_ids,
+                    ids=scope.ids,
+                    filters=scope.filters,
+                    tags_all=scope.tags_all,
+                ),
             )
             clauses = [
                 mongo_search.text_condition(query),
@@ -396,7 +404,9 @@ class MongoContentStore:
                     [(mongo_search.SCORE, score), (spec.id_field, 1)]
                 )
                 found = await cursor.limit(wanted).to_list(None)
-            hits += [mongo_search.hit(spec.name, doc, query) for doc in found]
+            for doc in found:
+                score = float(doc.pop(mongo_search.SCORE, 0.0) or 0.0)
+                hits.append(mongo_search.hit(spec.name, _document(doc, spec.name), score, query))
         hits.sort(key=lambda h: (-h.score, h.collection, h.id))
         return SearchPage(hits[query.offset : wanted], total)
 

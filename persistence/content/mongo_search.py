@@ -75,15 +75,16 @@ def filters(collection: str, query: SearchQuery) -> list[dict[str, Any]]:
     return clauses
 
 
-def hit(collection: str, doc: dict[str, Any], query: SearchQuery) -> SearchHit:
-    """A found record as a hit (the score under :data:`SCORE`)."""
+def hit(collection: str, doc: dict[str, Any], score: float, query: SearchQuery) -> SearchHit:
+    """A found record (its ``textScore`` taken out) as a hit."""
     title = title_of(collection, doc)
     text = title + "\n" + body_of(collection, doc)
     return SearchHit(
         collection=collection,
         id=str(doc.get(SEARCH_FIELDS[collection].id_field, "")),
         title=title,
-        score=round(float(doc.get(SCORE) or 0.0), 6),
+        score=round(score, 6),
         snippet=snippet_around(text, query.terms),
         updated_at=updated_of(collection, doc),
+        record=doc,
     )

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from persistence.content.search import SearchPage, SearchQuery
+from persistence.content.search import SearchPage, SearchQuery, SearchScope
 
 Document = dict[str, Any]
 Scalar = str | int | float | bool | None
@@ -256,6 +256,15 @@ def check_query(spec: CollectionSpec, query: Query) -> str:
     if sort not in spec.sort_fields:
         raise ValueError(f"{spec.name} cannot be sorted on {sort!r}")
     return sort
+
+
+def check_scope(scope: SearchScope) -> CollectionSpec:
+    """The spec of a search scope's collection, its filters checked; raises ValueError."""
+    spec = collection_spec(scope.collection)
+    unknown = set(scope.filters) - spec.filter_fields
+    if unknown:
+        raise ValueError(f"{spec.name} cannot be filtered on {sorted(unknown)}")
+    return spec
 
 
 class ContentStore(Protocol):

@@ -127,16 +127,33 @@ SEARCHABLE: Final = tuple(SEARCH_FIELDS)
 class SearchScope:
     """One collection to search and who may see what in it: ``accessible_to`` None means
     every record; otherwise the records the user holds through the collection's access
-    fields (owner, lists), or whose id is in ``accessible_ids`` (grants)."""
+    fields (owner, lists), or whose id is in ``accessible_ids`` (grants). ``ids`` keeps to
+    those records (None: no condition); ``filters`` (equality on the collection's filter
+    fields, checked by the adapter) and ``tags_all`` apply to this collection only."""
 
     collection: str
     accessible_to: str | None = None
     accessible_ids: tuple[str, ...] = ()
+    ids: tuple[str, ...] | None = None
+    filters: Mapping[str, str] = field(default_factory=dict)
+    tags_all: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.collection not in SEARCH_FIELDS:
             raise ValueError(f"{self.collection!r} is not searchable")
         object.__setattr__(self, "accessible_ids", tuple(self.accessible_ids))
+        object.__setattr__(self, "filters", MappingProxyType(dict(self.filters)))
+        object.__setattr__(self, "tags_all", tuple(self.tags_all))
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(self.ids))
+            if len(self.ids) > MAX_SCOPE_IDS:
+                raise ValueError(f"at most {MAX_SCOPE_IDS} ids in a scope")
+            for doc_id in self.ids:
+                _check_value(doc_id, "id")
+        for value in (*self.filters.values(), *self.tags_all):
+            _check_value(value, "filter value")
+        if self.tags_all and not SEARCH_FIELDS[self.collection].tags:
+            raise ValueError(f"{self.collection} has no tags")
         if self.accessible_to is not None:
             _check_value(self.accessible_to, "user id")
         elif self.accessible_ids:
@@ -197,7 +214,8 @@ class SearchQuery:
 class SearchHit:
     """One result: the collection, the record's id and title, its relevance (higher is
     better; comparable within one answer), a snippet of the text around the match with the
-    words between :data:`MARK_OPEN` and :data:`MARK_CLOSE`, and when it last changed."""
+    words between :data:`MARK_OPEN` and :data:`MARK_CLOSE`, when it last changed, and the
+    record itself (its inline revisions without their heavy fields)."""
 
     collection: str
     id: str
@@ -205,6 +223,7 @@ class SearchHit:
     score: float
     snippet: str
     updated_at: datetime | None
+    record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

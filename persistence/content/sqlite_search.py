@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from persistence.content.ports import Query, collection_spec
+from persistence.content.ports import Query, check_scope
 from persistence.content.search import (
     MARK_CLOSE,
     MARK_OPEN,
@@ -152,7 +152,7 @@ def _iso(moment: datetime) -> str:
 
 def _conditions(scope: SearchScope, query: SearchQuery) -> tuple[str, list[object]]:
     """The WHERE conditions on the records of one scope: rights, then the filters."""
-    spec = collection_spec(scope.collection)
+    spec = check_scope(scope)
     fields = SEARCH_FIELDS[scope.collection]
     clauses: list[str] = []
     params: list[object] = []
@@ -162,6 +162,11 @@ def _conditions(scope: SearchScope, query: SearchQuery) -> tuple[str, list[objec
         clauses.append(clause)
         params.extend(values)
 
+    if scope.filters or scope.tags_all:
+        add(Query(filters=scope.filters, tags_all=scope.tags_all))
+    if scope.ids is not None:
+        clauses.append(f"id IN ({', '.join('?' * len(scope.ids))})" if scope.ids else "0")
+        params.extend(scope.ids)
     if scope.accessible_to is not None:
         access, values = where_clause(spec, Query(accessible_to=scope.accessible_to))
         if scope.accessible_ids:
@@ -228,4 +233,5 @@ def _hit(collection: str, rank: float, snip: str, text: str) -> SearchHit:
         score=round(-rank, 6),  # bm25 is lower for better matches
         snippet=unspaced(snip),
         updated_at=updated_of(collection, doc),
+        record=doc,
     )
