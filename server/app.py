@@ -62,6 +62,7 @@ from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
 from server.review import comments, notifications
 from server.review.approvals import ApprovalService
 from server.review.ports import ReviewPorts
+from server.search.service import SearchService
 from server.services import Services, open_services
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS as CLOSE
@@ -210,6 +211,7 @@ class Collab:
             hub=self.hub,
             notifier=self.notifier,
         )
+        self.search = SearchService(content, self.access)
         self.comments = comments.install(hooks, review, tasks)
         self.approvals = ApprovalService(review)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)

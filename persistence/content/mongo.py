@@ -395,13 +395,13 @@ class MongoContentStore:
                 *mongo_search.filters(spec.name, query),
             ]
             selector = {"$and": clauses}
-            score = {"$meta": "textScore"}
-            projection = {**_list_projection(spec), mongo_search.SCORE: score}
+            meta = {"$meta": "textScore"}
+            projection = {**_list_projection(spec), mongo_search.SCORE: meta}
             table = self._collection(spec.name)
             with _translated(f"search in {spec.name}"):
                 total += await table.count_documents(selector)
                 cursor = table.find(selector, projection).sort(
-                    [(mongo_search.SCORE, score), (spec.id_field, 1)]
+                    [(mongo_search.SCORE, meta), (spec.id_field, 1)]
                 )
                 found = await cursor.limit(wanted).to_list(None)
             for doc in found:

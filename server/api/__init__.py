@@ -7,7 +7,7 @@ from starlette.routing import BaseRoute
 
 def api_routes() -> list[BaseRoute]:
     """Every route of the API, relative to ``/api``."""
-    from server.api import audit, auth, documents, revisions
+    from server.api import audit, auth, documents, revisions, search
     from server.api.approvals import routes as approval_routes
     from server.api.comments import routes as comment_routes
     from server.api.locks import routes as lock_routes
@@ -19,6 +19,7 @@ def api_routes() -> list[BaseRoute]:
         *documents.routes,
         *revisions.routes,
         *audit.routes,
+        *search.routes,
         *lock_routes,
         *presence_routes,
     ]

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.relational import AccessQuery, AuditQuery
-from server.api.common import ApiError, authenticated, collab_of, query_int
+from server.api.common import ApiError, authenticated, collab_of, query_int, query_moment
 from server.identity.authentication import Principal
 
 READERS = frozenset({"admin", "manager"})
@@ -50,19 +50,6 @@ def _user(request: Request) -> uuid.UUID | None:
         raise ApiError(400, "invalid query parameter", "user must be a user id") from None
 
 
-def _moment(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(400, "invalid query parameter", f"{name} must be ISO 8601") from None
-    if moment.tzinfo is None:
-        raise ApiError(400, "invalid query parameter", f"{name} needs a time zone")
-    return moment
-
-
 def _json(entry: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in dataclasses.fields(entry):
@@ -80,8 +67,8 @@ def _common(request: Request) -> dict[str, Any]:
     """The filters both trails share: user, time range, page size, cursor."""
     return {
         "user_id": _user(request),
-        "since": _moment(request, "since"),
-        "until": _moment(request, "until"),
+        "since": query_moment(request, "since"),
+        "until": query_moment(request, "until"),
         "limit": query_int(request, "limit", 50, 1, 500),
         "cursor": request.query_params.get("cursor") or None,
     }

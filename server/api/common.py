@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -229,6 +230,20 @@ def query_flag(request: Request, name: str) -> bool:
     if value in _FALSE:
         return False
     raise ApiError(400, "invalid query parameter", f"{name} must be 1 or 0")
+
+
+def query_moment(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 time with its time zone (absent: None); 400 otherwise."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, "invalid query parameter", f"{name} must be ISO 8601") from None
+    if moment.tzinfo is None:
+        raise ApiError(400, "invalid query parameter", f"{name} needs a time zone")
+    return moment
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -69,6 +69,7 @@ from server.documents.workflow import APPROVAL_STATES
 from server.hooks import PermissionChange
 from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
+from server.search.service import Search
 
 if TYPE_CHECKING:
     from server.api.ports import ApiCollab
@@ -254,7 +255,6 @@ def _list_query(request: Request, visible: Mapping[str, Any]) -> Query:
         return Query(
             filters=filters,
             tags_all=tuple(dict.fromkeys(t for t in params.getlist("tag") if t)),
-            text=params.get("q") or None,
             sort=sort,
             descending=order == "desc",
             limit=query_int(request, "limit", 20, 1, MAX_LIST_LIMIT),
@@ -265,12 +265,43 @@ def _list_query(request: Request, visible: Mapping[str, Any]) -> Query:
         raise ApiError(400, "invalid query parameter", str(exc)) from exc
 
 
+async def _search_documents(request: Request, principal: Principal) -> Response:
+    """The documents list with ``q``: the search engine's ranking (``docs/search.md``)."""
+    params = request.query_params
+    if params.get("sort") or params.get("order"):
+        raise ApiError(
+            400, "invalid query parameter", "with q the documents are ranked by relevance: no sort"
+        )
+    limit = query_int(request, "limit", 20, 1, MAX_LIST_LIMIT)
+    offset = query_int(request, "offset", 0, 0, MAX_OFFSET)
+    equal = {name: params[name] for name in ("type", "status", "category") if params.get(name)}
+    page = await collab_of(request).search.search(
+        principal,
+        Search(
+            params["q"],
+            types=("business_document",),
+            limit=limit,
+            offset=offset,
+            document_filters=equal,
+            document_tags=tuple(dict.fromkeys(t for t in params.getlist("tag") if t)),
+        ),
+    )
+    items = [
+        {**document_summary(dict(hit.record)), "score": hit.score, "snippet": hit.snippet}
+        for hit in page.items
+    ]
+    return JSONResponse({"items": items, "total": page.total, "limit": limit, "offset": offset})
+
+
 async def list_documents(request: Request) -> Response:
     """``GET /documents``: ``{items, total, limit, offset}`` of the documents the caller may
-    view. Filters are literal equality (``type``, ``status``, ``category``), every ``tag``,
-    and ``q`` a case-insensitive substring of the title, description or content."""
+    view. Filters are literal equality (``type``, ``status``, ``category``) and every
+    ``tag``; with ``q``, the documents holding its words, ranked by relevance, each with its
+    ``score`` and ``snippet`` (the search engine of ``GET /search``)."""
     principal = await authenticated(request)
     check_params(request, _LIST_PARAMS, frozenset({"tag"}))
+    if request.query_params.get("q"):
+        return await _search_documents(request, principal)
     collab = collab_of(request)
     query = _list_query(request, await _visible(collab, principal))
     page = await collab.content.find(DOCUMENTS, query)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from server.review.approvals import ApprovalService
     from server.review.comments import CommentService
     from server.review.notifications import Notifier
+    from server.search.service import SearchService
     from server.settings import Settings
 
 
@@ -92,6 +93,11 @@ class ApiCollab(Protocol):
     @property
     def workflow(self) -> Workflow:
         """Documents' creation, status changes and per-document lock."""
+        ...
+
+    @property
+    def search(self) -> SearchService:
+        """Full-text search across the collections."""
         ...
 
     @property

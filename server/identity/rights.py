@@ -242,12 +242,17 @@ class AccessControl:
     async def granted_documents(self, subject: Subject) -> list[str]:
         """Ids of the documents the permissions table opens to the user (besides the
         document's own lists); ``["*"]`` when a grant covers every document."""
+        return await self.granted(subject, RESOURCE_TYPE)
+
+    async def granted(self, subject: Subject, resource_type: str) -> list[str]:
+        """Ids of the resources of ``resource_type`` the permissions table opens to the
+        user; ``["*"]`` among them when a grant covers every one."""
         try:
             user = uuid.UUID(subject.user_id)
         except ValueError:
             return []
         grants = await self._permissions.for_user(user, now=datetime.now(UTC))
-        return [g.resource_id for g in grants if g.resource_type == RESOURCE_TYPE]
+        return [g.resource_id for g in grants if g.resource_type == resource_type]
 
     def forget(self, document_id: str) -> None:
         """Drop what is cached about one document (its record and its grants)."""

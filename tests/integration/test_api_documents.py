@@ -305,7 +305,8 @@ async def test_list_filters_search_sorting_and_pages(env: Env) -> None:
     assert await env.listed("admin", status="published") == []
     assert sorted(await env.listed("admin", tag="sales")) == ["alpha", "charlie"]
     assert await env.listed("admin", tag=["sales", "growth"]) == ["alpha"]
-    assert sorted(await env.listed("admin", q="GROWTH")) == ["alpha"]  # title
+    # title and tag above tag alone (search ranks; tags are searchable)
+    assert await env.listed("admin", q="GROWTH") == ["alpha", "delta"]
     assert await env.listed("admin", q="nordic") == ["alpha"]  # content
     assert await env.listed("owner", q="guide") == []  # echo is not the owner's
     assert sorted(await env.listed("owner", category="Sales", tag="growth")) == ["alpha", "delta"]
@@ -313,9 +314,15 @@ async def test_list_filters_search_sorting_and_pages(env: Env) -> None:
     # Injection-looking values are plain strings: they match nothing and change nothing.
     for hostile in ('{"$ne": null}', "' OR 1=1 --", "Sales' OR '1'='1", ".*"):
         assert await env.listed("admin", category=hostile) == []
-        assert await env.listed("admin", q=hostile) == []
         assert await env.listed("admin", type=hostile, tag=hostile) == []
+    for hostile in ('{"$ne": null}', "' OR 1=1 --", "Sales' OR '1'='1", "nordic*", '"nordic'):
+        # q is words: operators and quotes are separators, never syntax
+        found = await env.listed("admin", q=hostile)
+        assert found in ([], ["alpha"])
+        assert found == (["alpha"] if "nordic" in hostile else [])
     assert await env.listed("stranger", q="' OR 1=1 --") == []
+    no_words = problem(await env.get("admin", "/documents", q=".*"), 422)
+    assert "no word" in no_words["detail"]
     assert len(await env.listed("admin")) == 5
 
     by_title = await env.listed("admin", sort="title", order="asc")
@@ -342,11 +349,12 @@ async def test_list_filters_search_sorting_and_pages(env: Env) -> None:
         {"offset": -1},
         {"sort": "owner"},
         {"order": "sideways"},
-        {"q": "x" * 201},
         {"colour": "red"},
         {"type": ["a", "b"]},
     ):
         problem(await env.get("admin", "/documents", **bad), 400)
+    problem(await env.get("admin", "/documents", q="x" * 201), 422)  # a search refused
+    problem(await env.get("admin", "/documents", q="nordic", sort="title"), 400)
 
 
 # -- errors ----------------------------------------------------------------------------------

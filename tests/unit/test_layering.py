@@ -227,7 +227,7 @@ SERVER_LAYERS: list[set[str]] = [
     {"hooks"},
     {"realtime"},
     {"documents"},
-    {"presence", "review"},
+    {"presence", "review", "search"},
     {"api"},
     {"app", "services", "stores", "cli", "__main__"},
 ]
