@@ -16,6 +16,7 @@ a run of them searched as a phrase, so any word of them is found inside a longer
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ MAX_SNIPPET_CHARS: Final = 240
 TITLE_WEIGHT: Final = 10.0
 MARK_OPEN: Final = "<mark>"
 MARK_CLOSE: Final = "</mark>"
+# What the engines mark matches with before a snippet is escaped (private-use characters).
+RAW_OPEN: Final = "\ue000"
+RAW_CLOSE: Final = "\ue001"
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +312,15 @@ def unspaced(text: str) -> str:
     return _SPACED_RUN.sub("", _SPACED_MARK.sub("", text))
 
 
+def finish_snippet(raw: str) -> str:
+    """A snippet whose matches an engine marked with :data:`RAW_OPEN` / :data:`RAW_CLOSE`,
+    as the API gives it: the text HTML-escaped (a record's ``<script>`` is shown, never
+    run), the matches between :data:`MARK_OPEN` and :data:`MARK_CLOSE`, spaceless-script
+    runs as written."""
+    escaped = html.escape(raw.replace(MARK_OPEN, "").replace(MARK_CLOSE, ""), quote=False)
+    return unspaced(escaped.replace(RAW_OPEN, MARK_OPEN).replace(RAW_CLOSE, MARK_CLOSE))
+
+
 def strings_at(doc: Mapping[str, Any], path: str) -> Iterator[str]:
     """Every string at a dotted ``path`` of ``doc``, through arrays (of objects and of
     strings) at any level."""
@@ -350,8 +363,9 @@ def updated_of(collection: str, doc: Mapping[str, Any]) -> datetime | None:
 
 def snippet_around(text: str, terms: tuple[str, ...]) -> str:
     """A window of ``text`` around the first place any term starts a word, the terms
-    marked (for engines that give no snippet of their own); the text's start when none is
-    found. Case-insensitive; a spaceless-script term matches its characters in a row."""
+    marked and the rest escaped as :func:`finish_snippet` does (for engines that give no
+    snippet of their own); the text's start when none is found. Case-insensitive; a
+    spaceless-script term matches its characters in a row."""
     patterns = [
         re.escape(term.replace(" ", ""))
         if _SPACELESS_CHAR.match(term)
@@ -362,7 +376,6 @@ def snippet_around(text: str, terms: tuple[str, ...]) -> str:
     match = found.search(text)
     start = 0 if match is None else max(0, match.start() - MAX_SNIPPET_CHARS // 3)
     window = text[start : start + MAX_SNIPPET_CHARS]
-    body = found.sub(lambda m: f"{MARK_OPEN}{m.group(0)}{MARK_CLOSE}", window)
-    return (
-        ("…" if start > 0 else "") + body + ("…" if start + MAX_SNIPPET_CHARS < len(text) else "")
-    )
+    body = found.sub(lambda m: f"{RAW_OPEN}{m.group(0)}{RAW_CLOSE}", window)
+    more = start + MAX_SNIPPET_CHARS < len(text)
+    return finish_snippet(("…" if start > 0 else "") + body + ("…" if more else ""))

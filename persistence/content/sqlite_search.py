@@ -26,8 +26,8 @@ from typing import Any
 
 from persistence.content.ports import Query, check_scope
 from persistence.content.search import (
-    MARK_CLOSE,
-    MARK_OPEN,
+    RAW_CLOSE,
+    RAW_OPEN,
     SEARCH_FIELDS,
     TITLE_WEIGHT,
     SearchHit,
@@ -35,9 +35,9 @@ from persistence.content.search import (
     SearchQuery,
     SearchScope,
     body_of,
+    finish_snippet,
     spaced,
     title_of,
-    unspaced,
     updated_of,
 )
 from persistence.content.sqlite_json import loads, sort_expression, where_clause
@@ -202,7 +202,7 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
         where, values = _conditions(scope, query)
         arms.append(
             f"SELECT '{name}' AS collection, bm25({_fts(name)}, {TITLE_WEIGHT}, 1.0) AS rank, "
-            f"snippet({_fts(name)}, -1, '{MARK_OPEN}', '{MARK_CLOSE}', '…', {SNIPPET_TOKENS}) "
+            f"snippet({_fts(name)}, -1, '{RAW_OPEN}', '{RAW_CLOSE}', '…', {SNIPPET_TOKENS}) "
             f"AS snip, r.id AS id, r.doc AS doc FROM {_fts(name)} JOIN {_keys(name)} AS k "
             f'ON k.key = {_fts(name)}.rowid JOIN "{name}" AS r ON r.id = k.doc_id '
             f"WHERE {_fts(name)} MATCH ? AND {where}"
@@ -231,7 +231,7 @@ def _hit(collection: str, rank: float, snip: str, text: str) -> SearchHit:
         id=str(doc[SEARCH_FIELDS[collection].id_field]),
         title=title_of(collection, doc),
         score=round(-rank, 6),  # bm25 is lower for better matches
-        snippet=unspaced(snip),
+        snippet=finish_snippet(snip),
         updated_at=updated_of(collection, doc),
         record=doc,
     )

@@ -244,3 +244,26 @@ async def test_sqlite_indexes_records_written_before_search_existed(tmp_path: Pa
         assert found(await search(store, "legacy")) == ["old"]
         await store.insert(DOCS, doc("new", "Legacy too"))
         assert sorted(found(await search(store, "legacy"))) == ["new", "old"]
+
+
+async def test_a_snippet_shows_markup_as_text(store: ContentStore) -> None:
+    await store.insert(DOCS, doc("x", "Memo", "<img src=x onerror=alert(1)> pricing & more"))
+    (hit,) = (await search(store, "pricing")).items
+    assert "<img" not in hit.snippet
+    assert "&lt;img" in hit.snippet
+    assert f"{MARK_OPEN}pricing{MARK_CLOSE}" in hit.snippet
+
+
+async def test_a_scope_keeps_to_its_ids_filters_and_tags(store: ContentStore) -> None:
+    await store.insert(DOCS, doc("a", "Plan", "offsite", type="custom", tags=["x", "y"]))
+    await store.insert(DOCS, doc("b", "Plan", "offsite", type="case_study", tags=["x"]))
+    await store.insert(DOCS, doc("c", "Plan", "offsite", type="custom"))
+    assert sorted(found(await search(store, "offsite", SearchScope(DOCS, ids=("a", "b"))))) == [
+        "a",
+        "b",
+    ]
+    assert found(await search(store, "offsite", SearchScope(DOCS, ids=()))) == []
+    custom = SearchScope(DOCS, filters={"type": "custom"}, tags_all=("x", "y"))
+    assert found(await search(store, "offsite", custom)) == ["a"]
+    with pytest.raises(ValueError, match="cannot be filtered"):
+        await search(store, "offsite", SearchScope(DOCS, filters={"colour": "red"}))

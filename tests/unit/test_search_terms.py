@@ -82,3 +82,13 @@ def test_snippet_marks_the_words_around_the_first_match() -> None:
     assert f"{MARK_OPEN}Pricing{MARK_CLOSE}" in snippet
     assert f"{MARK_OPEN}pricing{MARK_CLOSE}" in snippet
     assert snippet_around("no match here", ("zzz",)) == "no match here"
+
+
+def test_snippets_are_escaped_but_the_marks_are_not() -> None:
+    text = "before <script>alert(1)</script> & the pricing <mark>model</mark>"
+    snippet = snippet_around(text, ("pricing",))
+    assert "<script>" not in snippet
+    assert "&lt;script&gt;" in snippet
+    assert "&amp;" in snippet
+    assert f"{MARK_OPEN}pricing{MARK_CLOSE}" in snippet
+    assert "<mark>model" not in snippet  # a record's own marks are not ours
