@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from persistence.content.ports import Query, check_scope
+from persistence.content.ports import Query, check_scope, collection_spec
 from persistence.content.search import (
     RAW_CLOSE,
     RAW_OPEN,
@@ -37,6 +37,7 @@ from persistence.content.search import (
     body_of,
     finish_snippet,
     spaced,
+    strings_at,
     title_of,
     updated_of,
 )
@@ -62,7 +63,11 @@ def _columns(record: str) -> str:
 
 
 def search_ddl() -> list[str]:
-    """The tables and triggers of every searchable collection; each statement idempotent."""
+    """The tables and triggers of every searchable collection; each statement idempotent.
+
+    A key row also holds ``who``: the user ids of the record's access fields, as a small
+    JSON array, so that the rights test of a search reads the key, not the record.
+    """
     ddl: list[str] = []
     for name in SEARCH_FIELDS:
         table, fts, keys = f'"{name}"', _fts(name), _keys(name)
@@ -72,15 +77,18 @@ def search_ddl() -> list[str]:
             f"INSERT INTO {fts} (rowid, title, body) VALUES ({key_of.format(row='new')}, "
             f"collab_search_title({literal}, new.doc), collab_search_body({literal}, new.doc));"
         )
+        who = f"collab_search_who({literal}, new.doc)"
         ddl += [
             f"CREATE TABLE IF NOT EXISTS {keys} "
-            "(key INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE)",
+            "(key INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE, who TEXT NOT NULL)",
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(title, body, "
             f"tokenize = '{TOKENIZER}')",
             f'CREATE TRIGGER IF NOT EXISTS "{name}__search_insert" AFTER INSERT ON {table} '
-            f"BEGIN INSERT OR IGNORE INTO {keys} (doc_id) VALUES (new.id); {insert} END",
+            f"BEGIN INSERT INTO {keys} (doc_id, who) VALUES (new.id, {who}) "
+            f"ON CONFLICT (doc_id) DO UPDATE SET who = excluded.who; {insert} END",
             f'CREATE TRIGGER IF NOT EXISTS "{name}__search_update" AFTER UPDATE OF doc ON {table} '
-            f"BEGIN DELETE FROM {fts} WHERE rowid = {key_of.format(row='old')}; {insert} END",
+            f"BEGIN DELETE FROM {fts} WHERE rowid = {key_of.format(row='old')}; "
+            f"UPDATE {keys} SET who = {who} WHERE doc_id = new.id; {insert} END",
             f'CREATE TRIGGER IF NOT EXISTS "{name}__search_delete" AFTER DELETE ON {table} '
             f"BEGIN DELETE FROM {fts} WHERE rowid = {key_of.format(row='old')}; "
             f"DELETE FROM {keys} WHERE doc_id = old.id; END",
@@ -108,10 +116,19 @@ def _body(collection: object, text: object) -> str:
     return "" if record is None else spaced(body_of(str(collection), record))
 
 
+def _who(collection: object, text: object) -> str:
+    record = _record(collection, text)
+    if record is None:
+        return "[]"
+    fields = collection_spec(str(collection)).access_fields
+    return json.dumps(sorted({user for path in fields for user in strings_at(record, path)}))
+
+
 def register(conn: sqlite3.Connection) -> None:
     """The SQL functions the triggers call (on every connection that writes)."""
     conn.create_function("collab_search_title", 2, _title, deterministic=True)
     conn.create_function("collab_search_body", 2, _body, deterministic=True)
+    conn.create_function("collab_search_who", 2, _who, deterministic=True)
 
 
 def backfill(conn: sqlite3.Connection, progress: Callable[[str], None] = log.info) -> int:
@@ -129,7 +146,11 @@ def backfill(conn: sqlite3.Connection, progress: Callable[[str], None] = log.inf
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(f"DELETE FROM {fts}")
         conn.execute(f"DELETE FROM {keys}")
-        conn.execute(f"INSERT INTO {keys} (doc_id) SELECT id FROM {table} ORDER BY rowid")
+        conn.execute(
+            f"INSERT INTO {keys} (doc_id, who) SELECT id, collab_search_who(?, doc) "
+            f"FROM {table} ORDER BY rowid",
+            (name,),
+        )
         conn.execute(
             f"INSERT INTO {fts} (rowid, title, body) SELECT k.key, {_columns('r')} "
             f"FROM {keys} AS k JOIN {table} AS r ON r.id = k.doc_id",
@@ -150,28 +171,35 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _conditions(scope: SearchScope, query: SearchQuery) -> tuple[str, list[object]]:
-    """The WHERE conditions on the records of one scope: rights, then the filters."""
+def _conditions(scope: SearchScope, query: SearchQuery) -> tuple[str, list[object], bool]:
+    """The WHERE conditions of one scope (rights, then the filters), their parameters, and
+    whether they read the record (``r``) rather than only its key (``k``)."""
     spec = check_scope(scope)
     fields = SEARCH_FIELDS[scope.collection]
     clauses: list[str] = []
     params: list[object] = []
 
+    reads = False
+
     def add(condition: Query) -> None:
+        nonlocal reads
         clause, values = where_clause(spec, condition)
         clauses.append(clause)
         params.extend(values)
+        reads = True
 
     if scope.filters or scope.tags_all:
         add(Query(filters=scope.filters, tags_all=scope.tags_all))
     if scope.ids is not None:
-        clauses.append(f"id IN ({', '.join('?' * len(scope.ids))})" if scope.ids else "0")
+        clauses.append(f"k.doc_id IN ({', '.join('?' * len(scope.ids))})" if scope.ids else "0")
         params.extend(scope.ids)
     if scope.accessible_to is not None:
-        access, values = where_clause(spec, Query(accessible_to=scope.accessible_to))
+        # The key's copy of the access fields (``who``): no read of the record itself.
+        access = "EXISTS (SELECT 1 FROM json_each(k.who) WHERE value = ?)"
+        values: list[object] = [scope.accessible_to]
         if scope.accessible_ids:
-            access = f"({access} OR id IN ({', '.join('?' * len(scope.accessible_ids))}))"
-            values = [*values, *scope.accessible_ids]
+            access = f"({access} OR k.doc_id IN ({', '.join('?' * len(scope.accessible_ids))}))"
+            values += scope.accessible_ids
         clauses.append(access)
         params.extend(values)
     if query.status is not None:
@@ -181,17 +209,19 @@ def _conditions(scope: SearchScope, query: SearchQuery) -> tuple[str, list[objec
     if query.tag is not None:
         add(Query(tags_all=(query.tag,)))
     date = sort_expression(fields.updated)
+    reads = reads or query.updated_from is not None or query.updated_to is not None
     if query.updated_from is not None:
         clauses.append(f"{date} >= ?")
         params.append(_iso(query.updated_from))
     if query.updated_to is not None:
         clauses.append(f"{date} <= ?")
         params.append(_iso(query.updated_to))
-    return " AND ".join(clauses) or "1", params
+    return " AND ".join(clauses) or "1", params, reads
 
 
 def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
-    """Run a search (worker thread, one read transaction)."""
+    """Run a search (worker thread, one read transaction): rank every match without
+    touching its text (bm25 only), then read the page's records and cut their snippets."""
     match = _match(query.terms)
     arms: list[str] = []
     params: list[object] = []
@@ -199,13 +229,14 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
         if not query.applies(scope.collection):
             continue
         name = scope.collection
-        where, values = _conditions(scope, query)
+        where, values, reads = _conditions(scope, query)
+        # The records are joined only when a condition reads them (the filters).
+        records = f'JOIN "{name}" AS r ON r.id = k.doc_id ' if reads else ""
         arms.append(
-            f"SELECT '{name}' AS collection, bm25({_fts(name)}, {TITLE_WEIGHT}, 1.0) AS rank, "
-            f"snippet({_fts(name)}, -1, '{RAW_OPEN}', '{RAW_CLOSE}', '…', {SNIPPET_TOKENS}) "
-            f"AS snip, r.id AS id, r.doc AS doc FROM {_fts(name)} JOIN {_keys(name)} AS k "
-            f'ON k.key = {_fts(name)}.rowid JOIN "{name}" AS r ON r.id = k.doc_id '
-            f"WHERE {_fts(name)} MATCH ? AND {where}"
+            f"SELECT '{name}' AS collection, k.key AS key, k.doc_id AS id, "
+            f"bm25({_fts(name)}, {TITLE_WEIGHT}, 1.0) AS rank FROM {_fts(name)} "
+            f"JOIN {_keys(name)} AS k ON k.key = {_fts(name)}.rowid "
+            f"{records}WHERE {_fts(name)} MATCH ? AND {where}"
         )
         params += [match, *values]
     if not arms:
@@ -214,21 +245,32 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     conn.execute("BEGIN")
     try:
         (total,) = conn.execute(f"SELECT count(*) FROM ({union})", params).fetchone()
-        rows = conn.execute(
-            f"SELECT collection, rank, snip, doc FROM ({union}) "
+        page = conn.execute(
+            f"SELECT collection, key, id, rank FROM ({union}) "
             "ORDER BY rank, collection, id LIMIT ? OFFSET ?",
             [*params, query.limit, query.offset],
         ).fetchall()
+        hits = [_hit(conn, match, *row) for row in page]
     finally:
         conn.execute("COMMIT")
-    return SearchPage([_hit(*row) for row in rows], total)
+    return SearchPage(hits, total)
 
 
-def _hit(collection: str, rank: float, snip: str, text: str) -> SearchHit:
+def _hit(
+    conn: sqlite3.Connection, match: str, collection: str, key: int, doc_id: str, rank: float
+) -> SearchHit:
+    """One hit of the page: its record and FTS5's snippet of its best-matching column."""
+    (snip,) = conn.execute(
+        f"SELECT snippet({_fts(collection)}, -1, '{RAW_OPEN}', '{RAW_CLOSE}', '…', "
+        f"{SNIPPET_TOKENS}) FROM {_fts(collection)} "
+        f"WHERE {_fts(collection)} MATCH ? AND rowid = ?",
+        (match, key),
+    ).fetchone()
+    (text,) = conn.execute(f'SELECT doc FROM "{collection}" WHERE id = ?', (doc_id,)).fetchone()
     doc: dict[str, Any] = loads(text, collection)
     return SearchHit(
         collection=collection,
-        id=str(doc[SEARCH_FIELDS[collection].id_field]),
+        id=doc_id,
         title=title_of(collection, doc),
         score=round(-rank, 6),  # bm25 is lower for better matches
         snippet=finish_snippet(snip),

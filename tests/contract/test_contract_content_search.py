@@ -267,3 +267,22 @@ async def test_a_scope_keeps_to_its_ids_filters_and_tags(store: ContentStore) ->
     assert found(await search(store, "offsite", custom)) == ["a"]
     with pytest.raises(ValueError, match="cannot be filtered"):
         await search(store, "offsite", SearchScope(DOCS, filters={"colour": "red"}))
+
+
+async def test_rights_follow_nested_lists_and_changes_of_the_record(store: ContentStore) -> None:
+    await store.insert(
+        "projects",
+        {
+            "projectId": "p1",
+            "name": "Offsite",
+            "owner": "olga",
+            "stakeholders": [{"userId": "kim", "role": "Lead"}],
+        },
+    )
+    await store.insert("projects", {"projectId": "p2", "name": "Offsite", "owner": "olga"})
+    kim = SearchScope("projects", accessible_to="kim")
+    assert found(await search(store, "offsite", kim)) == ["p1"]
+    await store.update("projects", "p1", {"stakeholders": []})
+    assert found(await search(store, "offsite", kim)) == []
+    await store.update("projects", "p2", {"owner": "kim"})
+    assert found(await search(store, "offsite", kim)) == ["p2"]
