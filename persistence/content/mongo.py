@@ -69,6 +69,12 @@ class MongoCursor(Protocol):
 
     async def to_list(self, length: int | None = None) -> list[Document]: ...
 
+    async def explain(self) -> Document: ...
+
+
+class MongoCommandCursor(Protocol):
+    async def to_list(self, length: int | None = None) -> list[Document]: ...
+
 
 class MongoDeleteResult(Protocol):
     @property
@@ -110,6 +116,8 @@ class MongoCollection(Protocol):
     async def count_documents(self, filter: Mapping[str, Any]) -> int: ...
 
     async def create_index(self, keys: Any, **kwargs: Any) -> str: ...
+
+    async def aggregate(self, pipeline: list[Document]) -> MongoCommandCursor: ...
 
 
 class MongoDatabase(Protocol):
@@ -194,6 +202,14 @@ def _mongo_filter(spec: CollectionSpec, query: Query) -> Document:
         clauses.append({"tags": {"$all": list(query.tags_all)}})
     if query.tags_any:
         clauses.append({"tags": {"$in": list(query.tags_any)}})
+    clauses += [{name: value} for name, value in query.holds.items()]
+    for name, (low, high) in query.ranges.items():
+        bounds: Document = {"$type": "date" if isinstance(low or high, datetime) else "number"}
+        if low is not None:
+            bounds["$gte"] = low
+        if high is not None:
+            bounds["$lte"] = high
+        clauses.append({name: bounds})
     if query.accessible_to is not None:
         user = query.accessible_to
         access: list[Document] = [{name: user} for name in spec.access_fields]

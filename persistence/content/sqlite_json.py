@@ -14,6 +14,7 @@ from typing import Any
 
 from persistence.content.ports import (
     COLLECTIONS,
+    Bound,
     HEAVY_REVISION_FIELDS,
     CollectionSpec,
     Document,
@@ -148,6 +149,25 @@ def _holds(field: str, values: tuple[str, ...]) -> tuple[str, list[object]]:
     return f"({direct} OR ({nested}))", [*values, *values]
 
 
+def _date_text(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _in_range(field: str, low: Bound, high: Bound) -> tuple[str, list[object]]:
+    """``low <= field <= high`` on the expression the sort index of the field is built on
+    (so the index serves it); a datetime range matches only datetimes, a numeric one only
+    numbers."""
+    kind = f"json_type(doc, '{_path(field)}')"
+    dated = isinstance(low, datetime) or isinstance(high, datetime)
+    clauses = [f"{kind} = 'object'" if dated else f"{kind} IN ('integer', 'real')"]
+    params: list[object] = []
+    for bound, operator in ((low, ">="), (high, "<=")):
+        if bound is not None:
+            clauses.append(f"{sort_expression(field)} {operator} ?")
+            params.append(_date_text(bound) if isinstance(bound, datetime) else bound)
+    return "(" + " AND ".join(clauses) + ")", params
+
+
 def where_clause(spec: CollectionSpec, query: Query) -> tuple[str, list[object]]:
     """The WHERE condition of a checked query, and its parameters."""
     clauses: list[str] = []
@@ -156,6 +176,8 @@ def where_clause(spec: CollectionSpec, query: Query) -> tuple[str, list[object]]
     conditions += [_holds("tags", (tag,)) for tag in query.tags_all]
     if query.tags_any:
         conditions.append(_holds("tags", query.tags_any))
+    conditions += [_holds(name, (value,)) for name, value in query.holds.items()]
+    conditions += [_in_range(name, *bounds) for name, bounds in query.ranges.items()]
     for clause, values in conditions:
         clauses.append(clause)
         params.extend(values)

@@ -42,6 +42,19 @@ class AsyncMockCursor:
         items = list(self._cursor)
         return items if length is None else items[:length]
 
+    async def explain(self) -> Document:
+        raise NotImplementedError("mongomock has no query planner: explain needs a real MongoDB")
+
+
+class AsyncMockCommandCursor:
+    """``aggregate``'s cursor: ``await to_list()``."""
+
+    def __init__(self, rows: list[Document]) -> None:
+        self._rows = rows
+
+    async def to_list(self, length: int | None = None) -> list[Document]:
+        return self._rows if length is None else self._rows[:length]
+
 
 class AsyncMockCollection:
     def __init__(self, collection: Any) -> None:
@@ -100,6 +113,9 @@ class AsyncMockCollection:
     async def create_index(self, keys: Any, **kwargs: Any) -> str:
         name: str = self._collection.create_index(keys, **kwargs)
         return name
+
+    async def aggregate(self, pipeline: list[Document]) -> AsyncMockCommandCursor:
+        return AsyncMockCommandCursor(list(self._collection.aggregate(pipeline)))
 
     async def index_information(self) -> dict[str, Any]:
         info: dict[str, Any] = self._collection.index_information()
