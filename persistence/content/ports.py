@@ -235,8 +235,8 @@ class Query:
         object.__setattr__(self, "accessible_ids", tuple(self.accessible_ids))
         object.__setattr__(self, "ranges", MappingProxyType(_check_ranges(self.ranges)))
         object.__setattr__(self, "holds", MappingProxyType(dict(self.holds)))
-        for value in self.holds.values():
-            check_id(value, "held value")
+        for held in self.holds.values():
+            check_id(held, "held value")
         if self.ids is not None:
             object.__setattr__(self, "ids", tuple(self.ids))
         if not 1 <= self.limit <= MAX_PAGE_SIZE:
@@ -264,9 +264,10 @@ class Query:
 def _check_ranges(ranges: Mapping[str, tuple[Bound, Bound]]) -> dict[str, tuple[Bound, Bound]]:
     checked: dict[str, tuple[Bound, Bound]] = {}
     for name, pair in ranges.items():
-        if not isinstance(pair, tuple) or len(pair) != 2:
+        bounds: object = pair
+        if not isinstance(bounds, tuple) or len(bounds) != 2:
             raise ValueError(f"range on {name}: a (low, high) pair")
-        low, high = (_check_bound(bound, name) for bound in pair)
+        low, high = (_check_bound(bound, name) for bound in bounds)
         kinds = {type(b) is datetime for b in (low, high) if b is not None}
         if len(kinds) > 1:
             raise ValueError(f"range on {name}: both bounds datetimes, or both numbers")

@@ -123,8 +123,9 @@ class SqliteCmsQueries:
             return False
         for name, amount in counters.items():
             current = doc.get(name)
-            numeric = isinstance(current, int | float) and not isinstance(current, bool)
-            doc[name] = (current if numeric else 0) + amount
+            if isinstance(current, bool) or not isinstance(current, int | float):
+                current = 0
+            doc[name] = current + amount
         self._write(spec, doc_id, doc)
         conn.execute("COMMIT")
         return True
@@ -162,8 +163,9 @@ class SqliteCmsQueries:
             return False
         doc[field] = [*listed, member] if add else [m for m in listed if m != member]
         current = doc.get(counter)
-        numeric = isinstance(current, int) and not isinstance(current, bool)
-        doc[counter] = (current if numeric else 0) + (1 if add else -1)
+        if isinstance(current, bool) or not isinstance(current, int):
+            current = 0
+        doc[counter] = current + (1 if add else -1)
         self._write(spec, doc_id, doc)
         conn.execute("COMMIT")
         return True
