@@ -25,6 +25,7 @@ from persistence.content.ports import (
     CRDT_STATES,
     HEAVY_REVISION_FIELDS,
     REVISIONS,
+    Bound,
     CollectionSpec,
     Document,
     Page,
@@ -187,6 +188,17 @@ def _document(raw: object, what: str) -> Document:
 # -- queries ---------------------------------------------------------------------------------
 
 
+def _range(name: str, low: Bound, high: Bound) -> Document:
+    """``low <= name <= high``; the type named so that only dates (numbers) match."""
+    dated = isinstance(low, datetime) or isinstance(high, datetime)
+    bounds: Document = {"$type": "date" if dated else "number"}
+    if low is not None:
+        bounds["$gte"] = low
+    if high is not None:
+        bounds["$lte"] = high
+    return {name: bounds}
+
+
 def _mongo_filter(spec: CollectionSpec, query: Query) -> Document:
     clauses: list[Document] = []
     for name, value in query.filters.items():
@@ -203,13 +215,7 @@ def _mongo_filter(spec: CollectionSpec, query: Query) -> Document:
     if query.tags_any:
         clauses.append({"tags": {"$in": list(query.tags_any)}})
     clauses += [{name: value} for name, value in query.holds.items()]
-    for name, (low, high) in query.ranges.items():
-        bounds: Document = {"$type": "date" if isinstance(low or high, datetime) else "number"}
-        if low is not None:
-            bounds["$gte"] = low
-        if high is not None:
-            bounds["$lte"] = high
-        clauses.append({name: bounds})
+    clauses += [_range(name, low, high) for name, (low, high) in query.ranges.items()]
     if query.accessible_to is not None:
         user = query.accessible_to
         access: list[Document] = [{name: user} for name in spec.access_fields]

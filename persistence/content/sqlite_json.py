@@ -14,8 +14,8 @@ from typing import Any
 
 from persistence.content.ports import (
     COLLECTIONS,
-    Bound,
     HEAVY_REVISION_FIELDS,
+    Bound,
     CollectionSpec,
     Document,
     Query,
