@@ -28,6 +28,8 @@ from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
+from server.cms.catalog import build as build_cms
+from server.cms.service import CmsPorts
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter, new_document
 from server.errors import (
@@ -63,7 +65,7 @@ from server.services import Services, open_services
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS as CLOSE
 from server.shutdown import TaskGroup, bounded
-from server.stores import node_name, open_content_store, open_store
+from server.stores import cms_queries, node_name, open_content_store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,18 @@ class Collab:
         self.edits = services.edits
         self.access = AccessControl(
             content, services.relational.permissions, ttl=settings.access_cache_seconds
+        )
+        # The CMS collections beyond business documents (server/cms/, docs/api.md).
+        self.cms = build_cms(
+            CmsPorts(
+                content,
+                cms_queries(content),
+                self.access,
+                services.authn,
+                services.audit,
+                services.relational.approvals,
+                services.coordinator.stats,
+            )
         )
         # The extension API: made before anything that fires or subscribes (server.hooks).
         self.hooks = hooks = Hooks()
@@ -453,6 +467,8 @@ def create_app(
                 tasks,
             )
             approvals.install(collab, tasks)
+            tasks.create_task(collab.cms.views.run(), name="article views")
+            collab.shutdown_callbacks.append(collab.cms.views.stop)
             for extension in extensions:
                 extension(collab.hooks, collab.hub)
             if collab.cluster is not None:

@@ -12,6 +12,7 @@ from server.review.ports import ReviewCollab
 if TYPE_CHECKING:
     from persistence.coordinator.ports import Coordinator
     from persistence.rooms.ports import RoomStore
+    from server.cms.catalog import Cms
     from server.documents.snapshots import Snapshotter
     from server.identity.authentication import Principal
     from server.settings import Settings
@@ -23,6 +24,11 @@ class ApiCollab(DocumentCollab, ReviewCollab, Protocol):
     @property
     def settings(self) -> Settings:
         """The server's settings."""
+        ...
+
+    @property
+    def cms(self) -> Cms:
+        """The CMS services (projects, research, plans, opportunities, articles)."""
         ...
 
     @property

@@ -229,7 +229,7 @@ SERVER_LAYERS: list[set[str]] = [
     {"hooks"},
     {"realtime"},
     {"documents"},
-    {"presence", "review"},
+    {"presence", "review", "cms"},
     {"api"},
     {"app", "services", "stores", "cli", "__main__"},
 ]
