@@ -1,11 +1,12 @@
-"""The CMS resources at 10,000 records per collection, on the embedded default:
-``python -m loadtests.inprocess.cms_bench [--records N] [--requests N] [--json PATH]``.
+"""The CMS resources at 10,000 records per collection, on the embedded default.
+
+``python -m loadtests.inprocess.cms_bench [--records N] [--requests N] [--json PATH]``
 
 Seeds a fresh data directory (10,000 records in each of ``business_documents``,
 ``projects``, ``market_research``, ``strategic_plans``, ``sales_opportunities`` and
-``knowledge_articles``; half owned by the benchmark's analyst, half by others; one project
-linking 50 of the analyst's documents), starts ``collab serve`` on it (tokens on, pinned to
-CPU 0 when there are two), then times, one request at a time over HTTP as the analyst (the
+``knowledge_articles``; one in ten owned by the benchmark's analyst, the others by 50 other
+users; one project linking 50 of the analyst's documents), starts ``collab serve`` on it
+(tokens on, pinned to CPU 0 when there are two), then times, one request at a time over HTTP as the analyst (the
 rights filter applies) and as an admin (it does not):
 
 * a filtered list of each collection (``?status=`` / ``?stage=`` ..., 20 per page);
@@ -78,7 +79,7 @@ def _day(n: int) -> datetime:
 def _records(collection: str, count: int, me: str, rng: random.Random) -> Iterator[dict[str, Any]]:
     others = [str(uuid.uuid4()) for _ in range(50)]
     for n in range(count):
-        owner = me if n % 2 == 0 else rng.choice(others)
+        owner = me if n % 10 == 0 else rng.choice(others)
         stamps = {"createdAt": _day(n), "updatedAt": _day(n + 1), "createdBy": owner}
         yield _record(collection, n, owner, stamps, rng)
 
@@ -198,7 +199,7 @@ def seed(data_dir: Path, records: int, me: str) -> None:
                 "name": "Linked",
                 "status": "active",
                 "owner": me,
-                "linkedDocuments": [f"doc-{2 * n}" for n in range(LINKED)],
+                "linkedDocuments": [f"doc-{10 * n}" for n in range(LINKED)],
                 "createdAt": T0,
                 "updatedAt": T0,
                 "createdBy": me,
@@ -252,26 +253,26 @@ LISTS = {
 }
 
 
+def _getter(
+    http: httpx.Client, path: str, params: dict[str, str], headers: dict[str, str]
+) -> Callable[[], httpx.Response]:
+    def get() -> httpx.Response:
+        return http.get(path, params=params, headers=headers)
+
+    return get
+
+
 def measure(http: httpx.Client, tokens: dict[str, str], requests: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for who, token in tokens.items():
         headers = {"Authorization": f"Bearer {token}"}
         for path, params in LISTS.items():
-            results[f"list {path} ({who})"] = timed(
-                lambda path=path, params=params: http.get(
-                    f"/api/{path}", params=params, headers=headers
-                ),
-                requests,
-            )
-        results[f"project include=documents, {LINKED} linked ({who})"] = timed(
-            lambda: http.get(
-                "/api/projects/project-linked", params={"include": "documents"}, headers=headers
-            ),
-            requests,
-        )
-        results[f"sales pipeline ({who})"] = timed(
-            lambda: http.get("/api/sales-opportunities/pipeline", headers=headers), requests
-        )
+            call = _getter(http, f"/api/{path}", params, headers)
+            results[f"list {path} ({who})"] = timed(call, requests)
+        include = _getter(http, "/api/projects/project-linked", {"include": "documents"}, headers)
+        results[f"project include=documents, {LINKED} linked ({who})"] = timed(include, requests)
+        pipeline = _getter(http, "/api/sales-opportunities/pipeline", {}, headers)
+        results[f"sales pipeline ({who})"] = timed(pipeline, requests)
     return results
 
 
@@ -288,10 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         _, admin_token = _user(data_dir, "admin")
         started = time.perf_counter()
         seed(data_dir, args.records, me)
-        print(f"seeded {args.records} records x 6 collections in {time.perf_counter() - started:.1f} s")
-        with ServerProcess(data_dir, cpu=cpu, env=SECURE_ENV) as server, httpx.Client(
-            base_url=server.http_url, timeout=30
-        ) as http:
+        took = time.perf_counter() - started
+        print(f"seeded {args.records} records x 6 collections in {took:.1f} s")
+        with (
+            ServerProcess(data_dir, cpu=cpu, env=SECURE_ENV) as server,
+            httpx.Client(base_url=server.http_url, timeout=30) as http,
+        ):
             tokens = {"analyst": analyst_token, "admin": admin_token}
             results = measure(http, tokens, args.requests)
     width = max(len(name) for name in results)

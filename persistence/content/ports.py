@@ -56,6 +56,9 @@ class CollectionSpec:
     # looks a value up in (``linkedDocuments``).
     range_fields: frozenset[str] = frozenset()
     array_fields: frozenset[str] = frozenset()
+    # Access fields that hold one user id (never an array): ``accessible_to`` compares them
+    # for equality, which an index serves.
+    scalar_fields: frozenset[str] = frozenset()
 
 
 def _spec(
@@ -66,6 +69,7 @@ def _spec(
     *,
     ranges: str = "",
     arrays: str = "",
+    scalars: str = "",
     **kw: Any,
 ) -> CollectionSpec:
     return CollectionSpec(
@@ -75,6 +79,7 @@ def _spec(
         frozenset((*sorts.split(), id_field)),
         range_fields=frozenset(ranges.split()),
         array_fields=frozenset(arrays.split()),
+        scalar_fields=frozenset(scalars.split()),
         **kw,
     )
 
@@ -121,6 +126,7 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 indexed_fields=("owner", "stakeholders.userId", "status", "updatedAt"),
                 ranges="startDate targetCompletionDate budget createdAt updatedAt",
                 arrays="linkedDocuments linkedStrategies relatedProjects",
+                scalars="owner",
             ),
             _spec(
                 "market_research",
@@ -131,6 +137,7 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 access_fields=("author",),
                 indexed_fields=("author", "status", "type", "updatedAt"),
                 ranges="researchDate nextReviewDate createdAt updatedAt",
+                scalars="author",
             ),
             _spec(
                 "strategic_plans",
@@ -139,9 +146,17 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 "title createdAt updatedAt startDate endDate fiscalYear",
                 text_fields=("title", "vision", "mission"),
                 access_fields=("owner", "approvers", "createdBy"),
-                indexed_fields=("owner", "approvers", "status", "fiscalYear", "updatedAt"),
+                indexed_fields=(
+                    "owner",
+                    "approvers",
+                    "createdBy",
+                    "status",
+                    "fiscalYear",
+                    "updatedAt",
+                ),
                 ranges="startDate endDate createdAt updatedAt",
                 arrays="initiatives approvers",
+                scalars="owner createdBy",
             ),
             _spec(
                 "sales_opportunities",
@@ -153,12 +168,14 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 indexed_fields=(
                     "owner",
                     "accountManager",
+                    "createdBy",
                     "stage",
                     "expectedCloseDate",
                     "updatedAt",
                 ),
                 ranges="expectedCloseDate actualCloseDate value probability createdAt updatedAt",
                 arrays="linkedDocuments",
+                scalars="owner accountManager createdBy",
             ),
             _spec(
                 "knowledge_articles",
@@ -167,9 +184,18 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 "title createdAt publishedDate updatedDate views likes shares",
                 text_fields=("title", "summary", "content"),
                 access_fields=("author", "createdBy"),
-                indexed_fields=("author", "status", "category", "tags", "publishedDate"),
+                indexed_fields=(
+                    "author",
+                    "createdBy",
+                    "status",
+                    "category",
+                    "tags",
+                    "publishedDate",
+                    "createdAt",
+                ),
                 ranges="publishedDate createdAt",
                 arrays="relatedArticles",
+                scalars="author createdBy",
                 slug_unique=True,
                 has_tags=True,
             ),
@@ -196,7 +222,8 @@ class Query:
     * ``tags_all`` / ``tags_any``: the document's ``tags`` holds every / at least one of them
       (an empty tuple means no condition);
     * ``accessible_to``: the user owns the document or is listed in one of its permission
-      lists (the collection's ``access_fields``), or its business id is one of
+      lists (the collection's ``access_fields``: equal to the user for its
+      ``scalar_fields``, equal or an array holding it for the others), or its business id is one of
       ``accessible_ids`` (documents opened to the user elsewhere, e.g. by grants; only with
       ``accessible_to``);
     * ``ranges``: ``low <= field <= high`` on the collection's ``range_fields`` (either bound

@@ -45,12 +45,14 @@ from persistence.content.ports import (
 )
 from persistence.content.sqlite_json import (
     MAX_DOCUMENT_BYTES,
+    PIPELINE_TABLE,
     REVISION_SUMMARY,
     SCHEMA,
     collections_ddl,
     dumps,
     icontains,
     loads,
+    pipeline_ddl,
     sort_expression,
     where_clause,
 )
@@ -179,6 +181,9 @@ class SqliteContentStore:
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         for statement in collections_ddl():
+            conn.execute(statement)
+        columns = {row[1] for row in conn.execute(f'PRAGMA table_xinfo("{PIPELINE_TABLE}")')}
+        for statement in pipeline_ddl(columns):
             conn.execute(statement)
         conn.execute("COMMIT")
 

@@ -19,20 +19,15 @@ from persistence.content.cms_ports import (
 )
 from persistence.content.ports import CollectionSpec, Document, Query, check_query, collection_spec
 from persistence.content.sqlite import SqliteContentStore, _where
-from persistence.content.sqlite_json import dumps, loads, sort_expression
+from persistence.content.sqlite_json import PIPELINE_COLUMNS, dumps, loads, sort_expression
 
 
-def _number(field: str) -> str:
-    path = f'$."{field}"'
-    return (
-        f"(CASE WHEN json_type(doc, '{path}') IN ('integer', 'real') "
-        f"THEN json_extract(doc, '{path}') ELSE 0 END)"
-    )
+def _number(column: str) -> str:
+    return f"(CASE WHEN typeof({column}) IN ('integer', 'real') THEN {column} ELSE 0 END)"
 
 
-def _text(field: str) -> str:
-    path = f'$."{field}"'
-    return f"(CASE WHEN json_type(doc, '{path}') = 'text' THEN json_extract(doc, '{path}') END)"
+def _text(column: str) -> str:
+    return f"(CASE WHEN typeof({column}) = 'text' THEN {column} END)"
 
 
 class SqliteCmsQueries:
@@ -92,20 +87,28 @@ class SqliteCmsQueries:
 
     def _pipeline(self, spec: CollectionSpec, query: Query) -> list[PipelineGroup]:
         where, params = _where(spec, query)
-        value, probability = _number("value"), _number("probability")
+        # The generated columns of the pipeline (sqlite_json.PIPELINE_COLUMNS): without a
+        # condition on the JSON, the GROUP BY reads their index only.
+        stage, currency, value, probability = (column for column, _ in PIPELINE_COLUMNS)
         rows = (
             self._store._db()
             .execute(
-                f"SELECT {_text('stage')} AS stage, {_text('currency')} AS currency, count(*), "
-                f"total({value}), total({value} * {probability} / 100.0) "
-                f'FROM "{spec.name}" WHERE {where} GROUP BY 1, 2',
+                f"SELECT {_text(stage)}, {_text(currency)}, count(*), total({_number(value)}), "
+                f"total({_number(value)} * {_number(probability)} / 100.0) "
+                f'FROM "{spec.name}" WHERE {where} GROUP BY {stage}, {currency}',
                 params,
             )
             .fetchall()
         )
+        merged: dict[tuple[str | None, str | None], list[float]] = {}
+        for group_stage, group_currency, count, total, weighted in rows:
+            found = merged.setdefault((group_stage, group_currency), [0, 0.0, 0.0])
+            found[0] += count
+            found[1] += total
+            found[2] += weighted
         groups = [
-            PipelineGroup(stage, currency, int(count), float(total), float(weighted))
-            for stage, currency, count, total, weighted in rows
+            PipelineGroup(key[0], key[1], int(count), float(total), float(weighted))
+            for key, (count, total, weighted) in merged.items()
         ]
         return sorted(groups, key=lambda g: (g.stage or "", g.currency or ""))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from persistence.relational import AccessQuery, AuditQuery, AuditEntry, DataAccessEntry, User
+from persistence.relational import AccessQuery, AuditEntry, AuditQuery, DataAccessEntry, User
 from tests.conftest import LiveServer
 
 ROLES = {

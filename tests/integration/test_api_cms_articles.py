@@ -24,10 +24,20 @@ async def test_slugs_are_unique_and_made_from_titles(env: Env) -> None:
     assert (first["slug"], second["slug"]) == ("pricing-playbook", "pricing-playbook-2")
     assert (first["status"], first["views"], first["likes"]) == ("draft", 0, 0)
     assert "likedBy" not in first
-    problem(await env.post("owner", "/knowledge-articles", {"title": "x", "slug": "pricing-playbook"}), 409)
-    assert field_of(await env.post("owner", "/knowledge-articles", {"title": "x", "slug": "Not A Slug"})) == "slug"
     problem(
-        await env.patch("owner", f"/knowledge-articles/{second['articleId']}", {"slug": "pricing-playbook"}),
+        await env.post("owner", "/knowledge-articles", {"title": "x", "slug": "pricing-playbook"}),
+        409,
+    )
+    assert (
+        field_of(
+            await env.post("owner", "/knowledge-articles", {"title": "x", "slug": "Not A Slug"})
+        )
+        == "slug"
+    )
+    problem(
+        await env.patch(
+            "owner", f"/knowledge-articles/{second['articleId']}", {"slug": "pricing-playbook"}
+        ),
         409,
     )
     for body, field in [
@@ -79,7 +89,9 @@ async def test_publish_views_and_likes(env: Env) -> None:
     unliked = await env.http.delete("/knowledge-articles/kb1/like", headers=env.auth("viewer"))
     assert unliked.json() == {"likes": 1, "likedByMe": False}
 
-    assert await env.listed("viewer", "/knowledge-articles", "articleId", tag="sales", status="published") == ["kb1"]
+    assert await env.listed(
+        "viewer", "/knowledge-articles", "articleId", tag="sales", status="published"
+    ) == ["kb1"]
     assert await env.listed("viewer", "/knowledge-articles", "articleId", tag="other") == []
     for text in INJECTIONS:
         assert await env.listed("owner", "/knowledge-articles", "articleId", q=text) == []
@@ -94,6 +106,15 @@ async def test_publish_views_and_likes(env: Env) -> None:
     assert (await env.delete("admin", "/knowledge-articles/kb1", hard=1)).status_code == 204
     problem(await env.get("admin", "/knowledge-articles/kb1"), 404)
     actions = sorted(row.action for row in await env.audit_rows("kb1"))
-    assert actions == ["create", "delete", "delete", "status_change", "status_change", "update", "update", "update"]
+    assert actions == [
+        "create",
+        "delete",
+        "delete",
+        "status_change",
+        "status_change",
+        "update",
+        "update",
+        "update",
+    ]
     reads = await env.access_rows("knowledge_article:kb1")
     assert len(reads) >= 4

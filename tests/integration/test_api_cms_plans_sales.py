@@ -30,7 +30,13 @@ PLAN: dict[str, Any] = {
             "title": "Grow revenue",
             "keyResults": [
                 {"id": "r1", "description": "ARR", "target": 200, "actual": 50, "unit": "$"},
-                {"id": "r2", "description": "Logos", "target": 10, "actual": 20, "status": "completed"},
+                {
+                    "id": "r2",
+                    "description": "Logos",
+                    "target": 10,
+                    "actual": 20,
+                    "status": "completed",
+                },
             ],
         },
         {"id": "k2", "title": "Hire", "keyResults": [{"id": "r3", "target": 4, "actual": 1}]},
@@ -63,7 +69,11 @@ async def test_plan_roll_up_and_enums(env: Env) -> None:
     edited = await env.patch(
         "owner",
         "/strategic-plans/growth-2026",
-        {"keyObjectives": {"upsert": [{"id": "k2", "keyResults": {"upsert": [{"id": "r3", "actual": 4}]}}]}},
+        {
+            "keyObjectives": {
+                "upsert": [{"id": "k2", "keyResults": {"upsert": [{"id": "r3", "actual": 4}]}}]
+            }
+        },
     )
     assert edited.status_code == 200, edited.text
     assert edited.json()["progress"]["objectives"][1]["progress"] == 1.0
@@ -74,7 +84,10 @@ async def test_plan_roll_up_and_enums(env: Env) -> None:
         ({"status": "done"}, "status"),
         ({"risks": [{"impact": "severe"}]}, "risks.0.impact"),
         ({"risks": [{"probability": "certain"}]}, "risks.0.probability"),
-        ({"keyObjectives": [{"keyResults": [{"status": "late"}]}]}, "keyObjectives.0.keyResults.0.status"),
+        (
+            {"keyObjectives": [{"keyResults": [{"status": "late"}]}]},
+            "keyObjectives.0.keyResults.0.status",
+        ),
         ({"initiatives": ["no-project"]}, "initiatives.0"),
         ({"approvalDate": "2026-01-01T00:00:00Z"}, "approvalDate"),
         ({"budgetAllocation": {"byFunction": {"legal": 1}}}, "budgetAllocation.byFunction.legal"),
@@ -85,21 +98,31 @@ async def test_plan_roll_up_and_enums(env: Env) -> None:
     await env.created("owner", "/projects", {"projectId": "proj", "name": "P"})
     linked = await env.patch("owner", "/strategic-plans/growth-2026", {"initiatives": ["proj"]})
     assert linked.json()["initiatives"] == ["proj"]
-    assert await env.listed("owner", "/strategic-plans", "planId", fiscalYear="2026", planType="annual") == ["growth-2026"]
+    assert await env.listed(
+        "owner", "/strategic-plans", "planId", fiscalYear="2026", planType="annual"
+    ) == ["growth-2026"]
     assert await env.listed("owner", "/strategic-plans", "planId", fiscalYear="2025") == []
 
 
 async def test_plan_approval_flow_and_chain(env: Env) -> None:
-    await env.created(
-        "owner", "/strategic-plans", {**PLAN, "approvers": [env.uid("analyst")]}
-    )
+    await env.created("owner", "/strategic-plans", {**PLAN, "approvers": [env.uid("analyst")]})
     workflow = await _workflow(env, "manager", "analyst")
-    problem(await env.post("stranger", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}), 404)
-    opened = await env.post("owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow})
+    problem(
+        await env.post(
+            "stranger", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}
+        ),
+        404,
+    )
+    opened = await env.post(
+        "owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}
+    )
     assert opened.status_code == 201, opened.text
     request_id = opened.json()["request"]["id"]
     assert opened.json()["plan"]["status"] == "under_review"
-    problem(await env.post("owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}), 409)
+    problem(
+        await env.post("owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}),
+        409,
+    )
 
     decision = f"/strategic-plans/growth-2026/approvals/{request_id}/steps/1/decision"
     problem(await env.post("stranger", decision, {"decision": "approve"}), 404)
@@ -136,7 +159,9 @@ async def test_plan_approval_flow_and_chain(env: Env) -> None:
 async def test_plan_rejection_returns_to_draft(env: Env) -> None:
     await env.created("owner", "/strategic-plans", PLAN)
     workflow = await _workflow(env, "manager")
-    opened = await env.post("owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow})
+    opened = await env.post(
+        "owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}
+    )
     request_id = opened.json()["request"]["id"]
     rejected = await env.post(
         "manager",
@@ -151,7 +176,12 @@ async def test_plan_rejection_returns_to_draft(env: Env) -> None:
         "admin", "/approval-workflows", {"name": "Docs", "steps": [{"requiredRole": "manager"}]}
     )
     other = document_flow.json()["id"]
-    assert field_of(await env.post("owner", "/strategic-plans/growth-2026/approvals", {"workflowId": other})) == "workflowId"
+    assert (
+        field_of(
+            await env.post("owner", "/strategic-plans/growth-2026/approvals", {"workflowId": other})
+        )
+        == "workflowId"
+    )
 
 
 OPPORTUNITY: dict[str, Any] = {
@@ -195,16 +225,27 @@ async def test_opportunity_stages_history_and_close_date(env: Env) -> None:
     assert body["actualCloseDate"].endswith("Z")
     last = body["stageHistory"][-1]
     assert (last["from"], last["to"], last["by"]) == ("qualified_lead", "won", env.uid("analyst"))
-    reopened = (await env.patch("owner", "/sales-opportunities/acme", {"stage": "negotiation"})).json()
+    reopened = (
+        await env.patch("owner", "/sales-opportunities/acme", {"stage": "negotiation"})
+    ).json()
     assert reopened.get("actualCloseDate") is None
     assert len(reopened["stageHistory"]) == 3
     assert await env.listed(
-        "owner", "/sales-opportunities", "opportunityId",
-        expectedCloseDateFrom="2026-04-01T00:00:00Z", expectedCloseDateTo="2026-05-31T00:00:00Z",
+        "owner",
+        "/sales-opportunities",
+        "opportunityId",
+        expectedCloseDateFrom="2026-04-01T00:00:00Z",
+        expectedCloseDateTo="2026-05-31T00:00:00Z",
     ) == ["acme"]
-    assert await env.listed(
-        "owner", "/sales-opportunities", "opportunityId", expectedCloseDateTo="2026-04-01T00:00:00Z"
-    ) == []
+    assert (
+        await env.listed(
+            "owner",
+            "/sales-opportunities",
+            "opportunityId",
+            expectedCloseDateTo="2026-04-01T00:00:00Z",
+        )
+        == []
+    )
     for text in INJECTIONS:
         assert await env.listed("owner", "/sales-opportunities", "opportunityId", q=text) == []
 
@@ -221,12 +262,31 @@ async def test_pipeline_per_stage_and_currency_within_rights(env: Env) -> None:
         await env.created(
             who,
             "/sales-opportunities",
-            {"opportunityId": oid, "title": oid, "stage": stage, "currency": currency, "value": value, "probability": probability},
+            {
+                "opportunityId": oid,
+                "title": oid,
+                "stage": stage,
+                "currency": currency,
+                "value": value,
+                "probability": probability,
+            },
         )
     mine = (await env.get("owner", "/sales-opportunities/pipeline")).json()
     assert mine["stages"] == [
-        {"stage": "proposal", "currency": "EUR", "count": 2, "totalValue": 4000, "weightedValue": 800},
-        {"stage": "proposal", "currency": "USD", "count": 1, "totalValue": 500, "weightedValue": 500},
+        {
+            "stage": "proposal",
+            "currency": "EUR",
+            "count": 2,
+            "totalValue": 4000,
+            "weightedValue": 800,
+        },
+        {
+            "stage": "proposal",
+            "currency": "USD",
+            "count": 1,
+            "totalValue": 500,
+            "weightedValue": 500,
+        },
         {"stage": "won", "currency": "EUR", "count": 1, "totalValue": 700, "weightedValue": 700},
     ]
     assert mine["currencies"] == [
@@ -237,5 +297,8 @@ async def test_pipeline_per_stage_and_currency_within_rights(env: Env) -> None:
     assert everything["stages"][0]["count"] == 3
     filtered = (await env.get("manager", "/sales-opportunities/pipeline", currency="USD")).json()
     assert [s["currency"] for s in filtered["stages"]] == ["USD"]
-    assert field_of(await env.get("manager", "/sales-opportunities/pipeline", stage="closed")) == "stage"
+    assert (
+        field_of(await env.get("manager", "/sales-opportunities/pipeline", stage="closed"))
+        == "stage"
+    )
     assert (await env.get("viewer", "/sales-opportunities/pipeline")).json()["stages"] == []

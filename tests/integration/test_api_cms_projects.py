@@ -107,7 +107,9 @@ async def test_generated_id_and_taken_id(env: Env) -> None:
         ({"description": "no name"}, "name"),
     ],
 )
-async def test_bad_project_bodies_name_the_field(env: Env, body: dict[str, Any], field: str) -> None:
+async def test_bad_project_bodies_name_the_field(
+    env: Env, body: dict[str, Any], field: str
+) -> None:
     assert field_of(await env.post("owner", "/projects", body)) == field
     assert await env.listed("admin", "/projects", "projectId") == []
 
@@ -148,7 +150,12 @@ async def test_research_enums_and_status_flow(env: Env) -> None:
         moved = await env.patch("owner", "/market-research/r1", {"status": status})
         assert moved.status_code == 200, moved.text
     rows = await env.audit_rows("r1")
-    assert sorted(row.action for row in rows) == ["create", "status_change", "status_change", "update"]
+    assert sorted(row.action for row in rows) == [
+        "create",
+        "status_change",
+        "status_change",
+        "update",
+    ]
     assert {row.resource_type for row in rows} == {"market_research"}
 
 
@@ -170,7 +177,9 @@ async def test_rights_per_role(env: Env) -> None:
     # A stranger does not learn it exists; a stakeholder may edit but not delete.
     problem(await env.get("stranger", "/projects/p"), 404)
     problem(await env.patch("stranger", "/projects/p", {"name": "S"}), 404)
-    assert (await env.patch("analyst", "/projects/p", {"name": "By stakeholder"})).status_code == 200
+    assert (
+        await env.patch("analyst", "/projects/p", {"name": "By stakeholder"})
+    ).status_code == 200
     problem(await env.delete("analyst", "/projects/p"), 403)
     problem(await env.patch("analyst", "/projects/p", {"owner": env.uid("analyst")}), 403)
     # Managers and admins see everything; a viewer sees what is shared with them.
@@ -210,11 +219,21 @@ async def test_list_filters_sorts_pages_and_matches_literally(env: Env) -> None:
                 "budget": 1000 * n,
             },
         )
-    assert await env.listed("owner", "/projects", "projectId", status="active", sort="name", order="asc") == ["p1", "p2"]
     assert await env.listed(
-        "owner", "/projects", "projectId", startDateFrom="2026-02-01T00:00:00Z", startDateTo="2026-03-15", sort="startDate", order="asc"
+        "owner", "/projects", "projectId", status="active", sort="name", order="asc"
     ) == ["p1", "p2"]
-    assert await env.listed("owner", "/projects", "projectId", budgetFrom="2500", sort="budget") == ["p3"]
+    assert await env.listed(
+        "owner",
+        "/projects",
+        "projectId",
+        startDateFrom="2026-02-01T00:00:00Z",
+        startDateTo="2026-03-15",
+        sort="startDate",
+        order="asc",
+    ) == ["p1", "p2"]
+    assert await env.listed(
+        "owner", "/projects", "projectId", budgetFrom="2500", sort="budget"
+    ) == ["p3"]
     page = (await env.get("owner", "/projects", limit=2, offset=1, sort="name", order="asc")).json()
     assert [i["projectId"] for i in page["items"]] == ["p1", "p2"]
     assert (page["total"], page["limit"], page["offset"]) == (4, 2, 1)
