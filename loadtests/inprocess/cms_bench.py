@@ -6,8 +6,8 @@ Seeds a fresh data directory (10,000 records in each of ``business_documents``,
 ``projects``, ``market_research``, ``strategic_plans``, ``sales_opportunities`` and
 ``knowledge_articles``; one in ten owned by the benchmark's analyst, the others by 50 other
 users; one project linking 50 of the analyst's documents), starts ``collab serve`` on it
-(tokens on, pinned to CPU 0 when there are two), then times, one request at a time over HTTP as the analyst (the
-rights filter applies) and as an admin (it does not):
+(tokens on, pinned to CPU 0 when there are two), then times, one request at a time over
+HTTP, as the analyst (the rights filter applies) and as an admin (it does not):
 
 * a filtered list of each collection (``?status=`` / ``?stage=`` ..., 20 per page);
 * ``GET /api/projects/{id}?include=documents`` for the project linking 50 documents;
