@@ -280,6 +280,8 @@ ARTICLE: Final = _shape(
     content=Text(1_000_000),
     summary=Text(5000),
     author=UserRef(),
+    # Set by publish / unpublish / DELETE only (a server field), typed for the list filter.
+    status=Choice(ARTICLE_STATUSES),
     featured=Flag(),
     seo=SEO,
     tags=ListOf(Text(100), unique=True),
