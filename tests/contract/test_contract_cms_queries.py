@@ -190,3 +190,35 @@ async def test_explain_shows_the_index_serving_a_filtered_list(pair: Pair) -> No
         assert "sales_opportunities_stage" in plan or "updatedAt_sort" in plan, plan
     else:
         assert "IXSCAN" in plan, plan
+
+
+async def test_scalar_access_fields_match_by_equality(pair: Pair) -> None:
+    await pair.store.insert(SALES, opportunity("mine", owner="u1", stage="won", value=5))
+    await pair.store.insert(SALES, opportunity("managed", accountManager="u1"))
+    await pair.store.insert(SALES, opportunity("other", owner="u2"))
+    page = await pair.store.find(SALES, Query(accessible_to="u1"))
+    assert sorted(item["opportunityId"] for item in page.items) == ["managed", "mine"]
+    granted = await pair.store.find(SALES, Query(accessible_to="u1", accessible_ids=("other",)))
+    assert granted.total == 3
+
+
+async def test_a_file_from_before_the_pipeline_columns_gets_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        'CREATE TABLE "sales_opportunities" (id TEXT PRIMARY KEY, slug TEXT, doc TEXT NOT NULL)'
+    )
+    old.execute(
+        'INSERT INTO "sales_opportunities" VALUES (?, NULL, ?)',
+        ("old", '{"opportunityId": "old", "stage": "won", "currency": "USD", "value": 9}'),
+    )
+    old.commit()
+    old.close()
+    for _ in range(2):  # opening twice is idempotent
+        async with await SqliteContentStore.open(path) as store:
+            groups = await SqliteCmsQueries(store).sales_pipeline(Query())
+            assert groups == [PipelineGroup("won", "USD", 1, 9.0, 0.0)]
+            plan = await SqliteCmsQueries(store).explain(SALES, Query(filters={"stage": "won"}))
+            assert "USING INDEX" in plan

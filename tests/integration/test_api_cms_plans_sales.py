@@ -163,6 +163,13 @@ async def test_plan_rejection_returns_to_draft(env: Env) -> None:
         "owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}
     )
     request_id = opened.json()["request"]["id"]
+    await env.server.collab.relational.permissions.grant(
+        env.users["viewer"].id, "strategic_plan", "growth-2026", "view"
+    )
+    step = f"/strategic-plans/growth-2026/approvals/{request_id}/steps/1/decision"
+    problem(await env.post("viewer", step, {"decision": "approve"}), 403)  # not the role
+    problem(await env.post("manager", step, {"decision": "maybe"}), 422)
+    problem(await env.post("manager", step.replace("/1/", "/2/"), {"decision": "approve"}), 404)
     rejected = await env.post(
         "manager",
         f"/strategic-plans/growth-2026/approvals/{request_id}/steps/1/decision",

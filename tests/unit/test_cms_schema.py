@@ -23,7 +23,9 @@ def _field(error: pytest.ExceptionInfo[InvalidError]) -> str | None:
     st.datetimes(
         min_value=datetime(1900, 1, 1),
         max_value=datetime(2200, 1, 1),
-        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+        ),
     )
 )
 def test_a_zoned_date_time_round_trips_in_utc(moment: datetime) -> None:
@@ -73,7 +75,12 @@ def test_references_are_collected_with_their_first_path() -> None:
     refs = Refs()
     user = "6f1c0b1e-1b2c-4d5e-8f90-123456789abc"
     PROJECT.check(
-        {"name": "x", "owner": user, "stakeholders": [{"userId": user}], "linkedDocuments": ["d", "d"]},
+        {
+            "name": "x",
+            "owner": user,
+            "stakeholders": [{"userId": user}],
+            "linkedDocuments": ["d", "d"],
+        },
         "",
         refs,
     )
