@@ -335,13 +335,25 @@ class SqliteContentStore:
         table = f'"{spec.name}"'
         direction = "DESC" if query.descending else "ASC"
         conn.execute("BEGIN")  # one snapshot for the count and the page
-        (total,) = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()
-        rows = conn.execute(
-            f"SELECT id, doc FROM {table} WHERE {where} "
+        # One pass over the matches gives the page's ids and the total (a window count);
+        # the records of the page are then read by id, so the sort carries ids only.
+        ranked = conn.execute(
+            f"SELECT id, count(*) OVER () FROM {table} WHERE {where} "
             f"ORDER BY {sort_expression(sort)} {direction}, id ASC LIMIT ? OFFSET ?",
             [*params, query.limit, query.offset],
         ).fetchall()
-        items = [loads(text, f"{spec.name} {doc_id!r}") for doc_id, text in rows]
+        if ranked:
+            total = ranked[0][1]
+        elif query.offset == 0:
+            total = 0
+        else:  # past the last match: the window saw no row, count apart
+            sql = f"SELECT count(*) FROM {table} WHERE {where}"
+            (total,) = conn.execute(sql, params).fetchone()
+        ids = [doc_id for doc_id, _ in ranked]
+        texts = dict(
+            conn.execute(f"SELECT id, doc FROM {table} WHERE {_id_in(ids)}", ids).fetchall()
+        )
+        items = [loads(texts[doc_id], f"{spec.name} {doc_id!r}") for doc_id in ids]
         if spec.has_revisions:
             self._attach_inline(items, full=False)
         conn.execute("COMMIT")

@@ -184,8 +184,9 @@ class SqliteCmsQueries:
         rows = (
             self._store._db()
             .execute(
-                f'EXPLAIN QUERY PLAN SELECT id, doc FROM "{spec.name}" WHERE {where} '
-                f"ORDER BY {sort_expression(sort)} {direction}, id ASC LIMIT ? OFFSET ?",
+                f'EXPLAIN QUERY PLAN SELECT id, count(*) OVER () FROM "{spec.name}" '
+                f"WHERE {where} ORDER BY {sort_expression(sort)} {direction}, id ASC "
+                "LIMIT ? OFFSET ?",
                 [*params, query.limit, query.offset],
             )
             .fetchall()
