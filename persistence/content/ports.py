@@ -59,6 +59,9 @@ class CollectionSpec:
     # Access fields that hold one user id (never an array): ``accessible_to`` compares them
     # for equality, which an index serves.
     scalar_fields: frozenset[str] = frozenset()
+    # Array fields an embedded multikey index serves (a side table of the SQLite adapter;
+    # MongoDB indexes arrays by itself).
+    multikey_fields: frozenset[str] = frozenset()
 
 
 def _spec(
@@ -70,6 +73,7 @@ def _spec(
     ranges: str = "",
     arrays: str = "",
     scalars: str = "",
+    multikey: str = "",
     **kw: Any,
 ) -> CollectionSpec:
     return CollectionSpec(
@@ -80,6 +84,7 @@ def _spec(
         range_fields=frozenset(ranges.split()),
         array_fields=frozenset(arrays.split()),
         scalar_fields=frozenset(scalars.split()),
+        multikey_fields=frozenset(multikey.split()),
         **kw,
     )
 
@@ -127,6 +132,7 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 ranges="startDate targetCompletionDate budget createdAt updatedAt",
                 arrays="linkedDocuments linkedStrategies relatedProjects",
                 scalars="owner",
+                multikey="stakeholders.userId linkedDocuments linkedStrategies relatedProjects",
             ),
             _spec(
                 "market_research",
@@ -157,6 +163,7 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 ranges="startDate endDate createdAt updatedAt",
                 arrays="initiatives approvers",
                 scalars="owner createdBy",
+                multikey="approvers initiatives",
             ),
             _spec(
                 "sales_opportunities",
@@ -176,6 +183,7 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 ranges="expectedCloseDate actualCloseDate value probability createdAt updatedAt",
                 arrays="linkedDocuments",
                 scalars="owner accountManager createdBy",
+                multikey="linkedDocuments",
             ),
             _spec(
                 "knowledge_articles",
@@ -196,6 +204,7 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 ranges="publishedDate createdAt",
                 arrays="relatedArticles",
                 scalars="author createdBy",
+                multikey="tags relatedArticles",
                 slug_unique=True,
                 has_tags=True,
             ),

@@ -56,6 +56,7 @@ from persistence.content.sqlite_json import (
     sort_expression,
     where_clause,
 )
+from persistence.content.sqlite_keys import backfill, drop_keys, keys_ddl, write_keys
 from persistence.errors import (
     DocumentNotFound,
     DocumentTooLarge,
@@ -183,8 +184,9 @@ class SqliteContentStore:
         for statement in collections_ddl():
             conn.execute(statement)
         columns = {row[1] for row in conn.execute(f'PRAGMA table_xinfo("{PIPELINE_TABLE}")')}
-        for statement in pipeline_ddl(columns):
+        for statement in [*pipeline_ddl(columns), *keys_ddl()]:
             conn.execute(statement)
+        backfill(conn, loads)
         conn.execute("COMMIT")
 
     # -- rows <-> documents (worker thread) ------------------------------------------------
@@ -251,6 +253,7 @@ class SqliteContentStore:
             f'INSERT INTO "{spec.name}" (id, slug, doc) VALUES (?, ?, ?)',
             (doc_id, _slug(spec, stored), text),
         )
+        write_keys(conn, spec, doc_id, stored)
         if revisions:
             conn.executemany(
                 "INSERT INTO document_revisions VALUES (?, ?, ?, 1, ?)",
@@ -305,6 +308,7 @@ class SqliteContentStore:
             f'UPDATE "{spec.name}" SET slug = ?, doc = ? WHERE id = ?',
             (_slug(spec, doc), text, doc_id),
         )
+        write_keys(conn, spec, doc_id, doc)
         if spec.has_revisions:
             self._attach_inline([doc], full=True)
         conn.execute("COMMIT")
@@ -321,6 +325,7 @@ class SqliteContentStore:
         if spec.has_revisions:
             conn.execute("DELETE FROM document_revisions WHERE document_id = ?", (doc_id,))
         deleted = conn.execute(f'DELETE FROM "{spec.name}" WHERE id = ?', (doc_id,)).rowcount
+        drop_keys(conn, spec, doc_id)
         conn.execute("COMMIT")
         return deleted == 1
 

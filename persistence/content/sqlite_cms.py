@@ -20,6 +20,7 @@ from persistence.content.cms_ports import (
 from persistence.content.ports import CollectionSpec, Document, Query, check_query, collection_spec
 from persistence.content.sqlite import SqliteContentStore, _where
 from persistence.content.sqlite_json import PIPELINE_COLUMNS, dumps, loads, sort_expression
+from persistence.content.sqlite_keys import write_keys
 
 
 def _number(column: str) -> str:
@@ -134,10 +135,12 @@ class SqliteCmsQueries:
         return True
 
     def _write(self, spec: CollectionSpec, doc_id: str, doc: Document) -> None:
-        self._store._db().execute(
+        conn = self._store._db()
+        conn.execute(
             f'UPDATE "{spec.name}" SET doc = ? WHERE id = ?',
             (dumps(doc, f"{spec.name} {doc_id!r}"), doc_id),
         )
+        write_keys(conn, spec, doc_id, doc)
 
     async def add_member(
         self, collection: str, doc_id: str, field: str, member: str, counter: str

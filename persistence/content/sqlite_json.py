@@ -21,6 +21,7 @@ from persistence.content.ports import (
     Query,
     Scalar,
 )
+from persistence.content.sqlite_keys import keyed
 from persistence.errors import DocumentTooLarge, StorageCorrupted
 
 # MongoDB's limit, so that whatever the embedded mode stores can move to a real MongoDB.
@@ -173,15 +174,23 @@ def _in_range(field: str, low: Bound, high: Bound) -> tuple[str, list[object]]:
     return "(" + " AND ".join(clauses) + ")", params
 
 
+def _holding(spec: CollectionSpec, field: str, values: tuple[str, ...]) -> tuple[str, list[object]]:
+    """``field`` holds one of ``values``: through the multikey side table when the
+    collection has one for the field, else ``json_each``."""
+    if field in spec.multikey_fields:
+        return keyed(spec, field, values)
+    return _holds(field, values)
+
+
 def where_clause(spec: CollectionSpec, query: Query) -> tuple[str, list[object]]:
     """The WHERE condition of a checked query, and its parameters."""
     clauses: list[str] = []
     params: list[object] = []
     conditions = [_equals(name, value) for name, value in query.filters.items()]
-    conditions += [_holds("tags", (tag,)) for tag in query.tags_all]
+    conditions += [_holding(spec, "tags", (tag,)) for tag in query.tags_all]
     if query.tags_any:
-        conditions.append(_holds("tags", query.tags_any))
-    conditions += [_holds(name, (value,)) for name, value in query.holds.items()]
+        conditions.append(_holding(spec, "tags", query.tags_any))
+    conditions += [_holding(spec, name, (value,)) for name, value in query.holds.items()]
     conditions += [_in_range(name, *bounds) for name, bounds in query.ranges.items()]
     for clause, values in conditions:
         clauses.append(clause)
@@ -189,7 +198,7 @@ def where_clause(spec: CollectionSpec, query: Query) -> tuple[str, list[object]]
     if query.accessible_to is not None:
         user = query.accessible_to
         access = [
-            _equals(name, user) if name in spec.scalar_fields else _holds(name, (user,))
+            _equals(name, user) if name in spec.scalar_fields else _holding(spec, name, (user,))
             for name in spec.access_fields
         ]
         clauses.append("(" + " OR ".join(clause for clause, _ in access) + ")")

@@ -222,3 +222,38 @@ async def test_a_file_from_before_the_pipeline_columns_gets_them(tmp_path: Path)
             assert groups == [PipelineGroup("won", "USD", 1, 9.0, 0.0)]
             plan = await SqliteCmsQueries(store).explain(SALES, Query(filters={"stage": "won"}))
             assert "USING INDEX" in plan
+
+
+async def test_array_conditions_follow_updates_and_deletes(pair: Pair) -> None:
+    user = "u-stakeholder"
+    await pair.store.insert(
+        PROJECTS,
+        {"projectId": "p", "name": "P", "stakeholders": [{"userId": user}], "linkedDocuments": []},
+    )
+    assert (await pair.store.find(PROJECTS, Query(accessible_to=user))).total == 1
+    await pair.store.update(PROJECTS, "p", {"stakeholders": [], "linkedDocuments": ["d1", "d2"]})
+    assert (await pair.store.find(PROJECTS, Query(accessible_to=user))).total == 0
+    assert (await pair.store.find(PROJECTS, Query(holds={"linkedDocuments": "d2"}))).total == 1
+    await pair.store.insert("knowledge_articles", {"articleId": "k", "title": "K", "tags": ["a"]})
+    await pair.queries.increment("knowledge_articles", "k", {"views": 1})
+    tagged = await pair.store.find("knowledge_articles", Query(tags_all=("a",)))
+    assert [item["articleId"] for item in tagged.items] == ["k"]
+    await pair.store.delete(PROJECTS, "p")
+    assert (await pair.store.find(PROJECTS, Query(holds={"linkedDocuments": "d2"}))).total == 0
+
+
+async def test_records_written_before_the_key_tables_are_found(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute('CREATE TABLE "projects" (id TEXT PRIMARY KEY, slug TEXT, doc TEXT NOT NULL)')
+    old.execute(
+        'INSERT INTO "projects" VALUES (?, NULL, ?)',
+        ("old", '{"projectId": "old", "name": "Old", "linkedDocuments": ["d"]}'),
+    )
+    old.commit()
+    old.close()
+    async with await SqliteContentStore.open(path) as store:
+        page = await store.find(PROJECTS, Query(holds={"linkedDocuments": "d"}))
+        assert [item["projectId"] for item in page.items] == ["old"]
