@@ -296,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             httpx.Client(base_url=server.http_url, timeout=30) as http,
         ):
             tokens = {"analyst": analyst_token, "admin": admin_token}
+            load_before = os.getloadavg()[0]
             results = measure(http, tokens, args.requests)
+            load_after = os.getloadavg()[0]
     width = max(len(name) for name in results)
     for name, result in results.items():
         verdict = "met" if result["p99_ms"] < TARGET_MS else "MISSED"
@@ -304,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<{width}}  p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms"
             f"  max {result['max_ms']:7.2f} ms  ({verdict})"
         )
+    # The machine is shared: a load average above its core count explains a long tail.
+    print(f"load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"records": args.records, "results": results}, indent=2))
+        report = {"records": args.records, "load": [load_before, load_after], "results": results}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
