@@ -41,7 +41,7 @@ from persistence.coordinator.ports import StatsCounters
 from persistence.errors import DocumentNotFound, StorageConflict
 from persistence.relational import User
 from persistence.relational.review_ports import ApprovalStore
-from server.cms.schema import Refs, check_record_id, jsonable, patch_value
+from server.cms.schema import Flag, Number, Refs, check_record_id, jsonable, patch_value
 from server.cms.tables import Kind
 from server.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from server.identity.audit import AuditTrail
@@ -427,9 +427,9 @@ class CmsService:
         field_type = self.kind.shape.fields.get(name)
         refs = Refs()
         try:
-            if field_type is not None and field_type.describe() in ("integer", "number"):
+            if isinstance(field_type, Number):
                 return field_type.check(float(value) if "." in value else int(value), param, refs)
-            if field_type is not None and field_type.describe() == "boolean":
+            if isinstance(field_type, Flag):
                 return field_type.check(
                     {"true": True, "false": False}.get(value, value), param, refs
                 )
@@ -447,7 +447,7 @@ class CmsService:
             if raw is None:
                 return None
             where = f"{name}{suffix}"
-            if field_type is not None and field_type.describe() in ("integer", "number"):
+            if isinstance(field_type, Number):
                 try:
                     number = float(raw)
                 except ValueError:
