@@ -133,6 +133,8 @@ class Collab:
                 services.audit,
                 services.relational.approvals,
                 services.coordinator.stats,
+                # The notifier is installed by the lifespan, before the first request.
+                notify=lambda items: notifications.notifier(self).send_soon(items),
             )
         )
         # The extension API: made before anything that fires or subscribes (server.hooks).

@@ -8,6 +8,7 @@ rejection moves it back to ``draft``; approving the last step makes it ``approve
 ``approvalDate``. A step is decided by a user holding its role, an admin, or one of the
 plan's ``approvers``; a requestor does not decide their own request (unless an admin).
 After approval, a PATCH moves it on: approved -> executing -> completed; DELETE archives.
+The plan's approvers are notified of a new request, the requestor of each decision.
 
 Roll-up: a key result's progress is ``actual / target`` (clipped to 0..1; absent when either
 is missing or the target is 0), an objective's the mean of its key results', the plan's the
@@ -27,6 +28,7 @@ from persistence.relational import (
     ChainLink,
     InvalidTransitionError,
     NewApprovalRequest,
+    NewNotification,
 )
 from server.cms.service import CmsPorts, CmsService, now_ms
 from server.cms.tables import KINDS, PLANS
@@ -79,6 +81,13 @@ class PlanService(CmsService):
                 actor, plan_id, {"status": "under_review"}, "status_change"
             )
         self.audit(actor, "approval", plan_id, {"op": "request", "requestId": str(request.id)})
+        self._tell(
+            _approvers(stored) - {actor.user_id},
+            "approval_requested",
+            f"Approval requested: {stored.get('title') or plan_id}",
+            f"{actor.name} asks for a decision on the strategic plan {plan_id}.",
+            request.id,
+        )
         return request, stored
 
     async def request_of(
@@ -140,7 +149,37 @@ class PlanService(CmsService):
             plan_id,
             {"op": decision, "requestId": str(request_id), "step": step_number},
         )
+        verb = "approved" if decision == "approve" else "rejected"
+        self._tell(
+            {str(decided.requestor_id)} - {actor.user_id},
+            "approval_decided",
+            f"Step {step_number} {verb}: {plan.get('title') or plan_id}",
+            f"{actor.name} {verb} step {step_number} of {decided.total_steps}; "
+            f"the request is {decided.status}, the plan {plan.get('status')}.",
+            request_id,
+        )
         return decided, plan
+
+    def _tell(
+        self, users: set[str], kind: str, title: str, message: str, request_id: uuid.UUID
+    ) -> None:
+        """Notify ``users`` (in the background) about an approval request of a plan."""
+        notifications = []
+        for user in sorted(users):
+            try:
+                notifications.append(
+                    NewNotification(
+                        user_id=uuid.UUID(user),
+                        type=kind,
+                        title=title[:255],
+                        message=message[:2000],
+                        resource_type="approval_request",
+                        resource_id=str(request_id),
+                    )
+                )
+            except ValueError:
+                continue
+        self.ports.notify(notifications)
 
     async def requests(self, actor: Principal, plan_id: str) -> list[ApprovalRequest]:
         await self.fetch(actor, plan_id, Right.VIEW)
@@ -153,6 +192,11 @@ class PlanService(CmsService):
         """The schema's approval-chain query for the plan."""
         await self.fetch(actor, plan_id, Right.VIEW)
         return await self.ports.approvals.approval_chain(RESOURCE, plan_id)
+
+
+def _approvers(plan: Mapping[str, Any]) -> set[str]:
+    found = plan.get("approvers")
+    return {user for user in found if isinstance(user, str)} if isinstance(found, list) else set()
 
 
 def _progress(result: Mapping[str, Any]) -> float | None:

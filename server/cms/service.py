@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -39,7 +39,7 @@ from persistence.content.ports import (
 )
 from persistence.coordinator.ports import StatsCounters
 from persistence.errors import DocumentNotFound, StorageConflict
-from persistence.relational import User
+from persistence.relational import NewNotification, User
 from persistence.relational.review_ports import ApprovalStore
 from server.cms.schema import Flag, Number, Refs, check_record_id, jsonable, patch_value
 from server.cms.tables import Kind
@@ -63,10 +63,15 @@ class UserDirectory(Protocol):
     async def user(self, user_id: str) -> User | None: ...
 
 
+def _no_notification(notifications: Sequence[NewNotification]) -> None:
+    """The default of :attr:`CmsPorts.notify`: nobody is told."""
+
+
 @dataclass(frozen=True, slots=True)
 class CmsPorts:
     """What the CMS services need: the content store and its CMS queries, the rights, the
-    users, the audit trail, the approval store (plans) and the stats counters (views)."""
+    users, the audit trail, the approval store (plans), the stats counters, and ``notify``
+    (sends notifications in the background; the app's notifier)."""
 
     content: ContentStore
     queries: CmsQueries
@@ -75,6 +80,7 @@ class CmsPorts:
     audit: AuditTrail
     approvals: ApprovalStore
     stats: StatsCounters
+    notify: Callable[[Sequence[NewNotification]], None] = _no_notification
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from loadtests.client import YClient
+from protocol.events import decode_event
+from protocol.ysync import AppEventMessage
 from tests.conftest import StartServer
 from tests.integration.cms_env import INJECTIONS, Env, cms_env, field_of, problem
 
@@ -154,6 +157,37 @@ async def test_plan_approval_flow_and_chain(env: Env) -> None:
     actions = sorted(row.action for row in await env.audit_rows("growth-2026"))
     assert actions.count("approval") == 3
     assert "delete" in actions
+
+
+async def test_approvers_and_requestors_are_notified(env: Env) -> None:
+    await env.created("analyst", "/documents", {"documentId": "room", "title": "Room"})
+    await env.created("owner", "/documents", {"documentId": "room2", "title": "Room 2"})
+    await env.created("owner", "/strategic-plans", {**PLAN, "approvers": [env.uid("analyst")]})
+    workflow = await _workflow(env, "manager")
+    server = env.server
+    async with (
+        YClient(server.ws_url, "room", token=env.tokens["analyst"], query="events=1") as approver,
+        YClient(server.ws_url, "room2", token=env.tokens["owner"], query="events=1") as requestor,
+    ):
+        opened = await env.post(
+            "owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}
+        )
+        request_id = opened.json()["request"]["id"]
+        await approver.wait_for(lambda: bool(_notes(approver, "approval_requested")))
+        assert _notes(approver, "approval_requested")[0]["resourceId"] == request_id
+        await env.post(
+            "manager",
+            f"/strategic-plans/growth-2026/approvals/{request_id}/steps/1/decision",
+            {"decision": "approve"},
+        )
+        await requestor.wait_for(lambda: bool(_notes(requestor, "approval_decided")))
+        assert "approved" in _notes(requestor, "approval_decided")[0]["message"]
+
+
+def _notes(client: YClient, kind: str) -> list[dict[str, Any]]:
+    decoded = [decode_event(m.payload) for m in client.received if isinstance(m, AppEventMessage)]
+    found = [dict(e.get("notification")) for e in decoded if e.type == "notification"]
+    return [n for n in found if n["type"] == kind]
 
 
 async def test_plan_rejection_returns_to_draft(env: Env) -> None:
