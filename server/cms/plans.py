@@ -8,7 +8,8 @@ rejection moves it back to ``draft``; approving the last step makes it ``approve
 ``approvalDate``. A step is decided by a user holding its role, an admin, or one of the
 plan's ``approvers``; a requestor does not decide their own request (unless an admin).
 After approval, a PATCH moves it on: approved -> executing -> completed; DELETE archives.
-The plan's approvers are notified of a new request, the requestor of each decision.
+The plan's approvers are notified of a new request, the requestor of each decision. While
+it is under review a plan is frozen: a PATCH is 409 until the review ends.
 
 Roll-up: a key result's progress is ``actual / target`` (clipped to 0..1; absent when either
 is missing or the target is 0), an objective's the mean of its key results', the plan's the
@@ -44,6 +45,16 @@ class PlanService(CmsService):
 
     def __init__(self, ports: CmsPorts) -> None:
         super().__init__(ports, KINDS[PLANS])
+
+    async def before_update(
+        self, actor: Principal, record: Mapping[str, Any], changes: dict[str, Any]
+    ) -> None:
+        if record.get("status") == "under_review":
+            raise ConflictError(
+                "the plan is under review: it changes again once the review ends",
+                title="plan under review",
+                extra={"currentStatus": "under_review"},
+            )
 
     async def request_approval(
         self, actor: Principal, plan_id: str, workflow_id: uuid.UUID
