@@ -135,7 +135,8 @@ class Collab:
                 services.coordinator.stats,
                 # The notifier is installed by the lifespan, before the first request.
                 notify=lambda items: notifications.notifier(self).send_soon(items),
-            )
+            ),
+            shared=bool(settings.redis_url),
         )
         # The extension API: made before anything that fires or subscribes (server.hooks).
         self.hooks = hooks = Hooks()

@@ -7,10 +7,10 @@ counted without a database write per view, likes once per user.
 * ``publish`` (edit right) moves a draft to ``published`` and stamps ``publishedDate``;
   ``unpublish`` moves it back to ``draft``. DELETE archives.
 * Views: a read of a published article by someone other than its author counts one view in
-  :class:`ViewCounter`, an in-process counter flushed to the store in one ``$inc`` per
-  article every ``interval`` seconds (and at shutdown). Each node flushes what its own
-  readers added, so several nodes never count a view twice. Reads show the stored count
-  plus what this node has not flushed yet.
+  the coordinator's ``stats:`` counters (:class:`ViewCounter`: Redis in service mode, in
+  process on the embedded default), written to the store in one ``$inc`` per article every
+  ``interval`` seconds (and at shutdown): no database write per view. Reads show the
+  stored count (views of the last seconds appear at the next flush).
 * Likes: ``likedBy`` holds who liked it; ``like`` / ``unlike`` change it and ``likes``
   together, atomically and only once per user.
 """
@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from persistence.content.ports import Query
@@ -39,43 +39,96 @@ log = logging.getLogger(__name__)
 
 SLUG: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 HIDDEN: Final = ("likedBy",)
+VIEWS: Final = "article_views"
+FLUSHED: Final = "article_views_flushed"
 
 
 class ViewCounter:
-    """Views per article, counted in memory and flushed in batches (module docstring)."""
+    """Views per article, counted in the coordinator's ``stats:article_views:{bucket}``
+    counters and flushed to the store in batches (module docstring).
 
-    def __init__(self, ports: CmsPorts, interval: float = 5.0) -> None:
+    A bucket is ``interval`` seconds. Embedded (``shared`` False: the in-process
+    coordinator, one node), a flush writes every bucket this node counted into and takes
+    what it wrote back off the counters, so a view counted meanwhile waits for the next
+    flush. Shared (Redis: several nodes count into the same buckets), a flush writes the
+    buckets that are over, each by the one node that claims it first (an increment of
+    ``stats:article_views_flushed:{bucket}`` that returns 1); the last ``LOOKBACK`` buckets
+    are looked at, so what a stopped node counted is written by the others.
+    """
+
+    LOOKBACK: Final = 60
+
+    def __init__(
+        self,
+        ports: CmsPorts,
+        interval: float = 5.0,
+        *,
+        shared: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._ports = ports
         self._interval = interval
-        self._pending: Counter[str] = Counter()
+        self._shared = shared
+        self._clock = clock
+        self._counted: set[int] = set()
+        self._next = self._bucket() - self.LOOKBACK
         self._stop = asyncio.Event()
 
-    def count(self, article_id: str) -> None:
-        self._pending[article_id] += 1
+    def _bucket(self) -> int:
+        return int(self._clock() // self._interval)
 
-    def pending(self, article_id: str) -> int:
-        return self._pending.get(article_id, 0)
+    async def count(self, article_id: str) -> None:
+        """One view (a counter increment: no write to the content store)."""
+        bucket = self._bucket()
+        try:
+            await self._ports.stats.incr(VIEWS, str(bucket), article_id)
+        except (StorageError, ValueError) as exc:
+            log.warning("article %s: a view was not counted: %s", article_id, exc)
+            return
+        self._counted.add(bucket)
 
     async def flush(self) -> int:
-        """Write what is counted (one increment per article); returns the views written.
-        What fails to be written is counted again for the next flush."""
-        batch, self._pending = self._pending, Counter()
+        """Write the counted views (one increment per article and bucket); returns how many
+        views were written."""
+        if not self._shared:
+            buckets = sorted(self._counted)
+            self._counted.clear()
+            return sum([await self._write(bucket, take_back=True) for bucket in buckets])
+        current = self._bucket()
         written = 0
-        for article_id, views in batch.items():
+        for bucket in range(self._next, current):
+            claim = await self._ports.stats.incr(FLUSHED, str(bucket), "claim")
+            if claim == 1:
+                written += await self._write(bucket, take_back=False)
+        self._next = max(self._next, current)
+        return written
+
+    async def _write(self, bucket: int, *, take_back: bool) -> int:
+        stats = self._ports.stats
+        written = 0
+        for article_id, views in (await stats.get(VIEWS, str(bucket))).items():
+            if views <= 0:
+                continue
             try:
                 await self._ports.queries.increment(ARTICLES, article_id, {"views": views})
-                written += views
             except StorageError as exc:
                 log.warning("article %s: %d views not written yet: %s", article_id, views, exc)
-                self._pending[article_id] += views
+                self._counted.add(bucket)
+                continue
+            if take_back:
+                await stats.incr(VIEWS, str(bucket), article_id, -views)
+            written += views
         return written
 
     async def run(self) -> None:
-        """Flush every ``interval`` seconds until :meth:`stop`."""
+        """Flush every ``interval`` seconds until :meth:`stop`, then once more."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._interval)
-            await self.flush()
+            try:
+                await self.flush()
+            except StorageError as exc:
+                log.warning("article views not flushed: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -126,16 +179,12 @@ class ArticleService(CmsService):
     async def read(self, actor: Principal, record_id: str) -> dict[str, Any]:
         record = await super().read(actor, record_id)
         if record.get("status") == "published" and record.get("author") != actor.user_id:
-            self.views.count(record_id)
+            await self.views.count(record_id)
         return self.shown(record)
 
     def shown(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The record as served: views not yet flushed included."""
-        shown = dict(record)
-        article_id = str(record.get("articleId"))
-        views = shown.get("views")
-        shown["views"] = (views if isinstance(views, int) else 0) + self.views.pending(article_id)
-        return shown
+        """The record as served (``views`` as last flushed)."""
+        return dict(record)
 
     async def by_slug(self, actor: Principal, slug: str) -> dict[str, Any]:
         owner = await self._slug_owner(self._check_slug(slug))

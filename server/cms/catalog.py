@@ -25,8 +25,9 @@ class Cms:
     views: ViewCounter
 
 
-def build(ports: CmsPorts, *, view_flush_seconds: float = 5.0) -> Cms:
-    views = ViewCounter(ports, view_flush_seconds)
+def build(ports: CmsPorts, *, view_flush_seconds: float = 5.0, shared: bool = False) -> Cms:
+    """``shared``: the stats counters are shared by several nodes (Redis)."""
+    views = ViewCounter(ports, view_flush_seconds, shared=shared)
     return Cms(
         projects=ProjectService(ports),
         research=ResearchService(ports),
