@@ -47,8 +47,15 @@ class DecisionBody(Model):
     comment: Annotated[str, StringConstraints(max_length=5000, pattern=r"^[^\x00]*$")] | None = None
 
 
-def _request(request: ApprovalRequest) -> dict[str, Any]:
-    body = request_view(request, {})
+async def _request(http: Request, request: ApprovalRequest) -> dict[str, Any]:
+    """An approval request as JSON, with the names of its requestor and reviewers."""
+    people = {request.requestor_id} | {s.reviewed_by for s in request.steps if s.reviewed_by}
+    users = collab_of(http).authn
+    names: dict[uuid.UUID, str | None] = {}
+    for person in people:
+        found = await users.user(str(person))
+        names[person] = found.name if found is not None else None
+    body = request_view(request, names)
     body["planId"] = body.pop("documentId")
     return body
 
@@ -60,7 +67,8 @@ async def open_request(request: Request) -> Response:
     body = await read_json(request, RequestBody)
     service = collab_of(request).cms.plans
     opened, plan = await service.request_approval(principal, plan_id, body.workflowId)
-    return JSONResponse({"request": _request(opened), "plan": shown(plan)}, status_code=201)
+    answer = {"request": await _request(request, opened), "plan": shown(plan)}
+    return JSONResponse(answer, status_code=201)
 
 
 async def list_requests(request: Request) -> Response:
@@ -68,7 +76,7 @@ async def list_requests(request: Request) -> Response:
     plan_id = record_id_of(request)
     check_params(request, frozenset())
     found = await collab_of(request).cms.plans.requests(principal, plan_id)
-    return JSONResponse({"items": [_request(item) for item in found]})
+    return JSONResponse({"items": [await _request(request, item) for item in found]})
 
 
 async def decide(request: Request) -> Response:
@@ -84,7 +92,7 @@ async def decide(request: Request) -> Response:
     decided, plan = await collab_of(request).cms.plans.decide(
         principal, plan_id, request_id, step, body.decision, body.comment or None
     )
-    return JSONResponse({"request": _request(decided), "plan": shown(plan)})
+    return JSONResponse({"request": await _request(request, decided), "plan": shown(plan)})
 
 
 async def approval_chain(request: Request) -> Response:

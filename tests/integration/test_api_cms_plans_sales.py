@@ -122,6 +122,7 @@ async def test_plan_approval_flow_and_chain(env: Env) -> None:
     assert opened.status_code == 201, opened.text
     request_id = opened.json()["request"]["id"]
     assert opened.json()["plan"]["status"] == "under_review"
+    assert opened.json()["request"]["requestor"] == {"id": env.uid("owner"), "name": "owner"}
     problem(await env.patch("owner", "/strategic-plans/growth-2026", {"title": "Frozen?"}), 409)
     problem(
         await env.post("owner", "/strategic-plans/growth-2026/approvals", {"workflowId": workflow}),
