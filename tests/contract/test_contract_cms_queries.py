@@ -257,3 +257,25 @@ async def test_records_written_before_the_key_tables_are_found(tmp_path: Path) -
     async with await SqliteContentStore.open(path) as store:
         page = await store.find(PROJECTS, Query(holds={"linkedDocuments": "d"}))
         assert [item["projectId"] for item in page.items] == ["old"]
+
+
+LIST_QUERIES = [
+    ("projects", Query(filters={"status": "active"}, sort="updatedAt", descending=True)),
+    ("projects", Query(accessible_to="u1", sort="updatedAt")),
+    ("market_research", Query(filters={"status": "published", "type": "market_analysis"})),
+    ("strategic_plans", Query(filters={"fiscalYear": 2026}, accessible_to="u1")),
+    ("sales_opportunities", Query(accessible_to="u1", sort="expectedCloseDate")),
+    ("knowledge_articles", Query(filters={"status": "published"}, tags_all=("pricing",))),
+    ("knowledge_articles", Query(accessible_to="u1", sort="createdAt")),
+]
+
+
+@pytest.mark.parametrize(("collection", "query"), LIST_QUERIES)
+async def test_the_cms_lists_are_served_by_indexes_on_sqlite(
+    tmp_path: Path, collection: str, query: Query
+) -> None:
+    async with await SqliteContentStore.open(tmp_path / "plans.sqlite3") as store:
+        plan = await SqliteCmsQueries(store).explain(collection, query)
+    first = plan.splitlines()[0] if "CO-ROUTINE" not in plan else plan.splitlines()[1]
+    assert "USING INDEX" in first or "MULTI-INDEX OR" in first or "PRIMARY KEY" in plan, plan
+    assert f"SCAN {collection}" not in plan, plan
