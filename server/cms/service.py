@@ -251,6 +251,11 @@ class CmsService:
         try:
             stored = await self.ports.content.insert(kind.collection, record)
         except StorageConflict as exc:
+            if await self.ports.content.get(kind.collection, record[kind.id_field]) is None:
+                # Not the id: the other unique key, the slug (taken since it was checked).
+                raise ConflictError(
+                    f"slug {record.get('slug')!r} is taken", title="slug taken"
+                ) from exc
             raise ConflictError(
                 f"{kind.id_field} {record[kind.id_field]!r} is taken", title=f"{kind.label} exists"
             ) from exc
