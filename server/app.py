@@ -27,6 +27,8 @@ from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
+from server.cms.catalog import build as build_cms
+from server.cms.service import CmsPorts
 from server.documents.freeze import ContentFreeze
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter
@@ -67,7 +69,7 @@ from server.services import Services, open_services
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS as CLOSE
 from server.shutdown import TaskGroup, bounded
-from server.stores import node_name, open_content_store, open_store
+from server.stores import cms_queries, node_name, open_content_store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,21 @@ class Collab:
             notifier=self.notifier,
         )
         self.search = SearchService(content, self.access)
+        # The CMS collections beyond business documents (server/cms/, docs/cms.md).
+        self.cms = build_cms(
+            CmsPorts(
+                content,
+                cms_queries(content),
+                self.access,
+                services.authn,
+                services.audit,
+                services.relational.approvals,
+                services.coordinator.stats,
+                notify=self.notifier.send_soon,
+            ),
+            shared=bool(settings.redis_url),
+        )
+        tasks.create_task(self.cms.views.run(), name="article views")
         self.comments = comments.install(hooks, review, tasks)
         self.approvals = ApprovalService(review)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
@@ -353,6 +370,7 @@ class Collab:
         # Features stop their tasks first, before sockets close.
         self.locks.stop()
         self.presence.stop()
+        self.cms.views.stop()
         for conn in list(self.hub.connections):
             conn.fail(ServerShuttingDown("server shutting down"))
 

@@ -7,10 +7,14 @@ import contextlib
 import os
 import re
 import socket
+from typing import Any
 
+from persistence.content.cms_ports import CmsQueries
 from persistence.content.ports import ContentStore
 from persistence.content.sqlite import SqliteContentStore
+from persistence.content.sqlite_cms import SqliteCmsQueries
 from persistence.coordinator.ports import Coordinator
+from persistence.errors import StorageUnavailable
 from persistence.rooms.memory import MemoryRoomStore
 from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore, require_durable
@@ -66,3 +70,28 @@ async def open_store(
             coordinator.journal, content, origin=node_id, follow=True, spool=spool
         )
     return await SqliteRoomStore.open(settings.data_dir / "rooms.sqlite3")
+
+
+class _NoCmsQueries:
+    """The CMS queries of a content store this module does not know (a test's stand-in):
+    every call is StorageUnavailable."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def unavailable(*args: object, **kwargs: object) -> Any:
+            raise StorageUnavailable("this content store offers no CMS queries")
+
+        return unavailable
+
+
+def cms_queries(content: ContentStore) -> CmsQueries:
+    """The CMS queries (joins, aggregations, counters) on the content store's database."""
+    if isinstance(content, SqliteContentStore):
+        return SqliteCmsQueries(content)
+    if type(content).__module__ == "persistence.content.mongo":
+        from persistence.content.mongo import MongoContentStore
+        from persistence.content.mongo_cms import MongoCmsQueries
+
+        assert isinstance(content, MongoContentStore)
+        return MongoCmsQueries(content)
+    found: CmsQueries = _NoCmsQueries()
+    return found

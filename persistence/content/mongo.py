@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidBSON, InvalidDocument
@@ -20,12 +20,31 @@ from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo import errors as mongo_errors
 
 from persistence.content import mongo_search
+from persistence.content.mongo_driver import (
+    MongoCollection as MongoCollection,
+)
+from persistence.content.mongo_driver import (
+    MongoCommandCursor as MongoCommandCursor,
+)
+from persistence.content.mongo_driver import (
+    MongoCursor as MongoCursor,
+)
+from persistence.content.mongo_driver import (
+    MongoDatabase as MongoDatabase,
+)
+from persistence.content.mongo_driver import (
+    MongoDeleteResult as MongoDeleteResult,
+)
+from persistence.content.mongo_driver import (
+    MongoUpdateResult as MongoUpdateResult,
+)
 from persistence.content.ports import (
     BUSINESS_DOCUMENTS,
     COLLECTIONS,
     CRDT_STATES,
     HEAVY_REVISION_FIELDS,
     REVISIONS,
+    Bound,
     CollectionSpec,
     Document,
     Page,
@@ -58,69 +77,6 @@ DUPLICATE_KEY = 11000
 TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 # IndexOptionsConflict, IndexKeySpecsConflict: an index of that name exists with other options.
 INDEX_CONFLICT_CODES = frozenset({85, 86})
-
-
-# -- the subset of the driver's API the adapter uses (pymongo's and the test shim's) ---------
-
-
-class MongoCursor(Protocol):
-    def sort(self, key_or_list: Any, direction: int | str | None = None) -> MongoCursor: ...
-
-    def skip(self, skip: int) -> MongoCursor: ...
-
-    def limit(self, limit: int) -> MongoCursor: ...
-
-    async def to_list(self, length: int | None = None) -> list[Document]: ...
-
-
-class MongoDeleteResult(Protocol):
-    @property
-    def deleted_count(self) -> int: ...
-
-
-class MongoUpdateResult(Protocol):
-    @property
-    def matched_count(self) -> int: ...
-
-
-class MongoCollection(Protocol):
-    async def insert_one(self, document: Document) -> object: ...
-
-    async def insert_many(self, documents: list[Document], ordered: bool = True) -> object: ...
-
-    async def find_one(self, filter: Any | None = None, *args: Any, **kwargs: Any) -> Any: ...
-
-    def find(self, *args: Any, **kwargs: Any) -> MongoCursor: ...
-
-    async def find_one_and_update(
-        self,
-        filter: Mapping[str, Any],
-        update: Mapping[str, Any],
-        projection: Mapping[str, Any] | None = None,
-        sort: Any = None,
-        upsert: bool = False,
-        return_document: bool = False,
-    ) -> Any: ...
-
-    async def update_one(
-        self, filter: Mapping[str, Any], update: Mapping[str, Any], upsert: bool = False
-    ) -> MongoUpdateResult: ...
-
-    async def delete_one(self, filter: Mapping[str, Any]) -> MongoDeleteResult: ...
-
-    async def delete_many(self, filter: Mapping[str, Any]) -> object: ...
-
-    async def count_documents(self, filter: Mapping[str, Any]) -> int: ...
-
-    async def create_index(self, keys: Any, **kwargs: Any) -> str: ...
-
-    async def index_information(self) -> Mapping[str, Any]: ...
-
-    async def drop_index(self, index_or_name: str, /) -> object: ...
-
-
-class MongoDatabase(Protocol):
-    def __getitem__(self, name: str) -> MongoCollection: ...
 
 
 # -- error translation -----------------------------------------------------------------------
@@ -186,6 +142,17 @@ def _document(raw: object, what: str) -> Document:
 # -- queries ---------------------------------------------------------------------------------
 
 
+def _range(name: str, low: Bound, high: Bound) -> Document:
+    """``low <= name <= high``; the type named so that only dates (numbers) match."""
+    dated = isinstance(low, datetime) or isinstance(high, datetime)
+    bounds: Document = {"$type": "date" if dated else "number"}
+    if low is not None:
+        bounds["$gte"] = low
+    if high is not None:
+        bounds["$lte"] = high
+    return {name: bounds}
+
+
 def _mongo_filter(spec: CollectionSpec, query: Query) -> Document:
     clauses: list[Document] = []
     for name, value in query.filters.items():
@@ -201,6 +168,8 @@ def _mongo_filter(spec: CollectionSpec, query: Query) -> Document:
         clauses.append({"tags": {"$all": list(query.tags_all)}})
     if query.tags_any:
         clauses.append({"tags": {"$in": list(query.tags_any)}})
+    clauses += [{name: value} for name, value in query.holds.items()]
+    clauses += [_range(name, low, high) for name, (low, high) in query.ranges.items()]
     if query.accessible_to is not None:
         user = query.accessible_to
         access: list[Document] = [{name: user} for name in spec.access_fields]

@@ -19,6 +19,7 @@ from persistence.content.search import SearchPage, SearchQuery, SearchScope
 
 Document = dict[str, Any]
 Scalar = str | int | float | bool | None
+Bound = datetime | int | float | None
 
 MAX_PAGE_SIZE = 200
 MAX_REVISION_PAGE = 1000
@@ -53,14 +54,39 @@ class CollectionSpec:
     slug_unique: bool = False
     has_tags: bool = False
     has_revisions: bool = False
+    # Fields ``Query.ranges`` may bound (dates, numbers) and array fields ``Query.holds``
+    # looks a value up in (``linkedDocuments``).
+    range_fields: frozenset[str] = frozenset()
+    array_fields: frozenset[str] = frozenset()
+    # Access fields that hold one user id (never an array): ``accessible_to`` compares them
+    # for equality, which an index serves.
+    scalar_fields: frozenset[str] = frozenset()
+    # Array fields an embedded multikey index serves (a side table of the SQLite adapter;
+    # MongoDB indexes arrays by itself).
+    multikey_fields: frozenset[str] = frozenset()
 
 
-def _spec(name: str, id_field: str, filters: str, sorts: str, **kw: Any) -> CollectionSpec:
+def _spec(
+    name: str,
+    id_field: str,
+    filters: str,
+    sorts: str,
+    *,
+    ranges: str = "",
+    arrays: str = "",
+    scalars: str = "",
+    multikey: str = "",
+    **kw: Any,
+) -> CollectionSpec:
     return CollectionSpec(
         name,
         id_field,
         frozenset(filters.split()),
         frozenset((*sorts.split(), id_field)),
+        range_fields=frozenset(ranges.split()),
+        array_fields=frozenset(arrays.split()),
+        scalar_fields=frozenset(scalars.split()),
+        multikey_fields=frozenset(multikey.split()),
         **kw,
     )
 
@@ -105,6 +131,10 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 text_fields=("name", "description"),
                 access_fields=("owner", "stakeholders.userId"),
                 indexed_fields=("owner", "stakeholders.userId", "status", "updatedAt"),
+                ranges="startDate targetCompletionDate budget createdAt updatedAt",
+                arrays="linkedDocuments linkedStrategies relatedProjects",
+                scalars="owner",
+                multikey="stakeholders.userId linkedDocuments linkedStrategies relatedProjects",
             ),
             _spec(
                 "market_research",
@@ -114,6 +144,8 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 text_fields=("title",),
                 access_fields=("author",),
                 indexed_fields=("author", "status", "type", "updatedAt"),
+                ranges="researchDate nextReviewDate createdAt updatedAt",
+                scalars="author",
             ),
             _spec(
                 "strategic_plans",
@@ -122,7 +154,18 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 "title createdAt updatedAt startDate endDate fiscalYear",
                 text_fields=("title", "vision", "mission"),
                 access_fields=("owner", "approvers", "createdBy"),
-                indexed_fields=("owner", "approvers", "status", "fiscalYear", "updatedAt"),
+                indexed_fields=(
+                    "owner",
+                    "approvers",
+                    "createdBy",
+                    "status",
+                    "fiscalYear",
+                    "updatedAt",
+                ),
+                ranges="startDate endDate createdAt updatedAt",
+                arrays="initiatives approvers",
+                scalars="owner createdBy",
+                multikey="approvers initiatives",
             ),
             _spec(
                 "sales_opportunities",
@@ -134,10 +177,15 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 indexed_fields=(
                     "owner",
                     "accountManager",
+                    "createdBy",
                     "stage",
                     "expectedCloseDate",
                     "updatedAt",
                 ),
+                ranges="expectedCloseDate actualCloseDate value probability createdAt updatedAt",
+                arrays="linkedDocuments",
+                scalars="owner accountManager createdBy",
+                multikey="linkedDocuments",
             ),
             _spec(
                 "knowledge_articles",
@@ -146,7 +194,19 @@ COLLECTIONS: Mapping[str, CollectionSpec] = MappingProxyType(
                 "title createdAt publishedDate updatedDate views likes shares",
                 text_fields=("title", "summary", "content"),
                 access_fields=("author", "createdBy"),
-                indexed_fields=("author", "status", "category", "tags", "publishedDate"),
+                indexed_fields=(
+                    "author",
+                    "createdBy",
+                    "status",
+                    "category",
+                    "tags",
+                    "publishedDate",
+                    "createdAt",
+                ),
+                ranges="publishedDate createdAt",
+                arrays="relatedArticles",
+                scalars="author createdBy",
+                multikey="tags relatedArticles",
                 slug_unique=True,
                 has_tags=True,
             ),
@@ -173,9 +233,14 @@ class Query:
     * ``tags_all`` / ``tags_any``: the document's ``tags`` holds every / at least one of them
       (an empty tuple means no condition);
     * ``accessible_to``: the user owns the document or is listed in one of its permission
-      lists (the collection's ``access_fields``), or its business id is one of
+      lists (the collection's ``access_fields``: equal to the user for its
+      ``scalar_fields``, equal or an array holding it for the others), or its business id is one of
       ``accessible_ids`` (documents opened to the user elsewhere, e.g. by grants; only with
       ``accessible_to``);
+    * ``ranges``: ``low <= field <= high`` on the collection's ``range_fields`` (either bound
+      may be None; both bounds of one type: aware datetimes, or numbers); a document whose
+      field is missing or of another type never matches;
+    * ``holds``: the array field (one of the collection's ``array_fields``) holds the value;
     * ``ids``: the business id is one of these (None: no condition; an empty tuple matches
       nothing); at most 1000 ids in each of ``ids`` and ``accessible_ids``;
     * ``text``: case-insensitive literal substring of any of the collection's text fields
@@ -193,6 +258,8 @@ class Query:
     accessible_to: str | None = None
     accessible_ids: tuple[str, ...] = ()
     ids: tuple[str, ...] | None = None
+    ranges: Mapping[str, tuple[Bound, Bound]] = field(default_factory=dict)
+    holds: Mapping[str, str] = field(default_factory=dict)
     text: str | None = None
     sort: str | None = None
     descending: bool = False
@@ -204,6 +271,10 @@ class Query:
         object.__setattr__(self, "tags_all", tuple(self.tags_all))
         object.__setattr__(self, "tags_any", tuple(self.tags_any))
         object.__setattr__(self, "accessible_ids", tuple(self.accessible_ids))
+        object.__setattr__(self, "ranges", MappingProxyType(_check_ranges(self.ranges)))
+        object.__setattr__(self, "holds", MappingProxyType(dict(self.holds)))
+        for held in self.holds.values():
+            check_id(held, "held value")
         if self.ids is not None:
             object.__setattr__(self, "ids", tuple(self.ids))
         if not 1 <= self.limit <= MAX_PAGE_SIZE:
@@ -228,6 +299,33 @@ class Query:
             raise ValueError("search text must not contain NUL")
 
 
+def _check_ranges(ranges: Mapping[str, tuple[Bound, Bound]]) -> dict[str, tuple[Bound, Bound]]:
+    checked: dict[str, tuple[Bound, Bound]] = {}
+    for name, pair in ranges.items():
+        bounds: object = pair
+        if not isinstance(bounds, tuple) or len(bounds) != 2:
+            raise ValueError(f"range on {name}: a (low, high) pair")
+        low, high = (_check_bound(bound, name) for bound in bounds)
+        kinds = {type(b) is datetime for b in (low, high) if b is not None}
+        if len(kinds) > 1:
+            raise ValueError(f"range on {name}: both bounds datetimes, or both numbers")
+        if low is not None and high is not None and low > high:  # type: ignore[operator]
+            raise ValueError(f"range on {name}: low is above high")
+        checked[name] = (low, high)
+    return checked
+
+
+def _check_bound(bound: object, name: str) -> Bound:
+    if bound is None:
+        return None
+    if isinstance(bound, datetime):
+        return utc_ms(bound)
+    if isinstance(bound, int | float) and not isinstance(bound, bool):
+        _check_value(bound, f"range on {name}")
+        return bound
+    raise ValueError(f"range on {name}: bounds are datetimes or numbers")
+
+
 def _check_query_ids(ids: tuple[str, ...]) -> None:
     if len(ids) > MAX_QUERY_IDS:
         raise ValueError(f"at most {MAX_QUERY_IDS} ids in a query")
@@ -250,6 +348,9 @@ def check_query(spec: CollectionSpec, query: Query) -> str:
         raise ValueError(f"{spec.name} cannot be filtered on {sorted(unknown)}")
     if (query.tags_all or query.tags_any) and not spec.has_tags:
         raise ValueError(f"{spec.name} has no tags")
+    unknown = (set(query.ranges) - spec.range_fields) | (set(query.holds) - spec.array_fields)
+    if unknown:
+        raise ValueError(f"{spec.name} has no range or array field {sorted(unknown)}")
     if query.accessible_to is not None and not spec.access_fields:
         raise ValueError(f"{spec.name} has no access fields")
     sort = query.sort or spec.id_field

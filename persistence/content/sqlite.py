@@ -47,15 +47,18 @@ from persistence.content.ports import (
 from persistence.content.search import SearchPage, SearchQuery
 from persistence.content.sqlite_json import (
     MAX_DOCUMENT_BYTES,
+    PIPELINE_TABLE,
     REVISION_SUMMARY,
     SCHEMA,
     collections_ddl,
     dumps,
     icontains,
     loads,
+    pipeline_ddl,
     sort_expression,
     where_clause,
 )
+from persistence.content.sqlite_keys import backfill, drop_keys, keys_ddl, write_keys
 from persistence.errors import (
     DocumentNotFound,
     DocumentTooLarge,
@@ -183,6 +186,10 @@ class SqliteContentStore:
         conn.execute("BEGIN IMMEDIATE")
         for statement in (*collections_ddl(), *sqlite_search.search_ddl()):
             conn.execute(statement)
+        columns = {row[1] for row in conn.execute(f'PRAGMA table_xinfo("{PIPELINE_TABLE}")')}
+        for statement in [*pipeline_ddl(columns), *keys_ddl()]:
+            conn.execute(statement)
+        backfill(conn, loads)
         conn.execute("COMMIT")
         sqlite_search.backfill(conn)
 
@@ -250,6 +257,7 @@ class SqliteContentStore:
             f'INSERT INTO "{spec.name}" (id, slug, doc) VALUES (?, ?, ?)',
             (doc_id, _slug(spec, stored), text),
         )
+        write_keys(conn, spec, doc_id, stored)
         if revisions:
             conn.executemany(
                 "INSERT INTO document_revisions VALUES (?, ?, ?, 1, ?)",
@@ -304,6 +312,7 @@ class SqliteContentStore:
             f'UPDATE "{spec.name}" SET slug = ?, doc = ? WHERE id = ?',
             (_slug(spec, doc), text, doc_id),
         )
+        write_keys(conn, spec, doc_id, doc)
         if spec.has_revisions:
             self._attach_inline([doc], full=True)
         conn.execute("COMMIT")
@@ -320,6 +329,7 @@ class SqliteContentStore:
         if spec.has_revisions:
             conn.execute("DELETE FROM document_revisions WHERE document_id = ?", (doc_id,))
         deleted = conn.execute(f'DELETE FROM "{spec.name}" WHERE id = ?', (doc_id,)).rowcount
+        drop_keys(conn, spec, doc_id)
         conn.execute("COMMIT")
         return deleted == 1
 
@@ -340,13 +350,25 @@ class SqliteContentStore:
         table = f'"{spec.name}"'
         direction = "DESC" if query.descending else "ASC"
         conn.execute("BEGIN")  # one snapshot for the count and the page
-        (total,) = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()
-        rows = conn.execute(
-            f"SELECT id, doc FROM {table} WHERE {where} "
+        # One pass over the matches gives the page's ids and the total (a window count);
+        # the records of the page are then read by id, so the sort carries ids only.
+        ranked = conn.execute(
+            f"SELECT id, count(*) OVER () FROM {table} WHERE {where} "
             f"ORDER BY {sort_expression(sort)} {direction}, id ASC LIMIT ? OFFSET ?",
             [*params, query.limit, query.offset],
         ).fetchall()
-        items = [loads(text, f"{spec.name} {doc_id!r}") for doc_id, text in rows]
+        if ranked:
+            total = ranked[0][1]
+        elif query.offset == 0:
+            total = 0
+        else:  # past the last match: the window saw no row, count apart
+            sql = f"SELECT count(*) FROM {table} WHERE {where}"
+            (total,) = conn.execute(sql, params).fetchone()
+        ids = [doc_id for doc_id, _ in ranked]
+        texts = dict(
+            conn.execute(f"SELECT id, doc FROM {table} WHERE {_id_in(ids)}", ids).fetchall()
+        )
+        items = [loads(texts[doc_id], f"{spec.name} {doc_id!r}") for doc_id in ids]
         if spec.has_revisions:
             self._attach_inline(items, full=False)
         conn.execute("COMMIT")

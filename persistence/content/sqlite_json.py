@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from persistence.content.ports import (
     COLLECTIONS,
     HEAVY_REVISION_FIELDS,
+    Bound,
     CollectionSpec,
     Document,
     Query,
     Scalar,
 )
+from persistence.content.sqlite_keys import keyed
 from persistence.errors import DocumentTooLarge, StorageCorrupted
 
 # MongoDB's limit, so that whatever the embedded mode stores can move to a real MongoDB.
@@ -126,6 +128,11 @@ def _equals(field: str, value: Scalar) -> tuple[str, list[object]]:
         return f"{kind} = ?", ["true" if value else "false"]
     if isinstance(value, int | float):
         return f"({kind} IN ('integer', 'real') AND {_extract(field)} = ?)", [value]
+    if not value.startswith(("[", "{")):
+        # json_extract gives a JSON string as text, a number as a number (never equal to a
+        # text parameter) and an array or object as its JSON text (which starts with [ or
+        # {): the type test is implied, and the expression index alone serves the filter.
+        return f"{_extract(field)} = ?", [value]
     return f"({kind} = 'text' AND {_extract(field)} = ?)", [value]
 
 
@@ -148,19 +155,52 @@ def _holds(field: str, values: tuple[str, ...]) -> tuple[str, list[object]]:
     return f"({direct} OR ({nested}))", [*values, *values]
 
 
+def _date_text(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _in_range(field: str, low: Bound, high: Bound) -> tuple[str, list[object]]:
+    """``low <= field <= high`` on the expression the sort index of the field is built on
+    (so the index serves it); a datetime range matches only datetimes, a numeric one only
+    numbers."""
+    kind = f"json_type(doc, '{_path(field)}')"
+    dated = isinstance(low, datetime) or isinstance(high, datetime)
+    clauses = [f"{kind} = 'object'" if dated else f"{kind} IN ('integer', 'real')"]
+    params: list[object] = []
+    for bound, operator in ((low, ">="), (high, "<=")):
+        if bound is not None:
+            clauses.append(f"{sort_expression(field)} {operator} ?")
+            params.append(_date_text(bound) if isinstance(bound, datetime) else bound)
+    return "(" + " AND ".join(clauses) + ")", params
+
+
+def _holding(spec: CollectionSpec, field: str, values: tuple[str, ...]) -> tuple[str, list[object]]:
+    """``field`` holds one of ``values``: through the multikey side table when the
+    collection has one for the field, else ``json_each``."""
+    if field in spec.multikey_fields:
+        return keyed(spec, field, values)
+    return _holds(field, values)
+
+
 def where_clause(spec: CollectionSpec, query: Query) -> tuple[str, list[object]]:
     """The WHERE condition of a checked query, and its parameters."""
     clauses: list[str] = []
     params: list[object] = []
     conditions = [_equals(name, value) for name, value in query.filters.items()]
-    conditions += [_holds("tags", (tag,)) for tag in query.tags_all]
+    conditions += [_holding(spec, "tags", (tag,)) for tag in query.tags_all]
     if query.tags_any:
-        conditions.append(_holds("tags", query.tags_any))
+        conditions.append(_holding(spec, "tags", query.tags_any))
+    conditions += [_holding(spec, name, (value,)) for name, value in query.holds.items()]
+    conditions += [_in_range(name, *bounds) for name, bounds in query.ranges.items()]
     for clause, values in conditions:
         clauses.append(clause)
         params.extend(values)
     if query.accessible_to is not None:
-        access = [_holds(name, (query.accessible_to,)) for name in spec.access_fields]
+        user = query.accessible_to
+        access = [
+            _equals(name, user) if name in spec.scalar_fields else _holding(spec, name, (user,))
+            for name in spec.access_fields
+        ]
         clauses.append("(" + " OR ".join(clause for clause, _ in access) + ")")
         params.extend(value for _, values in access for value in values)
     if query.text is not None:
@@ -189,6 +229,32 @@ def _collection_ddl(spec: CollectionSpec) -> list[str]:
                 f'CREATE INDEX IF NOT EXISTS "{table}_{name}_sort" ON "{table}" '
                 f"({sort_expression(name)}, id)"
             )
+    return ddl
+
+
+# Virtual generated columns of the sales pipeline, indexed together: the pipeline's GROUP BY
+# reads that index instead of parsing every record's JSON (SQLite 3.40 does not use an index
+# on expressions as a covering index; it does on generated columns).
+PIPELINE_COLUMNS: Final = (
+    ("pipeline_stage", "stage"),
+    ("pipeline_currency", "currency"),
+    ("pipeline_value", "value"),
+    ("pipeline_probability", "probability"),
+)
+PIPELINE_TABLE: Final = "sales_opportunities"
+
+
+def pipeline_ddl(existing: set[str]) -> list[str]:
+    """Add the pipeline's generated columns the table lacks (``existing``: its columns),
+    then its index; idempotent."""
+    table = PIPELINE_TABLE
+    ddl = [
+        f'ALTER TABLE "{table}" ADD COLUMN {column} GENERATED ALWAYS AS ({_extract(name)}) VIRTUAL'
+        for column, name in PIPELINE_COLUMNS
+        if column not in existing
+    ]
+    columns = ", ".join(column for column, _ in PIPELINE_COLUMNS)
+    ddl.append(f'CREATE INDEX IF NOT EXISTS "{table}_pipeline" ON "{table}" ({columns})')
     return ddl
 
 

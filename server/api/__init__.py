@@ -24,4 +24,24 @@ def api_routes() -> list[BaseRoute]:
         *presence_routes,
     ]
     routes += [*comment_routes, *notification_routes, *approval_routes]
+    routes += cms_routes()
     return routes
+
+
+def cms_routes() -> list[BaseRoute]:
+    """The CMS collections beyond business documents (``server/cms/``)."""
+    from server.api import (
+        knowledge_articles,
+        market_research,
+        projects,
+        sales_opportunities,
+        strategic_plans,
+    )
+
+    return [
+        *projects.routes,
+        *market_research.routes,
+        *strategic_plans.routes,
+        *sales_opportunities.routes,
+        *knowledge_articles.routes,
+    ]

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from persistence.coordinator.ports import Coordinator
     from persistence.relational import RelationalStores
     from persistence.rooms.ports import RoomStore
+    from server.cms.catalog import Cms
     from server.documents.revisions import Revisions
     from server.documents.snapshots import Snapshotter
     from server.documents.workflow import Workflow
@@ -35,6 +36,11 @@ class ApiCollab(Protocol):
 
     @property
     def settings(self) -> Settings: ...
+
+    @property
+    def cms(self) -> Cms:
+        """The CMS services (projects, research, plans, opportunities, articles)."""
+        ...
 
     @property
     def store(self) -> RoomStore:

@@ -86,6 +86,8 @@ class DocumentFacts:
     edit: frozenset[str] = frozenset()
     sensitivity: str | None = None
     status: str | None = None
+    # The approve right by naming (a strategic plan's ``approvers``); documents have none.
+    approve: frozenset[str] = frozenset()
 
     @property
     def under_review(self) -> bool:
@@ -133,7 +135,9 @@ def decide(
         user = subject.user_id
         if document.owner == user:
             right = max(right, Right.ADMIN)
-        if user in document.edit:
+        if user in document.approve:
+            right = max(right, Right.APPROVE)
+        elif user in document.edit:
             right = max(right, Right.EDIT)
         elif user in document.comment:
             right = max(right, Right.COMMENT)
@@ -242,17 +246,7 @@ class AccessControl:
     async def granted_documents(self, subject: Subject) -> list[str]:
         """Ids of the documents the permissions table opens to the user (besides the
         document's own lists); ``["*"]`` when a grant covers every document."""
-        return await self.granted(subject, RESOURCE_TYPE)
-
-    async def granted(self, subject: Subject, resource_type: str) -> list[str]:
-        """Ids of the resources of ``resource_type`` the permissions table opens to the
-        user; ``["*"]`` among them when a grant covers every one."""
-        try:
-            user = uuid.UUID(subject.user_id)
-        except ValueError:
-            return []
-        grants = await self._permissions.for_user(user, now=datetime.now(UTC))
-        return [g.resource_id for g in grants if g.resource_type == resource_type]
+        return await self.granted_ids(subject, RESOURCE_TYPE)
 
     def forget(self, document_id: str) -> None:
         """Drop what is cached about one document (its record and its grants)."""

@@ -115,7 +115,7 @@ class SearchService:
         to: str | None = None
         granted: list[str] = []
         if visibility_filter(actor.subject) is not None:  # not a role that sees everything
-            granted = await self._access.granted(actor.subject, RESOURCE_TYPES[collection])
+            granted = await self._access.granted_ids(actor.subject, RESOURCE_TYPES[collection])
             if "*" not in granted:
                 to = actor.user_id
         try:

@@ -122,6 +122,9 @@ class ListCursor:
         items = self._items[self._skip : end]
         return items if length is None else items[:length]
 
+    async def explain(self) -> Document:
+        raise NotImplementedError("mongomock has no query planner: explain needs a real MongoDB")
+
 
 class AsyncMockCursor:
     """``find``'s cursor: chainable sort/skip/limit, then ``await to_list()``."""
@@ -148,6 +151,19 @@ class AsyncMockCursor:
     async def to_list(self, length: int | None = None) -> list[Document]:
         items = list(self._cursor)
         return items if length is None else items[:length]
+
+    async def explain(self) -> Document:
+        raise NotImplementedError("mongomock has no query planner: explain needs a real MongoDB")
+
+
+class AsyncMockCommandCursor:
+    """``aggregate``'s cursor: ``await to_list()``."""
+
+    def __init__(self, rows: list[Document]) -> None:
+        self._rows = rows
+
+    async def to_list(self, length: int | None = None) -> list[Document]:
+        return self._rows if length is None else self._rows[:length]
 
 
 class AsyncMockCollection:
@@ -247,6 +263,9 @@ class AsyncMockCollection:
         if any(kind == "text" for _, kind in info.get("key", ())):
             _TEXT_INDEXES.pop((self._collection.database.name, self._collection.name), None)
         self._collection.drop_index(name)
+
+    async def aggregate(self, pipeline: list[Document]) -> AsyncMockCommandCursor:
+        return AsyncMockCommandCursor(list(self._collection.aggregate(pipeline)))
 
     async def index_information(self) -> dict[str, Any]:
         info: dict[str, Any] = self._collection.index_information()

@@ -227,7 +227,7 @@ SERVER_LAYERS: list[set[str]] = [
     {"hooks"},
     {"realtime"},
     {"documents"},
-    {"presence", "review", "search"},
+    {"presence", "review", "search", "cms"},
     {"api"},
     {"app", "services", "stores", "cli", "__main__"},
 ]
