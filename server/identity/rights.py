@@ -248,6 +248,64 @@ class AccessControl:
         document's own lists); ``["*"]`` when a grant covers every document."""
         return await self.granted_ids(subject, RESOURCE_TYPE)
 
+    async def resource_right(
+        self, subject: Subject, resource_type: str, resource_id: str, facts: DocumentFacts | None
+    ) -> Right:
+        """The subject's right on a record of another resource type (a project, a plan...)
+        whose facts the caller read: :func:`decide` with the unexpired ``permissions`` rows
+        on that resource type (uncached: these records are read once per request)."""
+        if not subject.active:
+            return Right.NONE
+        if ROLE_RIGHTS.get(subject.role, Right.NONE) is Right.ADMIN:
+            return Right.ADMIN
+        try:
+            user = uuid.UUID(subject.user_id)
+        except ValueError:
+            return decide(subject, facts)
+        grants = await self._permissions.effective_grants(
+            user, resource_type, resource_id, datetime.now(UTC)
+        )
+        return decide(subject, facts, grants)
+
+    async def granted_ids(self, subject: Subject, resource_type: str) -> list[str]:
+        """Ids of the records of ``resource_type`` the permissions table opens to the user;
+        ``["*"]`` when a grant covers every record of that type."""
+        try:
+            user = uuid.UUID(subject.user_id)
+        except ValueError:
+            return []
+        grants = await self._permissions.for_user(user, now=datetime.now(UTC))
+        return [g.resource_id for g in grants if g.resource_type == resource_type]
+
+    async def document_rights(
+        self, subject: Subject, records: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Right]:
+        """The subject's right on each of these business documents (records as stored),
+        with one read of the user's grants for all of them."""
+        ids = [str(record.get("documentId")) for record in records]
+        if not subject.active:
+            return dict.fromkeys(ids, Right.NONE)
+        if ROLE_RIGHTS.get(subject.role, Right.NONE) is Right.ADMIN:
+            return dict.fromkeys(ids, Right.ADMIN)
+        grants: list[Grant] = []
+        try:
+            user = uuid.UUID(subject.user_id)
+        except ValueError:
+            user = None
+        if user is not None and records:
+            everything = await self._permissions.for_user(user, now=datetime.now(UTC))
+            grants = [g for g in everything if g.resource_type == RESOURCE_TYPE]
+        now = datetime.now(UTC)
+        return {
+            doc_id: decide(
+                subject,
+                DocumentFacts.of(record),
+                [g for g in grants if g.resource_id in (doc_id, "*")],
+                now=now,
+            )
+            for doc_id, record in zip(ids, records, strict=True)
+        }
+
     def forget(self, document_id: str) -> None:
         """Drop what is cached about one document (its record and its grants)."""
         for key in [k for k in self._cache if k[-1] == document_id]:
