@@ -19,9 +19,7 @@ on the record's resource type; every read of a record queues a data-access row w
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +51,7 @@ from server.identity.rights import (
     Right,
     may_create,
 )
+from server.keyed import Hold, KeyedLocks
 
 MAX_TEXT_QUERY: Final = 200
 
@@ -120,7 +119,7 @@ class CmsService:
     def __init__(self, ports: CmsPorts, kind: Kind) -> None:
         self.ports = ports
         self.kind = kind
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: KeyedLocks[str] = KeyedLocks()
 
     # -- rights ----------------------------------------------------------------------------------
 
@@ -190,12 +189,10 @@ class CmsService:
         key = f"{self.kind.resource_type}:{record_id}"
         self.ports.audit.access(actor.context.access(key, access_type))
 
-    def lock(self, record_id: str) -> asyncio.Lock:
-        """The lock serialising read-modify-write changes of one record on this node."""
-        found = self._locks.get(record_id)
-        if found is None:
-            found = self._locks[record_id] = asyncio.Lock()
-        return found
+    def lock(self, record_id: str) -> Hold[str]:
+        """The lock serialising read-modify-write changes of one record on this node
+        (``async with``; :mod:`server.keyed`)."""
+        return self._locks.hold(record_id)
 
     # -- references ------------------------------------------------------------------------------
 
