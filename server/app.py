@@ -27,6 +27,7 @@ from persistence.rooms.service import ServiceRoomStore
 from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
+from server.api.cors import cors_middleware
 from server.api.common import exception_handlers, lower_headers
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter, new_document
@@ -487,7 +488,11 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             WebSocketRoute("/ws/{room:path}", websocket_endpoint),
-            Mount("/api", routes=api_routes()),
+            Mount(
+                "/api",
+                routes=api_routes(),
+                middleware=cors_middleware(settings.allowed_origins),
+            ),
         ],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
