@@ -42,20 +42,10 @@ class ApiCors:
         self.app = app
         named = [normalized(o) for o in allowed_origins if o.strip() != "*"]
         self.named = frozenset(named)
-        common = {
-            "allow_methods": METHODS,
-            "allow_headers": REQUEST_HEADERS,
-            "expose_headers": EXPOSED_HEADERS,
-            "max_age": PREFLIGHT_MAX_AGE,
-        }
-        self.with_credentials = CORSMiddleware(
-            app, allow_origins=named, allow_credentials=True, **common
-        )
+        self.with_credentials = policy(app, named, credentials=True)
         self.anyone: CORSMiddleware | None = None
         if any(o.strip() == "*" for o in allowed_origins):
-            self.anyone = CORSMiddleware(
-                app, allow_origins=["*"], allow_credentials=False, **common
-            )
+            self.anyone = policy(app, ["*"], credentials=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,6 +58,18 @@ class ApiCors:
             await self.anyone(scope, receive, send)
         else:
             await self.with_credentials(scope, receive, send)
+
+
+def policy(app: ASGIApp, origins: Sequence[str], *, credentials: bool) -> CORSMiddleware:
+    return CORSMiddleware(
+        app,
+        allow_origins=origins,
+        allow_methods=METHODS,
+        allow_headers=REQUEST_HEADERS,
+        allow_credentials=credentials,
+        expose_headers=EXPOSED_HEADERS,
+        max_age=PREFLIGHT_MAX_AGE,
+    )
 
 
 def cors_middleware(allowed_origins: Sequence[str]) -> list[Middleware]:
