@@ -28,6 +28,7 @@ from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
 from server.api.cors import cors_middleware
+from server.api.web import web_routes
 from server.api.common import exception_handlers, lower_headers
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter, new_document
@@ -493,6 +494,7 @@ def create_app(
                 routes=api_routes(),
                 middleware=cors_middleware(settings.allowed_origins),
             ),
+            *web_routes(),
         ],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),

@@ -143,7 +143,7 @@ export class CollabProvider extends WebsocketProvider {
 export function httpOrigin (serverUrl: string): string
 
 export class RestClient {
-  constructor (origin?: string, opts?: { token?: string; fetch?: typeof fetch })
+  constructor (origin?: string, opts?: { token?: string; fetch?: typeof fetch; credentials?: RequestCredentials })
   call (method: string, path: string, body?: unknown, raw?: boolean): Promise<any>
   me (): Promise<{ id: string; email: string; name: string; role: string; sessionId: string }>
   openSession (): Promise<{ sessionId: string }>

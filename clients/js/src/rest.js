@@ -17,11 +17,15 @@ const enc = encodeURIComponent
 export class RestClient {
   /**
    * @param {string} origin e.g. `http://127.0.0.1:8765` ('' in a page served by the server)
-   * @param {{token?: string, fetch?: typeof fetch}} [opts]
+   * @param {{token?: string, fetch?: typeof fetch, credentials?: RequestCredentials}} [opts]
    */
   constructor (origin = '', opts = {}) {
     this.origin = origin.replace(/\/+$/, '')
     this.token = opts.token
+    // 'same-origin' keeps the session cookie working on the server's own origin (and lets
+    // POST /session store it); an app on another origin that relies on the cookie passes
+    // 'include' (its origin must then be listed in COLLAB_ALLOWED_ORIGINS).
+    this.credentials = opts.credentials || 'same-origin'
     this._fetch = opts.fetch || globalThis.fetch.bind(globalThis)
   }
 
@@ -34,7 +38,7 @@ export class RestClient {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: this.token ? 'omit' : 'same-origin'
+      credentials: this.credentials
     })
     if (!response.ok) {
       let problem = { status: response.status, title: response.statusText }
