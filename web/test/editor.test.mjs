@@ -1,0 +1,223 @@
+// The web editor in Chromium against a real server (run by tests/js/test_web_browser.py):
+// two users in two browser contexts on one section, a Node Yjs client, comments both ways,
+// locks, review, reload, sign-in/out and a narrow window. COLLAB_SCREENSHOT_DIR, when set,
+// receives the screenshots docs/web.md shows.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { CollabProvider, RestClient } from '@collab/client'
+import { HTTP_URL, TOKENS, editor, editorText, launch, openSection, signIn, waitForText } from './browser.mjs'
+
+const SHOTS = process.env.COLLAB_SCREENSHOT_DIR
+const WS_URL = HTTP_URL.replace(/^http/, 'ws') + '/ws'
+const rest = (user) => new RestClient(HTTP_URL, { token: TOKENS[user] })
+const users = {}
+let browser
+const cleanups = []
+
+before(async () => {
+  for (const name of ['ada', 'bo', 'cy']) users[name] = await rest(name).me()
+  browser = await launch()
+})
+after(async () => {
+  for (const cleanup of cleanups) cleanup()
+  await browser?.close()
+})
+
+async function shot (page, name) {
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, `${name}.png`) })
+}
+
+let counter = 0
+async function newDocument (title, content = 'Grow in the EU.\n') {
+  counter++
+  const documentId = `web-${process.pid}-${Date.now().toString(36)}-${counter}`
+  await rest('ada').createDocument({
+    documentId,
+    title,
+    sections: [{ id: 'market', title: 'Market', content }, { id: 'risks', title: 'Risks', content: 'Competition responds.' }],
+    permissions: { view: [users.cy.id] }
+  })
+  return documentId
+}
+
+function nodeClient (user, room) {
+  const doc = new Y.Doc()
+  const provider = new CollabProvider(WS_URL, room, doc, { token: TOKENS[user], WebSocketPolyfill: WebSocket })
+  cleanups.push(() => { provider.destroy(); provider.awareness.destroy(); doc.destroy() })
+  return provider
+}
+
+function textBecomes (ytext, predicate, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (!predicate(ytext.toString())) return false
+      ytext.unobserve(check)
+      clearTimeout(timer)
+      resolve(ytext.toString())
+      return true
+    }
+    const timer = setTimeout(() => { ytext.unobserve(check); reject(new Error(`text stayed ${JSON.stringify(ytext.toString())}`)) }, ms)
+    ytext.observe(check)
+    check()
+  })
+}
+
+test('two users type on one section: it crosses both ways, reaches a Node client, presence names them', async () => {
+  const id = await newDocument('Q3 Plan', 'Grow in the EU.\n')
+  const node = nodeClient('cy', `${id}/market`)
+  const ada = await signIn(browser, 'ada')
+  const bo = await signIn(browser, 'bo')
+  await openSection(ada, id, 'market')
+  await openSection(bo, id, 'market')
+  assert.equal(await editor(ada).getAttribute('contenteditable'), 'true')
+
+  await editor(ada).click()
+  await ada.keyboard.press('Control+End')
+  await ada.keyboard.type(' Ada types 😀 市場.')
+  await waitForText(bo, 'Ada types 😀 市場.')
+  await editor(bo).click()
+  await bo.keyboard.press('Control+Home')
+  await bo.keyboard.type('Bo: ')
+  await waitForText(ada, 'Bo: Grow', { start: true })
+  const text = await textBecomes(node.doc.getText('content'), (t) => t.startsWith('Bo: ') && t.includes('Ada types 😀 市場.'))
+  assert.equal(text, 'Bo: Grow in the EU.\n Ada types 😀 市場.')
+  assert.equal(await editorText(ada), text)
+  assert.equal(await editorText(bo), text)
+
+  await ada.waitForSelector('[data-testid=presence] [data-user="Bo Li"]')
+  await bo.waitForSelector('[data-testid=presence] [data-user="Ada Lovelace"]')
+  await ada.waitForSelector('.cm-ySelectionCaret') // Bo's cursor, with his name
+  await ada.waitForSelector('[data-testid=connection][data-state=saved]')
+  await shot(ada, 'editor')
+  assert.deepEqual(ada.errors, [])
+  assert.deepEqual(bo.errors, [])
+  await ada.context().close()
+  await bo.context().close()
+})
+
+test('comments: one made over REST appears live, one made in the page is stored, reload keeps them', async () => {
+  const id = await newDocument('Comments', 'Grow in three markets this year.\n')
+  const ada = await signIn(browser, 'ada')
+  await openSection(ada, id, 'market')
+  const start = [...'Grow in '].length
+  await rest('bo').createComment(id, { content: 'Which three?', section: 'market', start, end: start + [...'three markets'].length, quote: 'three markets' })
+  await ada.waitForSelector('[data-testid=comment]:has-text("Which three?")')
+  await ada.waitForSelector('.cm-comment-highlight:has-text("three markets")')
+
+  // Select "this year" in the editor and comment on it.
+  await ada.evaluate(() => {
+    const line = document.querySelector('.cm-content .cm-line')
+    const node = [...line.childNodes].map((n) => n.nodeType === 3 ? n : n.firstChild).find((n) => n && n.textContent.includes('this year'))
+    const offset = node.textContent.indexOf('this year')
+    const range = document.createRange()
+    range.setStart(node, offset)
+    range.setEnd(node, offset + 'this year'.length)
+    const selection = window.getSelection()
+    selection.removeAllRanges()
+    selection.addRange(range)
+  })
+  await ada.waitForFunction(() => document.getElementById('selection-note').textContent.includes('this year'))
+  await ada.fill('#new-comment', 'Or next year?')
+  await ada.click('[data-testid=comment-submit]')
+  await ada.waitForSelector('[data-testid=comment]:has-text("Or next year?")')
+  const stored = await rest('ada').comments(id)
+  const mine = stored.items.find((c) => c.content === 'Or next year?')
+  assert.ok(mine, 'the page comment is stored')
+  assert.equal(mine.section, 'market')
+  assert.equal(mine.anchor.text, 'this year')
+  await ada.waitForSelector('.cm-comment-highlight:has-text("this year")')
+  await shot(ada, 'comments')
+
+  await ada.reload()
+  await ada.waitForSelector('[data-testid=connection][data-state=saved]')
+  await ada.waitForSelector('[data-testid=comment]:has-text("Which three?")')
+  await ada.waitForSelector('[data-testid=comment]:has-text("Or next year?")')
+  assert.equal(await editorText(ada), 'Grow in three markets this year.\n')
+  await ada.context().close()
+})
+
+test('a section locked by the other user cannot be changed from the page', async () => {
+  const id = await newDocument('Locks', 'Locked text.')
+  const ada = await signIn(browser, 'ada')
+  const before = await openSection(ada, id, 'market')
+  assert.equal(await before.getAttribute('contenteditable'), 'true')
+  await rest('bo').call('POST', `/documents/${id}/sections/market/lock`)
+  await ada.waitForSelector('[data-testid=lock-holder]:has-text("Bo Li")')
+  await ada.waitForSelector('.cm-content[contenteditable=false]')
+  await editor(ada).click()
+  await ada.keyboard.type('should not land')
+  await ada.keyboard.press('Backspace')
+  assert.equal(await editorText(ada), 'Locked text.')
+  const stored = await rest('ada').document(id, { fresh: 1 })
+  assert.equal(stored.content.sections.find((s) => s.id === 'market').content, 'Locked text.')
+  await shot(ada, 'locked')
+  await rest('bo').call('DELETE', `/documents/${id}/sections/market/lock`)
+  await ada.waitForSelector('.cm-content[contenteditable=true]')
+  await ada.context().close()
+})
+
+test('a document in review is read-only, and a viewer cannot edit', async () => {
+  const id = await newDocument('Review', 'Frozen text.')
+  const ada = await signIn(browser, 'ada')
+  await openSection(ada, id, 'market')
+  await rest('ada').setStatus(id, 'review')
+  await ada.waitForSelector('[data-testid=readonly-banner]:has-text("in review")')
+  await ada.waitForSelector('.cm-content[contenteditable=false]')
+  await editor(ada).click()
+  await ada.keyboard.type('nope')
+  assert.equal(await editorText(ada), 'Frozen text.')
+  await shot(ada, 'review')
+  await ada.reload()
+  await ada.waitForSelector('.cm-content[contenteditable=false]')
+  assert.equal(await editorText(ada), 'Frozen text.')
+  await ada.context().close()
+
+  const other = await newDocument('Viewer', 'Read me.')
+  const cy = await signIn(browser, 'cy')
+  await cy.goto(`${HTTP_URL}/d/${other}/market`)
+  await cy.waitForSelector('[data-testid=readonly-banner]:has-text("Read-only")')
+  assert.equal(await editor(cy).getAttribute('contenteditable'), 'false')
+  await cy.context().close()
+})
+
+test('sign-in link, document list, new document, outline; a narrow window works', async () => {
+  const ada = await signIn(browser, 'ada')
+  assert.equal(new URL(ada.url()).search, '', 'the token is removed from the address bar')
+  assert.equal(await ada.evaluate(() => document.cookie.includes('collab_session')), false, 'HttpOnly')
+  await ada.fill('#new-title', 'Fresh plan')
+  await ada.click('button:has-text("Create")')
+  await ada.waitForURL(/\/d\/[0-9a-f]+\/introduction$/)
+  await ada.waitForSelector('[data-testid=connection][data-state=saved]')
+  await ada.fill('#new-section', 'Risks ahead')
+  await ada.click('button:has-text("Add")')
+  await ada.waitForSelector('[data-testid=outline] a:has-text("Risks ahead")')
+  await ada.waitForURL(/risks-ahead-/)
+  await ada.waitForSelector('.cm-content[contenteditable=true]')
+  await ada.goto(`${HTTP_URL}/`)
+  await ada.fill('#search', 'Fresh plan')
+  await ada.waitForSelector('[data-testid=documents] a:has-text("Fresh plan")')
+  await shot(ada, 'documents')
+  await ada.context().close()
+
+  const id = await newDocument('Narrow', 'Small screens too.')
+  const narrow = await signIn(browser, 'bo', '/', { width: 390, height: 800 })
+  await openSection(narrow, id, 'market')
+  const overflow = await narrow.evaluate(() => document.scrollingElement.scrollWidth - window.innerWidth)
+  assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px`)
+  assert.equal(await editor(narrow).getAttribute('contenteditable'), 'true')
+  await shot(narrow, 'narrow')
+  await narrow.context().close()
+})
+
+// Last: signing out ends the session of the token the page signed in with.
+test('signing out ends the session', async () => {
+  const cy = await signIn(browser, 'cy')
+  await cy.click('button:has-text("Sign out")')
+  await cy.waitForSelector('#token')
+  assert.equal(await cy.evaluate(async () => (await fetch('/api/me')).status), 401)
+  await shot(cy, 'signin')
+  await cy.context().close()
+})
