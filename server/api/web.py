@@ -22,6 +22,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from crdt.ids import is_valid_document_id, is_valid_section_id
+
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "web" / "static"
 IMMUTABLE: Final = "public, max-age=31536000, immutable"
 PAGE_HEADERS: Final = {
@@ -58,6 +60,12 @@ def web_routes() -> list[BaseRoute]:
     html = page_html()
 
     async def page(request: Request) -> Response:
+        document_id = request.path_params.get("document_id")
+        section_id = request.path_params.get("section_id")
+        if (document_id is not None and not is_valid_document_id(document_id)) or (
+            section_id is not None and not is_valid_section_id(section_id)
+        ):
+            return Response("Not Found\n", status_code=404, media_type="text/plain")
         if html is None:
             return Response(
                 "The web editor is not built: run `node web/build.mjs`.\n",
