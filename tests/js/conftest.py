@@ -4,7 +4,7 @@ and the web editor's browser tests (``web/test``), each run by Node against a re
 * ``js_node_modules`` (session): the npm workspace at the repository's root (``npm ci`` once
   when ``node_modules`` is missing or older than ``package-lock.json``).
 * ``js_server`` (module): a ``collab serve`` child process with three users (Ada an admin,
-  Bo a manager, Cy a viewer) and their tokens.
+  Bo a manager, Cy a viewer: :data:`loadtests.bench_web.USERS`) and their tokens.
 * ``run_node``: runs a Node test file with the server's URLs and tokens in its environment.
 """
 
@@ -15,13 +15,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from loadtests.bench_web import SERVER_ENV, add_users
 from loadtests.harness import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,17 +29,6 @@ NODE_MODULES = ROOT / "node_modules"
 STAMP = NODE_MODULES / ".installed"
 NPM_CI_TIMEOUT_S = 300
 NODE_TIMEOUT_S = 240
-
-USERS = (
-    ("ada", "ada@example.com", "Ada Lovelace", "admin"),
-    ("bo", "bo@example.com", "Bo Li", "manager"),
-    ("cy", "cy@example.com", "Cy Viewer", "viewer"),
-)
-# Rate limits out of the way (the tests open many sockets quickly); authentication stays on.
-SERVER_ENV = {
-    "COLLAB_INSECURE_DEV": "false",
-    "COLLAB_SNAPSHOT_IDLE_SECONDS": "0.2",
-}
 
 
 def node_executable() -> str:
@@ -85,30 +74,6 @@ class JsServer:
             "COLLAB_HTTP_URL": self.server.http_url,
             "COLLAB_TOKENS": json.dumps(self.tokens),
         }
-
-
-def collab_cli(data_dir: Path, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "server", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "COLLAB_LOG_LEVEL": "warning"},
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"collab {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout.strip()
-
-
-def add_users(data_dir: Path) -> dict[str, str]:
-    """The users of :data:`USERS` in a data directory, and a token for each."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tokens = {}
-    for short, email, name, role in USERS:
-        collab_cli(data_dir, "user", "add", "--email", email, "--name", name, "--role", role)
-        tokens[short] = collab_cli(data_dir, "token", "issue", "--user", email).splitlines()[-1]
-    return tokens
 
 
 @pytest.fixture(scope="module")

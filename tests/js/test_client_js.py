@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.bench_web import SERVER_ENV, add_users
 from loadtests.harness import ServerProcess
-from tests.js.conftest import ROOT, SERVER_ENV, JsServer, RunNode, add_users, assert_all_passed
+from tests.js.conftest import ROOT, JsServer, RunNode, assert_all_passed
 
 pytestmark = pytest.mark.interop
 
