@@ -27,7 +27,7 @@ after(async () => {
 })
 
 async function shot (page, name) {
-  if (SHOTS) await page.screenshot({ path: join(SHOTS, `${name}.png`) })
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, `web-${name}.png`) })
 }
 
 let counter = 0
