@@ -27,9 +27,9 @@ from persistence.rooms.service import ServiceRoomStore
 from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
+from server.api.common import exception_handlers, lower_headers
 from server.api.cors import cors_middleware
 from server.api.web import web_routes
-from server.api.common import exception_handlers, lower_headers
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter, new_document
 from server.errors import (
