@@ -107,7 +107,7 @@ export function openDocument (app, shell, documentId, sectionId) {
 
   function renderOutline () {
     const list = sectionsOf(sections)
-    const readOnly = outline.readOnly
+    const readOnly = outline.readOnly || (page.record !== null && page.record.status === 'review')
     fill(outlineList, list.map((s, i) => h('li', { class: s.id === page.sectionId ? 'current' : '' },
       h('a', { href: `/d/${documentId}/${s.id}`, 'data-route': true, 'aria-current': s.id === page.sectionId ? 'page' : false }, s.title),
       lockOf(s.id) ? h('span', { class: 'lock-icon', title: `Locked by ${lockOf(s.id).ownerName}`, 'aria-label': `locked by ${lockOf(s.id).ownerName}` }, '🔒') : null,
@@ -211,7 +211,8 @@ export function openDocument (app, shell, documentId, sectionId) {
     provider.on('sync', refresh)
     provider.on('saved', refresh)
     provider.on('event', (e) => { if (e.type === 'joined' || e.type === 'access') refresh() })
-    provider.on('denied', (reason) => toast(`Not saved: ${reason}`, 'error'))
+    // Told after an edit of ours was refused; also sent when the socket turns read-only.
+    provider.on('denied', (reason) => { if (!provider.saved) toast(`Not saved: ${reason}`, 'error') })
     comments.sectionOpened(page.section)
     renderOutline()
     refresh()
@@ -234,6 +235,7 @@ export function openDocument (app, shell, documentId, sectionId) {
       document.title = `${page.record.title} · collab`
       fill(statusEl, page.record.status)
       statusEl.className = `badge status-${page.record.status}`
+      renderOutline()
       renderLock()
     } catch (e) {
       toast(`Could not read the document: ${e.message}`, 'error')
@@ -246,7 +248,7 @@ export function openDocument (app, shell, documentId, sectionId) {
   outline.presence.on('change', renderPresence)
   outline.on('status', renderConnection)
   outline.on('event', (e) => {
-    if (e.type === 'joined') renderOutline()
+    if (e.type === 'joined' || e.type === 'access') renderOutline()
     if (e.type === 'approval' || (e.type === 'access' && 'inReview' in e)) loadRecord()
   })
   outline.approvals.on('change', () => review.refresh())

@@ -84,7 +84,7 @@ export function historyPanel (page) {
       const answer = await rest.diff(documentId, from.revisionId, to.revisionId)
       fill(diff, h('h3', {}, `v${from.version} → v${to.version}`), answer.sections.filter((s) => s.status !== 'unchanged').map((s) =>
         h('section', {}, h('h4', {}, `${s.titleAfter || s.titleBefore} (${s.status})`),
-          h('pre', {}, s.diff.split('\n').map((line) => h('span', { class: line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : '' }, line + '\n'))))))
+          h('pre', {}, s.diff.split('\n').map((line) => h('span', { class: diffClass(line) }, line + '\n'))))))
     } catch (e) {
       toast(`No diff: ${e.message}`, 'error')
     }
@@ -156,4 +156,11 @@ function bellIcon () {
   path.setAttribute('fill', 'currentColor')
   svg.append(path)
   return svg
+}
+
+function diffClass (line) {
+  if (line.startsWith('+++') || line.startsWith('---') || line.startsWith('@@')) return 'hunk'
+  if (line.startsWith('+')) return 'add'
+  if (line.startsWith('-')) return 'del'
+  return ''
 }
