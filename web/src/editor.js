@@ -55,7 +55,7 @@ export function openDocument (app, shell, documentId, sectionId) {
     h('div', { class: 'doc-layout' },
       h('nav', { class: 'outline', 'aria-label': 'Sections' },
         h('h2', {}, 'Outline'), outlineList,
-        h('form', { class: 'add-section', onsubmit: addSection },
+        h('form', { class: 'add-section', id: 'add-section', onsubmit: addSection },
           h('label', { for: 'new-section', class: 'visually-hidden' }, 'New section title'),
           h('input', { id: 'new-section', placeholder: 'New section', maxlength: 200 }),
           h('button', { type: 'submit' }, 'Add')),
@@ -116,6 +116,7 @@ export function openDocument (app, shell, documentId, sectionId) {
         h('button', { type: 'button', class: 'icon', 'aria-label': `Move ${s.title} down`, disabled: i === list.length - 1, onclick: () => moveSection(s.id, 1) }, '↓'),
         h('button', { type: 'button', class: 'icon', 'aria-label': `Rename ${s.title}`, onclick: () => renameSection(s.id, s.title) }, '✎'),
         h('button', { type: 'button', class: 'icon', 'aria-label': `Remove ${s.title}`, onclick: () => removeSection(s.id, s.title) }, '✕')))))
+    app.querySelector('#add-section').hidden = readOnly
     const current = list.find((s) => s.id === page.sectionId)
     if (current) fill(sectionTitle, current.title)
     if (page.sectionId === null && list.length > 0) {
