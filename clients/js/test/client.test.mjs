@@ -205,6 +205,25 @@ describe('locks and presence', () => {
     assert.equal(bo.locks.bySection.has('s'), false)
   })
 
+  test('a late joiner gets joined (with its rights) and the current locks', async () => {
+    const id = await document()
+    const ada = connect('ada', `${id}/s`)
+    await synced(ada)
+    await ada.locks.lock('s')
+    const viewer = connect('cy', `${id}/s`, { connect: false })
+    const joined = event(viewer, 'joined')
+    const listed = event(viewer, 'locks')
+    viewer.connect()
+    const hello = await joined
+    assert.equal(hello.readOnly, true)
+    assert.equal(hello.room, `${id}/s`)
+    assert.equal(viewer.readOnly, true)
+    assert.equal(viewer.connectionId, hello.connection)
+    const locks = await listed
+    assert.equal(locks.locks[0].owner, users.ada.id)
+    assert.equal(viewer.locks.bySection.get('s').ownerName, 'Ada Lovelace')
+  })
+
   test('presence names who joined and where', async () => {
     const id = await document()
     const ada = connect('ada', id)
@@ -236,8 +255,10 @@ describe('notifications and approvals', () => {
     await ada.comments.create({ content: 'see this @Bo', mentions: [users.bo.id] })
     await told
     assert.equal(bo.notifications.items[0].type, 'comment_mention')
+    const counted = event(bo, 'notification.count', (e) => e.unread === 0)
     await bo.notifications.markAllRead()
     assert.equal(bo.notifications.unread, 0)
+    assert.ok((await counted).total >= 1)
   })
 
   test('an approval request is announced and turns the document read-only', async () => {
