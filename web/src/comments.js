@@ -44,27 +44,24 @@ export function commentsPanel (page) {
     return [...mentions.entries()].filter(([name]) => text.includes(`@${name}`)).map(([, id]) => id)
   }
 
-  function knownUsers () {
-    const users = new Map()
-    for (const u of outline.presence.users.values()) users.set(u.userId, u.name)
-    for (const c of comments.byId.values()) users.set(c.author.id, c.author.name)
-    users.delete(page.me.id)
-    return [...users.entries()].filter(([, name]) => name)
-  }
-
-  content.addEventListener('input', () => {
+  let asked = 0
+  content.addEventListener('input', async () => {
     const match = content.value.slice(0, content.selectionStart).match(/@([\p{L}\p{N}_.-]*)$/u)
     if (!match) return (suggestions.hidden = true)
-    const prefix = match[1].toLowerCase()
-    const found = knownUsers().filter(([, name]) => name.toLowerCase().startsWith(prefix)).slice(0, 8)
+    const ticket = ++asked
+    let people = []
+    try {
+      people = (await page.rest.people(page.documentId, { q: match[1], limit: 8 })).items
+    } catch {}
+    if (ticket !== asked) return // a newer keystroke asked again
+    const found = people.filter((p) => p.id !== page.me.id)
     suggestions.hidden = found.length === 0
-    fill(suggestions, found.map(([id, name]) => h('li', { role: 'option' },
+    fill(suggestions, found.map(({ id, name }) => h('li', { role: 'option' },
       h('button', {
         type: 'button',
         onclick: () => {
-          const before = content.value.slice(0, content.selectionStart - match[0].length)
-          const after = content.value.slice(content.selectionStart)
-          content.value = `${before}@${name} ${after}`
+          const at = content.value.lastIndexOf(match[0], content.selectionStart)
+          content.value = `${content.value.slice(0, at)}@${name} ${content.value.slice(at + match[0].length)}`
           mentions.set(name, id)
           suggestions.hidden = true
           content.focus()

@@ -131,6 +131,16 @@ test('comments: one made over REST appears live, one made in the page is stored,
   await ada.waitForSelector('.cm-comment-highlight:has-text("this year")')
   await shot(ada, 'comments')
 
+  // @mention: the people who may view are suggested; the pick is sent as a mention.
+  await ada.click('#new-comment')
+  await ada.keyboard.type('Ask @Bo')
+  await ada.click('.mentions button:has-text("Bo Li")')
+  await ada.keyboard.type('about it')
+  await ada.click('[data-testid=comment-submit]')
+  await ada.waitForSelector('[data-testid=comment]:has-text("Ask @Bo Li about it")')
+  const asked = (await rest('ada').comments(id)).items.find((c) => c.content === 'Ask @Bo Li about it')
+  assert.deepEqual(asked.mentions, [users.bo.id])
+
   await ada.reload()
   await ada.waitForSelector('[data-testid=connection][data-state=saved]')
   await ada.waitForSelector('[data-testid=comment]:has-text("Which three?")')

@@ -166,6 +166,7 @@ export class RestClient {
   deleteComment (commentId: string): Promise<null>
   locks (id: string): Promise<{ locks: any[] }>
   presence (id: string): Promise<{ users: any[] }>
+  people (id: string, params?: { q?: string; limit?: number }): Promise<{ items: Array<{ id: string; name: string }> }>
   notifications (params?: Record<string, unknown>): Promise<{ items: Notification[]; total: number; unread: number }>
   markNotificationRead (id: string): Promise<any>
   markAllNotificationsRead (): Promise<any>

@@ -86,6 +86,8 @@ export class RestClient {
 
   locks (id) { return this.call('GET', `/documents/${enc(id)}/locks`) }
   presence (id) { return this.call('GET', `/documents/${enc(id)}/presence`) }
+  /** Whom a comment may mention: `{items: [{id, name}]}` whose name contains `q`. */
+  people (id, params) { return this.call('GET', `/documents/${enc(id)}/people${query(params)}`) }
 
   notifications (params) { return this.call('GET', `/notifications${query(params)}`) }
   markNotificationRead (nid) { return this.call('POST', `/notifications/${enc(nid)}/read`) }
