@@ -151,9 +151,12 @@ export function openDocument (app, shell, documentId, sectionId) {
     if (provider.wsconnected && provider.synced) {
       state = provider.saved ? 'saved' : 'saving'
       text = provider.saved ? 'All changes saved' : 'Saving…'
-    } else if (!provider.wsconnecting && !provider.wsconnected) {
+    } else if (provider.everSynced || navigator.onLine === false) {
+      // Lost the connection (or never had the network): y-websocket keeps reconnecting.
       state = 'offline'
-      text = provider.saved ? 'Offline' : `Offline: ${provider.unsaved} unsaved edit(s) kept, sent on reconnect`
+      text = provider.saved
+        ? 'Offline, reconnecting…'
+        : `Offline: ${provider.unsaved} unsaved edit(s) kept, sent on reconnect`
     }
     connection.dataset.state = state
     fill(connection, text)
@@ -209,7 +212,10 @@ export function openDocument (app, shell, documentId, sectionId) {
       renderLock()
     }
     provider.on('status', refresh)
-    provider.on('sync', refresh)
+    provider.on('sync', (synced) => {
+      if (synced) provider.everSynced = true
+      refresh()
+    })
     provider.on('saved', refresh)
     provider.on('event', (e) => { if (e.type === 'joined' || e.type === 'access') refresh() })
     // Told after an edit of ours was refused; also sent when the socket turns read-only.

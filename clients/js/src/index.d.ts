@@ -78,6 +78,8 @@ export interface CollabProviderOptions {
   resyncInterval?: number
   maxBackoffTime?: number
   disableBc?: boolean
+  /** browsers: react to the window's offline/online events at once (default true) */
+  watchNetwork?: boolean
 }
 
 export class Comments extends ObservableV2<{ change: (comment: Comment, action: string) => void }> {

@@ -30,7 +30,7 @@ export class CollabProvider extends WebsocketProvider {
    * @param {object} [opts] y-websocket's options, plus `token`, `rest` (a RestClient)
    */
   constructor (serverUrl, room, doc, opts = {}) {
-    const { token, rest, connect = true, params = {}, ...rest0 } = opts
+    const { token, rest, connect = true, params = {}, watchNetwork = true, ...rest0 } = opts
     const Base = opts.WebSocketPolyfill || globalThis.WebSocket
     const holder = { provider: null }
     class CountingSocket extends Base {
@@ -98,6 +98,20 @@ export class CollabProvider extends WebsocketProvider {
     this.on('sync', (synced) => {
       if (synced) this._resendPending()
     })
+
+    // In a browser, the network going away closes the socket at once (instead of after
+    // y-websocket's 30 s watchdog) and its return reconnects at once (instead of backing off).
+    this._network = null
+    if (watchNetwork && typeof window !== 'undefined' && window.addEventListener) {
+      const reconnect = () => {
+        if (!this.shouldConnect) return
+        this.disconnect()
+        this.connect()
+      }
+      this._network = reconnect
+      window.addEventListener('offline', reconnect)
+      window.addEventListener('online', reconnect)
+    }
 
     this.comments = new Comments(this)
     this.locks = new Locks(this)
@@ -235,6 +249,10 @@ export class CollabProvider extends WebsocketProvider {
       request.reject(new CollabError({ code: 0, title: 'provider destroyed' }))
     }
     this._requests.clear()
+    if (this._network !== null) {
+      window.removeEventListener('offline', this._network)
+      window.removeEventListener('online', this._network)
+    }
     super.destroy()
   }
 }
