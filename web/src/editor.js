@@ -110,6 +110,7 @@ export function openDocument (app, shell, documentId, sectionId) {
     const readOnly = outline.readOnly || (page.record !== null && page.record.status === 'review')
     fill(outlineList, list.map((s, i) => h('li', { class: s.id === page.sectionId ? 'current' : '' },
       h('a', { href: `/d/${documentId}/${s.id}`, 'data-route': true, 'aria-current': s.id === page.sectionId ? 'page' : false }, s.title),
+      whoIsIn(s.id),
       lockOf(s.id) ? h('span', { class: 'lock-icon', title: `Locked by ${lockOf(s.id).ownerName}`, 'aria-label': `locked by ${lockOf(s.id).ownerName}` }, '🔒') : null,
       readOnly ? null : h('span', { class: 'outline-actions' },
         h('button', { type: 'button', class: 'icon', 'aria-label': `Move ${s.title} up`, disabled: i === 0, onclick: () => moveSection(s.id, -1) }, '↑'),
@@ -123,6 +124,14 @@ export function openDocument (app, shell, documentId, sectionId) {
       history.replaceState(null, '', `/d/${documentId}/${list[0].id}`)
       openSection(list[0].id)
     }
+  }
+
+  function whoIsIn (sectionId) {
+    const here = [...outline.presence.users.values()].filter((u) => u.sections.has(sectionId))
+    if (here.length === 0) return null
+    const names = here.map((u) => u.name || 'someone').join(', ')
+    return h('span', { class: 'here', title: `Here: ${names}`, 'aria-label': `here: ${names}` },
+      here.map((u) => h('span', { class: 'dot', style: `background:${colorOf(u.userId)}`, 'aria-hidden': 'true' })))
   }
 
   function lockOf (section) {
@@ -252,7 +261,10 @@ export function openDocument (app, shell, documentId, sectionId) {
 
   sections.observeDeep(renderOutline)
   outline.locks.on('change', () => { renderOutline(); renderLock() })
-  outline.presence.on('change', renderPresence)
+  outline.presence.on('change', () => {
+    renderPresence()
+    renderOutline()
+  })
   outline.on('status', renderConnection)
   outline.on('event', (e) => {
     if (e.type === 'joined' || e.type === 'access') renderOutline()

@@ -140,7 +140,7 @@ export function notificationsBell (provider) {
   }
   notes.on('change', render)
   provider.on('event', (e) => { if (e.type === 'notification') toast(e.notification.title) })
-  notes.load().catch(() => {})
+  notes.load().then(() => { count.dataset.loaded = 'true' }, () => {})
   render()
   return { element: h('div', { class: 'bell-wrap' }, button, panel), destroy () {} }
 }

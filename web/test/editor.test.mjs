@@ -90,6 +90,7 @@ test('two users type on one section: it crosses both ways, reaches a Node client
   await ada.waitForSelector('[data-testid=presence] [data-user="Bo Li"]')
   await bo.waitForSelector('[data-testid=presence] [data-user="Ada Lovelace"]')
   await ada.waitForSelector('.cm-ySelectionCaret') // Bo's cursor, with his name
+  await ada.waitForSelector('[data-testid=outline] .here[aria-label*="Bo Li"]') // in the outline
   await ada.waitForSelector('[data-testid=connection][data-state=saved]')
   await shot(ada, 'editor')
   assert.deepEqual(ada.errors, [])
@@ -271,8 +272,10 @@ test('outline, notifications, history and review from the page, live in the othe
   assert.deepEqual(await outlineOf(ada), ['Market'])
 
   // Notifications: a mention of Bo lights his bell.
+  await bo.waitForSelector('[data-testid=unread][data-loaded]', { state: 'attached' })
+  const unread = Number(await bo.textContent('[data-testid=unread]'))
   await rest('ada').createComment(id, { content: 'Bo, have a look', mentions: [users.bo.id] })
-  await bo.waitForSelector('[data-testid=unread]:has-text("1")')
+  await bo.waitForSelector(`[data-testid=unread]:text-is("${unread + 1}")`)
   await bo.click('button.bell')
   await bo.waitForSelector('#notifications li:has-text("Bo, have a look")')
   await shot(bo, 'notifications')
