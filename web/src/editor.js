@@ -157,15 +157,16 @@ export function openDocument (app, shell, documentId, sectionId) {
     const provider = section ? section.provider : outline
     let text = 'Connecting…'
     let state = 'connecting'
+    // The section's text and the outline (titles, order) both count.
+    const saved = provider.saved && outline.saved
+    const unsaved = provider.unsaved + (provider === outline ? 0 : outline.unsaved)
     if (provider.wsconnected && provider.synced) {
-      state = provider.saved ? 'saved' : 'saving'
-      text = provider.saved ? 'All changes saved' : 'Saving…'
+      state = saved ? 'saved' : 'saving'
+      text = saved ? 'All changes saved' : 'Saving…'
     } else if (provider.everSynced || navigator.onLine === false) {
       // Lost the connection (or never had the network): y-websocket keeps reconnecting.
       state = 'offline'
-      text = provider.saved
-        ? 'Offline, reconnecting…'
-        : `Offline: ${provider.unsaved} unsaved edit(s) kept, sent on reconnect`
+      text = saved ? 'Offline, reconnecting…' : `Offline: ${unsaved} unsaved edit(s) kept, sent on reconnect`
     }
     connection.dataset.state = state
     fill(connection, text)
@@ -266,6 +267,7 @@ export function openDocument (app, shell, documentId, sectionId) {
     renderOutline()
   })
   outline.on('status', renderConnection)
+  outline.on('saved', renderConnection)
   outline.on('event', (e) => {
     if (e.type === 'joined' || e.type === 'access') renderOutline()
     if (e.type === 'approval' || (e.type === 'access' && 'inReview' in e)) loadRecord()
