@@ -83,7 +83,9 @@ export class Locks extends ObservableV2 {
   lock (section = this.provider.section) {
     this._held.add(section)
     return new Promise((resolve, reject) => {
-      this._waiting.set(section, { resolve, reject })
+      const waiting = this._waiting.get(section) || []
+      waiting.push({ resolve, reject })
+      this._waiting.set(section, waiting)
       this.provider.sendEvent({ type: 'lock', section })
     })
   }
@@ -130,7 +132,7 @@ export class Locks extends ObservableV2 {
     const waiting = this._waiting.get(section)
     if (waiting === undefined) return
     this._waiting.delete(section)
-    how(waiting)
+    waiting.forEach(how)
   }
 }
 
