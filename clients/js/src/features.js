@@ -116,6 +116,8 @@ export class Locks extends ObservableV2 {
         break
       case 'unlocked':
         this.bySection.delete(event.section)
+        // An admin took it away: do not take it again at the next reconnect.
+        if (event.reason === 'forced') this._held.delete(event.section)
         break
       case 'error':
         if (event.section === undefined || event.requestId !== undefined) return
