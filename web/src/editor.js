@@ -37,7 +37,7 @@ export function openDocument (app, shell, documentId, sectionId) {
 
   const connection = h('span', { class: 'connection', role: 'status', 'aria-live': 'polite', 'data-testid': 'connection' }, 'Connecting…')
   const presence = h('ul', { class: 'presence', 'aria-label': 'People in this document', 'data-testid': 'presence' })
-  const titleEl = h('span', { class: 'doc-title', 'data-testid': 'doc-title' }, documentId)
+  const titleEl = h('h1', { class: 'doc-title', 'data-testid': 'doc-title' }, documentId)
   const statusEl = h('span', { class: 'badge', 'data-testid': 'doc-status' }, '')
   const outlineList = h('ol', { class: 'outline-list', 'data-testid': 'outline' })
   const lockBar = h('div', { class: 'lockbar', 'data-testid': 'lockbar' })
@@ -130,7 +130,7 @@ export function openDocument (app, shell, documentId, sectionId) {
     const here = [...outline.presence.users.values()].filter((u) => u.sections.has(sectionId))
     if (here.length === 0) return null
     const names = here.map((u) => u.name || 'someone').join(', ')
-    return h('span', { class: 'here', title: `Here: ${names}`, 'aria-label': `here: ${names}` },
+    return h('span', { class: 'here', role: 'img', title: `Here: ${names}`, 'aria-label': `here: ${names}` },
       here.map((u) => h('span', { class: 'dot', style: `background:${colorOf(u.userId)}`, 'aria-hidden': 'true' })))
   }
 

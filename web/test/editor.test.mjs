@@ -4,6 +4,8 @@
 // receives the screenshots docs/web.md shows.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
@@ -28,6 +30,17 @@ after(async () => {
 
 async function shot (page, name) {
   if (SHOTS) await page.screenshot({ path: join(SHOTS, `web-${name}.png`) })
+}
+
+const require = createRequire(import.meta.url)
+let axeSource = null
+
+/** axe-core's violations on the page as it is now (run through the devtools protocol: the
+ * page's Content-Security-Policy forbids injected scripts). */
+async function accessibilityViolations (page) {
+  axeSource ??= await readFile(require.resolve('axe-core/axe.min.js'), 'utf8')
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(axeSource)
+  return page.evaluate(async () => (await window.axe.run()).violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`))
 }
 
 let counter = 0
@@ -317,6 +330,33 @@ test('outline, notifications, history and review from the page, live in the othe
   await bo.waitForSelector('[data-testid=approvals] li:has-text("Step 1 (manager): approved")')
   assert.deepEqual(ada.errors, [])
   assert.deepEqual(bo.errors, [])
+  await ada.context().close()
+  await bo.context().close()
+})
+
+test('no accessibility violations (axe-core) on the sign-in page, the list and a document', async () => {
+  const id = await newDocument('Accessible', 'Text to read.\n')
+  await rest('bo').createComment(id, { content: 'A comment', section: 'market', start: 0, end: 4, quote: 'Text' })
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } })
+  const signin = await context.newPage()
+  await signin.goto(`${HTTP_URL}/`)
+  await signin.waitForSelector('#token')
+  assert.deepEqual(await accessibilityViolations(signin), [])
+  await context.close()
+  const ada = await signIn(browser, 'ada')
+  await ada.waitForSelector('[data-testid=documents] li')
+  assert.deepEqual(await accessibilityViolations(ada), [])
+  const bo = await signIn(browser, 'bo')
+  await openSection(bo, id, 'market')
+  await openSection(ada, id, 'market')
+  await ada.waitForSelector('[data-testid=presence] [data-user="Bo Li"]')
+  await ada.waitForSelector('[data-testid=comment]')
+  assert.deepEqual(await accessibilityViolations(ada), [])
+  for (const tab of ['#tab-review', '#tab-history']) {
+    await ada.click(tab)
+    await ada.waitForSelector(`${tab}-panel:not([hidden])`)
+    assert.deepEqual(await accessibilityViolations(ada), [], tab)
+  }
   await ada.context().close()
   await bo.context().close()
 })
