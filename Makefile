@@ -1,6 +1,7 @@
 # The two commands of the README. Both set everything up on a fresh machine first.
 #   make serve   run the server on its embedded defaults (http://127.0.0.1:8765)
 #   make test    run every gate: format, lint, types, the whole test suite
+#   make web     rebuild the web editor into server/web/static (committed: docs/web.md)
 
 PYTHON ?= python3
 VENV := .venv
