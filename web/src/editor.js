@@ -211,6 +211,14 @@ export function openDocument (app, shell, documentId, sectionId) {
     const doc = new Y.Doc()
     const provider = new CollabProvider(socketUrl(), `${documentId}/${id}`, doc, { rest })
     provider.awareness.setLocalStateField('user', { name: me.name || me.email, color: colorOf(me.id) })
+    // Carets show the name the server verified (`collab.name`), not the one a client claims
+    // (docs/protocol.md, "Awareness"): set before y-codemirror's listener reads the states.
+    provider.awareness.on('change', () => {
+      provider.awareness.getStates().forEach((state, clientId) => {
+        if (clientId === doc.clientID || !state.collab || !state.collab.name) return
+        state.user = { ...(state.user || {}), name: state.collab.name, color: colorOf(state.collab.userId) }
+      })
+    })
     const ytext = doc.getText('content')
     const editor = createEditor(editorHost, ytext, provider.awareness, {
       label: `Text of section ${sectionName(id)}`,

@@ -102,7 +102,7 @@ test('two users type on one section: it crosses both ways, reaches a Node client
 
   await ada.waitForSelector('[data-testid=presence] [data-user="Bo Li"]')
   await bo.waitForSelector('[data-testid=presence] [data-user="Ada Lovelace"]')
-  await ada.waitForSelector('.cm-ySelectionCaret') // Bo's cursor, with his name
+  await ada.waitForSelector('.cm-ySelectionCaret:has-text("Bo Li")') // Bo's cursor, his verified name
   await ada.waitForSelector('[data-testid=outline] .here[aria-label*="Bo Li"]') // in the outline
   await ada.waitForSelector('[data-testid=connection][data-state=saved]')
   await shot(ada, 'editor')
