@@ -27,6 +27,8 @@ from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
+from server.api.cors import cors_middleware
+from server.api.web import web_routes
 from server.cms.catalog import build as build_cms
 from server.cms.service import CmsPorts
 from server.documents.freeze import ContentFreeze
@@ -440,7 +442,12 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             WebSocketRoute("/ws/{room:path}", websocket_endpoint),
-            Mount("/api", routes=api_routes()),
+            Mount(
+                "/api",
+                routes=api_routes(),
+                middleware=cors_middleware(settings.allowed_origins),
+            ),
+            *web_routes(),
         ],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),

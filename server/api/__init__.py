@@ -12,6 +12,7 @@ def api_routes() -> list[BaseRoute]:
     from server.api.comments import routes as comment_routes
     from server.api.locks import routes as lock_routes
     from server.api.notifications import routes as notification_routes
+    from server.api.people import routes as people_routes
     from server.api.presence import routes as presence_routes
 
     routes = [
@@ -23,7 +24,7 @@ def api_routes() -> list[BaseRoute]:
         *lock_routes,
         *presence_routes,
     ]
-    routes += [*comment_routes, *notification_routes, *approval_routes]
+    routes += [*comment_routes, *notification_routes, *approval_routes, *people_routes]
     routes += cms_routes()
     return routes
 

@@ -1,0 +1,7 @@
+export { CollabProvider, httpOrigin } from './provider.js'
+export { CollabError } from './errors.js'
+export { RestClient } from './rest.js'
+export { Approvals, Comments, Locks, Notifications, Presence } from './features.js'
+export { anchorFields, resolveAnchor } from './anchors.js'
+export { codePointsToUtf16, utf16ToCodePoints } from './text.js'
+export { decodeEvent, encodeEventMessage, MESSAGE_APP_EVENT } from './events.js'
