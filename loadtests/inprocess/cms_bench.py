@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 
 from loadtests.harness import ServerProcess
+from persistence.content import sqlite_search
 from persistence.content.ports import COLLECTIONS, normalise
 from persistence.content.sqlite import SqliteContentStore
 from persistence.content.sqlite_json import dumps
@@ -183,6 +184,7 @@ def seed(data_dir: Path, records: int, me: str) -> None:
     asyncio.run(_create_schema(path))
     rng = random.Random(7)
     conn = sqlite3.connect(path, isolation_level=None)
+    sqlite_search.register(conn)  # the search triggers call these on every insert
     try:
         for spec in COLLECTIONS.values():
             rows = []
