@@ -34,6 +34,7 @@ import pytest
 import redis
 
 from loadtests import services
+from loadtests.redis_cluster import CLUSTER_ARGS, ThrowawayRedisCluster
 
 REDIS_URL_ENV = "COLLAB_TEST_REDIS_URL"
 RUN_ID = uuid.uuid4().hex[:8]
@@ -149,6 +150,46 @@ def redis_key_prefix() -> str:
 
 
 StartRedis = Callable[..., ThrowawayRedis]
+
+
+def start_cluster() -> ThrowawayRedisCluster:
+    """Three masters with a replica each, in cluster mode, AOF ``always`` (reaped like the
+    other throwaway servers)."""
+    binary = redis_binary()
+    if binary is None:
+        pytest.fail("no redis-server found: the Redis Cluster tests need redis-server")
+
+    def make() -> ThrowawayRedis:
+        return ThrowawayRedis.launch(binary=binary, prefix=ROOT_PREFIX, extra=CLUSTER_ARGS)
+
+    return ThrowawayRedisCluster(make=make).start()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A URL naming one node of the session's throwaway Redis Cluster (three masters, three
+    replicas); tests share it under key prefixes of their own, none kills its nodes."""
+    _reap_stale_servers()
+    cluster = start_cluster()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_clusters() -> Iterator[Callable[[], ThrowawayRedisCluster]]:
+    """Factory: a dedicated cluster for a test that kills its nodes."""
+    started: list[ThrowawayRedisCluster] = []
+
+    def start() -> ThrowawayRedisCluster:
+        cluster = start_cluster()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 @pytest.fixture
