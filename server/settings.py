@@ -93,6 +93,19 @@ class Settings(BaseSettings):
         description="Redis URL for presence, locks, sessions, rate limits and the change "
         "stream; unset: in-process",
     )
+    redis_cluster: bool = Field(
+        False,
+        description="COLLAB_REDIS_URL names one node of a Redis Cluster (the client finds "
+        "the others and follows redirections and failovers)",
+    )
+    redis_wait_replicas: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Redis Cluster only: replicas that must acknowledge a journal append, a "
+        "freeze or a lock change before it counts (WAIT), so a master failover loses none; "
+        "0 for a cluster without replicas",
+    )
     node_name: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]{1,100}$",

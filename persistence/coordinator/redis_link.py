@@ -17,12 +17,13 @@ from typing import Any, Final
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from persistence.coordinator import redis_cluster_lua, redis_lua
 from persistence.errors import StorageClosed, StorageCorrupted, StorageError, StorageUnavailable
 
 Clock = Callable[[], float]
+REPLICA_RECHECK: Final = 1.0  # seconds between two ROLE questions to one master
 Client = Redis | RedisCluster
 # Replies that mean "the server cannot serve this now": retrying later may succeed.
 _TRANSIENT_REPLIES: Final = (
@@ -112,6 +113,7 @@ class RedisLink:
         self.cluster = cluster
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
+        self._replica_counts: dict[str, tuple[int, float]] = {}
         self.closed = False
         self.closing = asyncio.Event()
         self.scripts = {name: client.register_script(getattr(redis_lua, name)) for name in _SCRIPTS}
@@ -142,27 +144,49 @@ class RedisLink:
         StorageUnavailable unless enough replicas acknowledged it within ``wait_timeout``.
         So a write that returned survives its master being killed and a replica promoted
         (AOF ``always`` covers a master restarting). A write that raised may still have been
-        applied: the callers' writes are harmless to repeat."""
+        applied: the callers' writes are harmless to repeat.
+
+        "Enough" is ``wait_replicas``, or fewer when the master has fewer replicas connected
+        (``ROLE``, asked again every ``REPLICA_RECHECK`` seconds): a master whose replica
+        died (or a replica just promoted) keeps taking writes, durable in its AOF, as a
+        single Redis does; there is then no replica to promote that could lack them."""
         if not isinstance(self.client, RedisCluster) or self.wait_replicas <= 0:
             with self.edge(what):
                 return await self.client.execute_command(*command)
         with self.edge(what):
             _ = await self.client.initialize()  # no-op once done: the slot map names the node
+            node = self.client.get_node_from_key(key)
+            if node is None:
+                raise StorageUnavailable(f"redis cluster {what}: no master serves {key!r}")
+            wanted = await self._replicas_of(node)
+            if wanted == 0:
+                return await self.client.execute_command(*command)
             pipe = self.client.pipeline(transaction=False)
             _ = pipe.execute_command(*command)
             _ = pipe.execute_command(
-                "WAIT",
-                self.wait_replicas,
-                int(self.wait_timeout * 1000),
-                target_nodes=self.client.get_node_from_key(key),
+                "WAIT", wanted, int(self.wait_timeout * 1000), target_nodes=node
             )
             result, acknowledged = await pipe.execute()
-        if int(acknowledged) < self.wait_replicas:
+        if int(acknowledged) < wanted:
+            self._replica_counts.pop(node.name, None)
             raise StorageUnavailable(
-                f"redis cluster {what}: {acknowledged} of {self.wait_replicas} replicas "
+                f"redis cluster {what}: {acknowledged} of {wanted} replicas "
                 f"acknowledged within {self.wait_timeout:g}s"
             )
         return result
+
+    async def _replicas_of(self, node: ClusterNode) -> int:
+        """How many replicas a write to ``node`` waits for: ``wait_replicas``, at most the
+        replicas connected to it (cached for ``REPLICA_RECHECK`` seconds)."""
+        assert isinstance(self.client, RedisCluster)
+        now = asyncio.get_running_loop().time()
+        cached = self._replica_counts.get(node.name)
+        if cached is None or cached[1] <= now:
+            role = await self.client.execute_command("ROLE", target_nodes=node)
+            connected = len(role[2]) if role and role[0] in (b"master", "master") else 0
+            cached = (connected, now + REPLICA_RECHECK)
+            self._replica_counts[node.name] = cached
+        return min(self.wait_replicas, cached[0])
 
     @contextmanager
     def edge(self, what: str) -> Iterator[None]:
