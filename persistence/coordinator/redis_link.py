@@ -64,11 +64,12 @@ def translate_errors(what: str) -> Iterator[None]:
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
         raise StorageUnavailable(f"redis {what}: {exc}") from exc
     except (
-        redis_errors.ClusterDownError,
+        redis_errors.ClusterError,
         redis_errors.TryAgainError,
         redis_errors.SlotNotCoveredError,
     ) as exc:
-        # A failover or a resharding in progress: the slot has no reachable master yet.
+        # A failover or a resharding in progress: the slot has no reachable master yet, or
+        # the redirections (MOVED, ASK) did not settle within the client's tries.
         raise StorageUnavailable(f"redis cluster {what}: {exc}") from exc
     except redis_errors.RedisClusterException as exc:
         raise StorageError(f"redis cluster {what}: {exc}") from exc
