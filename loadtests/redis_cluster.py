@@ -163,18 +163,14 @@ class ThrowawayRedisCluster:
         seconds between two keys, so clients meet ``ASK`` and ``MOVED`` meanwhile), as
         ``redis-cli --cluster reshard`` does. Returns the new master."""
         source = self.master_of(key)
-        target = next(
-            s for s in self.live if s is not source and self.role(s) == "master"
-        )
+        target = next(s for s in self.live if s is not source and self.role(s) == "master")
         with _client(source) as src, _client(target) as dst:
             slot = int(src.execute_command("CLUSTER", "KEYSLOT", key))
             source_id, target_id = self._node_id(source), self._node_id(target)
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
             while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
-                src.execute_command(
-                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
-                )
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
                 time.sleep(pause)
             for server in self.live:
                 if self.role(server) == "master":

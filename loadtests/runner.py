@@ -281,6 +281,7 @@ class Coordinator:
             "reconnect": {
                 "dropped": sum(report.get("dropped", 0) for report in reports),
                 "returned": sum(report.get("returned", 0) for report in reports),
+                "shed": sum(report.get("shed", 0) for report in reports),
                 "resync_ms": LatencySummary.of(seconds).to_json(),
             }
         }

@@ -14,6 +14,7 @@ import random
 import signal
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import TypeVar
 
@@ -89,6 +90,7 @@ class Worker:
         ]
         self.dropped = 0
         self.returned = 0
+        self.shed = 0  # upgrades the server refused with 503 + Retry-After, then retried
         self.resync_seconds: list[float] = []
         self.writers = [agent for agent in self.agents if isinstance(agent, Writer)]
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
@@ -177,16 +179,40 @@ class Worker:
 
     async def _connect(self, agent: Agent, at: float, timeout: float) -> float | None:
         await sleep_until(at)
-        try:
-            return await agent.connect(timeout)
-        except TimeoutError:
-            self.recorder.error("connect_timeout")
-        except wire.HandshakeError as exc:
-            self.recorder.error(f"connect_http_{exc.status}")
-        except (OSError, wire.WireError) as exc:
-            self.recorder.error(f"connect_{type(exc).__name__}")
-        await agent.close()
-        return None
+        seconds = await self._shed_aware(agent.connect, timeout, "connect")
+        if seconds is None:
+            await agent.close()
+        return seconds
+
+    async def _shed_aware(
+        self, connect: Callable[[float], Awaitable[float]], timeout: float, what: str
+    ) -> float | None:
+        """``connect`` within ``timeout`` seconds; the seconds it took, retries included
+        (None: it failed, recorded as ``{what}_...``). A shed upgrade (HTTP 503 with
+        Retry-After) is retried after the server's Retry-After times a random factor in
+        [0.5, 1.5], as docs/protocol.md asks clients to do; a refusal whose wait would end
+        past the deadline is a failure."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            try:
+                await connect(max(0.1, deadline - time.monotonic()))
+                return time.monotonic() - started
+            except TimeoutError:
+                self.recorder.error(f"{what}_timeout")
+            except wire.HandshakeError as exc:
+                if exc.status == 503 and exc.retry_after is not None:
+                    self.shed += 1
+                    wait = exc.retry_after * self.random.uniform(0.5, 1.5)
+                    if time.monotonic() + wait < deadline:
+                        await asyncio.sleep(wait)
+                        continue
+                    self.recorder.error(f"{what}_shed_past_deadline")
+                else:
+                    self.recorder.error(f"{what}_http_{exc.status}")
+            except (OSError, wire.WireError) as exc:
+                self.recorder.error(f"{what}_{type(exc).__name__}")
+            return None
 
     async def _edit(self, go: Go) -> Stopped:
         self.recorder.window = (go.t_start, go.t_end)
@@ -223,6 +249,7 @@ class Worker:
             reconnect = {
                 "dropped": self.dropped,
                 "returned": self.returned,
+                "shed": self.shed,
                 "resync_seconds": self.resync_seconds,
             }
         return Stopped(
@@ -250,13 +277,8 @@ class Worker:
         self.returned = len(self.resync_seconds)
 
     async def _come_back(self, agent: Agent, timeout: float) -> float | None:
-        try:
-            return await agent.come_back(timeout)
-        except TimeoutError:
-            self.recorder.error("reconnect_timeout")
-        except (OSError, wire.WireError) as exc:
-            self.recorder.error(f"reconnect_{type(exc).__name__}")
-        return None
+        """Reconnect and resync within ``timeout`` seconds (shed upgrades retried)."""
+        return await self._shed_aware(agent.come_back, timeout, "reconnect")
 
     async def _drain(self, drain: Drain) -> Drained:
         for agent in self.agents:

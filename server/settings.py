@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         description="WebSockets one user may hold open at once on this node; more are "
         "closed with 4429",
     )
+    max_joining: int = Field(
+        256,
+        ge=0,
+        description="sockets that may be joining their rooms at once on this node; more "
+        "upgrades are refused with HTTP 503 and a jittered Retry-After (load shedding in "
+        "reconnect storms); 0: no limit",
+    )
     ping_interval: float = Field(20.0, gt=0, description="seconds between keepalive pings")
     ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong")
     create_on_join: bool = Field(True, description="joining an unknown room creates it")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,3 +145,30 @@ def test_saturation_steps_until_a_stage_fails_or_the_list_ends(collab_ws_url: st
     assert last.result.edits["planned_per_second"] == 20
     assert "saturation point" in format_result(result)
     assert result.to_json()["last_good"]["rate_per_writer"] == 10.0
+
+
+def test_a_storm_past_the_servers_capacity_is_shed_and_retried(tmp_path: Path) -> None:
+    """A node that sheds upgrades past 2 joins in flight: every client of the storm comes
+    back anyway, retrying after the server's Retry-After (with jitter)."""
+    scenario = {
+        "kind": "reconnect",
+        "duration": 3.0,
+        "ramp_up": 1.0,
+        "rooms": 4,
+        "clients_per_room": 6,
+        "writers_per_room": 1,
+        "edits_per_second": 5,
+        "reconnect_at": 0.3,
+        "reconnect_fraction": 1.0,
+        "reconnect_delay": 0.0,
+        "connect_timeout": 30.0,
+    }
+    with ServerProcess(tmp_path / "data", env={"COLLAB_MAX_JOINING": "2"}) as server:
+        result = run(scenario, server.ws_url)
+
+    assert isinstance(result, RunResult)
+    storm = result.extra["reconnect"]
+    assert storm["shed"] > 0, "the server shed none of the storm"
+    assert storm["dropped"] == storm["returned"] == 24
+    assert result.errors == {}
+    assert result.converged
