@@ -282,6 +282,7 @@ class Coordinator:
                 "dropped": sum(report.get("dropped", 0) for report in reports),
                 "returned": sum(report.get("returned", 0) for report in reports),
                 "shed": sum(report.get("shed", 0) for report in reports),
+                "reset": sum(report.get("reset", 0) for report in reports),
                 "resync_ms": LatencySummary.of(seconds).to_json(),
             }
         }

@@ -48,6 +48,7 @@ from loadtests.plan import (
 )
 
 CommandT = TypeVar("CommandT", Connect, Go, Drain, Close)
+MAX_BACKOFF = 5.0  # seconds: the longest wait between two tries of a lost connection
 
 
 class AbortedError(Exception):
@@ -91,6 +92,7 @@ class Worker:
         self.dropped = 0
         self.returned = 0
         self.shed = 0  # upgrades the server refused with 503 + Retry-After, then retried
+        self.reset = 0  # connections reset or refused, then retried after a backoff
         self.resync_seconds: list[float] = []
         self.writers = [agent for agent in self.agents if isinstance(agent, Writer)]
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
@@ -190,10 +192,12 @@ class Worker:
         """``connect`` within ``timeout`` seconds; the seconds it took, retries included
         (None: it failed, recorded as ``{what}_...``). A shed upgrade (HTTP 503 with
         Retry-After) is retried after the server's Retry-After times a random factor in
-        [0.5, 1.5], as docs/protocol.md asks clients to do; a refusal whose wait would end
-        past the deadline is a failure."""
+        [0.5, 1.5], as docs/protocol.md asks clients to do; a connection reset or refused
+        (a listen queue overflowing) after an exponential backoff with full jitter; a retry
+        whose wait would end past the deadline is a failure."""
         started = time.monotonic()
         deadline = started + timeout
+        failures = 0
         while True:
             try:
                 await connect(max(0.1, deadline - time.monotonic()))
@@ -211,6 +215,13 @@ class Worker:
                 else:
                     self.recorder.error(f"{what}_http_{exc.status}")
             except (OSError, wire.WireError) as exc:
+                # A lost or reset connection: exponential backoff with full jitter.
+                failures += 1
+                wait = self.random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
+                if isinstance(exc, OSError) and time.monotonic() + wait < deadline:
+                    self.reset += 1
+                    await asyncio.sleep(wait)
+                    continue
                 self.recorder.error(f"{what}_{type(exc).__name__}")
             return None
 
@@ -250,6 +261,7 @@ class Worker:
                 "dropped": self.dropped,
                 "returned": self.returned,
                 "shed": self.shed,
+                "reset": self.reset,
                 "resync_seconds": self.resync_seconds,
             }
         return Stopped(
