@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 from typing import Any
 
 import pytest
@@ -13,6 +13,9 @@ from loadtests.kinds import SaturationResult, run_scenario
 from loadtests.report import format_result
 from loadtests.runner import RunOptions, RunResult
 from loadtests.scenario import ScenarioError, parse_scenario
+from server.hooks import Hooks, Joining
+from server.realtime.hub import Hub
+from tests.conftest import StartServer
 
 
 @pytest.mark.parametrize(
@@ -147,9 +150,23 @@ def test_saturation_steps_until_a_stage_fails_or_the_list_ends(collab_ws_url: st
     assert result.to_json()["last_good"]["rate_per_writer"] == 10.0
 
 
-def test_a_storm_past_the_servers_capacity_is_shed_and_retried(tmp_path: Path) -> None:
+class SlowJoins:
+    """An extension making every join take 50 ms (a slow rights lookup, say), so that a
+    storm piles joins up past the server's capacity."""
+
+    def install(self, hooks: Hooks, hub: Hub) -> None:
+        hooks.on_connect.subscribe(self.slow)
+
+    async def slow(self, joining: Joining) -> None:
+        await asyncio.sleep(0.05)  # the cost of a join, not a synchronisation
+
+
+async def test_a_storm_past_the_servers_capacity_is_shed_and_retried(
+    start_server: StartServer,
+) -> None:
     """A node that sheds upgrades past 2 joins in flight: every client of the storm comes
     back anyway, retrying after the server's Retry-After (with jitter)."""
+    server = await start_server(max_joining=2, extensions=[SlowJoins().install])
     scenario = {
         "kind": "reconnect",
         "duration": 3.0,
@@ -163,8 +180,7 @@ def test_a_storm_past_the_servers_capacity_is_shed_and_retried(tmp_path: Path) -
         "reconnect_delay": 0.0,
         "connect_timeout": 30.0,
     }
-    with ServerProcess(tmp_path / "data", env={"COLLAB_MAX_JOINING": "2"}) as server:
-        result = run(scenario, server.ws_url)
+    result = await asyncio.to_thread(run, scenario, server.ws_url)
 
     assert isinstance(result, RunResult)
     storm = result.extra["reconnect"]
