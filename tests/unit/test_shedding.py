@@ -22,9 +22,21 @@ def test_admits_up_to_the_capacity_then_refuses_until_one_leaves() -> None:
     assert gate.in_flight == 2
 
 
+class HighEnd:
+    """A ``uniform`` that records each window and answers its upper end."""
+
+    def __init__(self) -> None:
+        self.highs: list[float] = []
+
+    def __call__(self, low: float, high: float) -> float:
+        self.highs.append(high)
+        return high
+
+
 def test_the_wait_window_grows_with_the_overload_and_is_capped() -> None:
-    highs: list[float] = []
-    gate = JoinGate(1, rate=10.0, uniform=lambda low, high: highs.append(high) or high)
+    uniform = HighEnd()
+    highs = uniform.highs
+    gate = JoinGate(1, rate=10.0, uniform=uniform)
     assert gate.enter() is None
     for _ in range(1000):
         assert gate.enter() is not None
@@ -35,8 +47,9 @@ def test_the_wait_window_grows_with_the_overload_and_is_capped() -> None:
 
 
 def test_the_window_starts_small_again_once_the_storm_is_over() -> None:
-    highs: list[float] = []
-    gate = JoinGate(1, rate=1.0, uniform=lambda low, high: highs.append(high) or high)
+    uniform = HighEnd()
+    highs = uniform.highs
+    gate = JoinGate(1, rate=1.0, uniform=uniform)
     assert gate.enter() is None
     for _ in range(10):
         gate.enter()
