@@ -1,4 +1,6 @@
-"""What one Redis shard holds, for the capacity model: ``python -m loadtests.bench_redis_shard``.
+"""What one Redis shard holds, for the capacity model.
+
+``python -m loadtests.inprocess.redis_shard_bench``.
 
 Starts a throwaway ``redis-server`` (AOF, ``appendfsync always``) and, with ``--redis-cluster``,
 a throwaway Redis Cluster (three masters with a replica each, all on this machine), and
@@ -68,7 +70,7 @@ async def measure(coordinator: RedisCoordinator, memory: Any, args: Any) -> dict
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.bench_redis_shard", description=__doc__
+        prog="python -m loadtests.inprocess.redis_shard_bench", description=__doc__
     )
     parser.add_argument("--writers", type=int, default=32, help="concurrent appenders (32)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per target (5)")
