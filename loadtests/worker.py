@@ -83,7 +83,7 @@ class Worker:
             make_agent(
                 client,
                 urls[client.index % len(urls)],
-                plan.scenario.query,
+                plan.query_of(client.index),
                 self.recorder,
                 writers_apply=plan.scenario.writers_apply,
             )
@@ -315,7 +315,7 @@ class Worker:
 
     async def _fresh_text(self, room_name: str) -> RoomText | None:
         """The room's text as a client joining now sees it (sync step 2 from the server)."""
-        client = YClient(self.plan.base_url.split(",")[0], room_name, query=self.scenario.query)
+        client = YClient(self.plan.base_url.split(",")[0], room_name, query=self.plan.query_of(0))
         try:
             await client.connect(self.scenario.connect_timeout)
             await asyncio.wait_for(client.synced.wait(), self.scenario.connect_timeout)

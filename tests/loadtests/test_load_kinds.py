@@ -188,3 +188,34 @@ async def test_a_storm_past_the_servers_capacity_is_shed_and_retried(
     assert storm["dropped"] == storm["returned"] == 24
     assert result.errors == {}
     assert result.converged
+
+
+async def test_a_storm_of_many_users_comes_back_with_their_own_tokens(
+    start_server: StartServer,
+) -> None:
+    """Every client presents the token of one of 8 users (no insecure-dev user): the storm
+    comes back whole with the per-user socket cap and connect rate in force."""
+    server = await start_server(insecure_dev=False, max_sockets_per_user=5)
+    # 4 sockets per user: within the cap of 5, which one shared token would exceed (4430).
+    users = [await server.add_user(f"storm{i}@example.com", "manager") for i in range(8)]
+    tokens = tuple(server.token(user) for user in users)
+    scenario = {
+        "kind": "reconnect",
+        "duration": 2.0,
+        "ramp_up": 0.5,
+        "rooms": 4,
+        "clients_per_room": 8,
+        "writers_per_room": 1,
+        "edits_per_second": 5,
+        "reconnect_at": 0.3,
+        "reconnect_fraction": 1.0,
+        "reconnect_delay": 0.0,
+        "connect_timeout": 20.0,
+    }
+    result = await asyncio.to_thread(run, scenario, server.ws_url, tokens=tokens)
+
+    assert isinstance(result, RunResult)
+    storm = result.extra["reconnect"]
+    assert storm["dropped"] == storm["returned"] == 32
+    assert result.errors == {}
+    assert result.converged
