@@ -180,9 +180,14 @@ class Recorder:
         text = self.texts.get(key)
         if text is None:
             doc: pycrdt.Doc[Any] = pycrdt.Doc()
-            with doc.transaction():
-                for update in updates:
-                    doc.apply_update(update)
+            # Twice: a resynced listener received some broadcasts before the state that
+            # precedes them, and pycrdt integrates such held-back updates only once they are
+            # delivered again after the gap is filled (the xfail of
+            # tests/unit/crdt/test_crdt_outline.py). Applying an update again is harmless.
+            for _ in range(2):
+                with doc.transaction():
+                    for update in updates:
+                        doc.apply_update(update)
             text = self.texts[key] = str(doc.get("content", type=pycrdt.Text))
         return text
 

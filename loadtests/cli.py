@@ -109,8 +109,30 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "(default COLLAB_LOAD_TOKEN; unset: no token, for --start-server or an insecure-dev "
         "server); kept out of the command line and the scenario file",
     )
+    parser.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="FILE",
+        help="access tokens of many users, one per line; client i presents line i modulo "
+        "their number (a storm of many users: per-user limits stay in play)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
+
+
+def read_tokens(path: Path | None) -> tuple[str, ...]:
+    """The tokens of ``--tokens-file`` (blank lines skipped); LoadConfigError if unreadable
+    or empty."""
+    if path is None:
+        return ()
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise LoadConfigError(f"--tokens-file {path}: {exc.strerror}") from exc
+    tokens = tuple(line.strip() for line in lines if line.strip())
+    if not tokens:
+        raise LoadConfigError(f"--tokens-file {path}: no token in it")
+    return tokens
 
 
 def _bundled() -> str:
@@ -163,6 +185,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             else ",".join(check_target(u, allow_remote=args.allow_remote) for u in args.url)
         )
         _check_options(args)
+        args.tokens = read_tokens(args.tokens_file)
         if args.generator_cpus:
             os.sched_setaffinity(0, parse_cpus(args.generator_cpus))
     except (LoadConfigError, PlotUnavailableError, ValueError, OSError) as exc:
@@ -204,14 +227,19 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _run(scenario: Scenario, url: str | None, args: argparse.Namespace) -> AnyResult:
     progress = None if args.quiet else progress_printer()
-    options = RunOptions(workers=args.workers, server_pid=args.server_pid, progress=progress)
+    tokens: tuple[str, ...] = args.tokens
+    options = RunOptions(
+        workers=args.workers, server_pid=args.server_pid, progress=progress, tokens=tokens
+    )
     if url is not None:
         return _finish_line(run_scenario(scenario, url, options), progress)
     with (
         tempfile.TemporaryDirectory(prefix="collab-load-") as data_dir,
         ServerProcess(Path(data_dir), cpu=args.server_cpu) as server,
     ):
-        options = RunOptions(workers=args.workers, server_pid=server.pid, progress=progress)
+        options = RunOptions(
+            workers=args.workers, server_pid=server.pid, progress=progress, tokens=tokens
+        )
         return _finish_line(run_scenario(scenario, server.ws_url, options), progress)
 
 

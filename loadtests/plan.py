@@ -20,6 +20,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote
 
 from loadtests.scenario import Scenario
 
@@ -47,6 +48,16 @@ class WorkerPlan:
     clients: tuple[ClientPlan, ...]
     seed: int
     batch_interval: float = 0.5
+    tokens: tuple[str, ...] = ()
+    """Access tokens of several users: client ``i`` presents ``tokens[i % len(tokens)]``."""
+
+    def query_of(self, index: int) -> str:
+        """The query string client ``index`` connects with (its token added, if any)."""
+        query = self.scenario.query
+        if not self.tokens:
+            return query
+        token = f"token={quote(self.tokens[index % len(self.tokens)], safe='')}"
+        return f"{query}&{token}" if query else token
 
 
 class EditRecords:

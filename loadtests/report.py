@@ -197,6 +197,8 @@ def _reconnect_rows(result: RunResult) -> list[tuple[str, str]]:
         return []
     return [
         ("dropped / came back", f"{storm['dropped']} / {storm['returned']}"),
+        ("upgrades shed (503, retried)", str(storm.get("shed", 0))),
+        ("connections reset (retried)", str(storm.get("reset", 0))),
         ("resync p50 / p99 / max", _summary(storm["resync_ms"], "p50", "p99", "max")),
     ]
 

@@ -65,6 +65,9 @@ class RunOptions:
     fresh_join: bool = True
     """Check convergence with a fresh client joining each room at the end. Off for servers
     that keep no document (a bare relay): the clients' texts are still compared."""
+    tokens: tuple[str, ...] = ()
+    """Access tokens of many users, shared round robin by the clients (a reconnect storm
+    of many users keeps every per-user limit of the server in play)."""
 
 
 @dataclass(slots=True)
@@ -188,6 +191,7 @@ class Coordinator:
                 scenario=self.scenario,
                 clients=tuple(self.clients[worker :: self.worker_count]),
                 seed=seed + worker,
+                tokens=self.options.tokens,
             )
             ours, theirs = context.Pipe()
             process = context.Process(
@@ -281,6 +285,8 @@ class Coordinator:
             "reconnect": {
                 "dropped": sum(report.get("dropped", 0) for report in reports),
                 "returned": sum(report.get("returned", 0) for report in reports),
+                "shed": sum(report.get("shed", 0) for report in reports),
+                "reset": sum(report.get("reset", 0) for report in reports),
                 "resync_ms": LatencySummary.of(seconds).to_json(),
             }
         }

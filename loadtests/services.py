@@ -31,7 +31,7 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -94,12 +94,15 @@ class ThrowawayRedis:
         *,
         aof: bool = True,
         cpus: Collection[int] | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         self.binary = binary
         self.root = root
         self.aof = aof
         self.cpus = cpus
+        self.extra = tuple(extra)
         self.port = 0
+        self.bus_port = 0
         self._process: subprocess.Popen[str] | None = None
         self._drain: threading.Thread | None = None
         self._log: list[str] = []
@@ -112,13 +115,15 @@ class ThrowawayRedis:
         prefix: str = "collab-redis-",
         aof: bool = True,
         cpus: Collection[int] | None = None,
+        extra: Sequence[str] = (),
     ) -> Self:
         """Start a server in a new temporary directory named ``prefix...``; removed again if
-        it does not start. Raises :class:`ServiceUnavailableError` without redis-server."""
+        it does not start. Raises :class:`ServiceUnavailableError` without redis-server.
+        ``extra``: more ``redis-server`` arguments (``--cluster-enabled yes``...)."""
         binary = binary or redis_binary()
         if binary is None:
             raise ServiceUnavailableError("redis-server is not on PATH")
-        server = cls(binary, Path(tempfile.mkdtemp(prefix=prefix)), aof=aof, cpus=cpus)
+        server = cls(binary, Path(tempfile.mkdtemp(prefix=prefix)), aof=aof, cpus=cpus, extra=extra)
         try:
             server.start()
         except BaseException:
@@ -148,9 +153,20 @@ class ThrowawayRedis:
                 "--daemonize", "no",
                 "--logfile", "",
                 "--pidfile", str(self.root / REDIS_PID_FILE),
+                *self._bus(),
+                *self.extra,
             ],
             self.cpus,
         )  # fmt: skip
+
+    def _bus(self) -> list[str]:
+        """In cluster mode, a free port for the cluster bus too (by default it is the port
+        plus 10000, which may be taken)."""
+        if "--cluster-enabled" not in self.extra:
+            return []
+        if not self.bus_port:
+            self.bus_port = free_port()
+        return ["--cluster-port", str(self.bus_port)]
 
     def _launch(self) -> bool:
         """Start the server and wait for its ready line; False if it exited first."""
@@ -181,12 +197,15 @@ class ThrowawayRedis:
         if not settled.wait(REDIS_START_TIMEOUT):
             self.kill()
             raise RuntimeError(f"redis-server not ready in {REDIS_START_TIMEOUT}s:\n{self.log()}")
+        if not accepted:
+            process.wait(REDIS_START_TIMEOUT)  # it exited (a port taken): reap it
         return bool(accepted)
 
     def start(self) -> None:
         """Start on a free port (tried up to three times: a port may be taken meanwhile)."""
         for _ in range(3):
             self.port = free_port()
+            self.bus_port = 0
             if self._launch():
                 return
         raise RuntimeError(f"redis-server did not start:\n{self.log()}")

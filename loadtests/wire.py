@@ -53,11 +53,13 @@ class WireError(Exception):
 
 
 class HandshakeError(WireError):
-    """The server refused the upgrade; ``status`` is its HTTP status (0: not HTTP at all)."""
+    """The server refused the upgrade; ``status`` is its HTTP status (0: not HTTP at all);
+    ``retry_after`` the seconds of its Retry-After header (a shed upgrade), if any."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class WireClosedError(WireError):
@@ -148,7 +150,11 @@ class WireProtocol(asyncio.Protocol):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         if status != 101:
-            self._fail_handshake(HandshakeError(status, f"server answered {status_line!r}"))
+            wait = headers.get("retry-after", "")
+            retry_after = float(wait) if wait.isdigit() else None
+            self._fail_handshake(
+                HandshakeError(status, f"server answered {status_line!r}", retry_after)
+            )
             return
         if headers.get("sec-websocket-accept", "").encode() != self._accept:
             self._fail_handshake(HandshakeError(101, "wrong Sec-WebSocket-Accept"))

@@ -14,6 +14,7 @@ import random
 import signal
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import TypeVar
 
@@ -40,6 +41,7 @@ from loadtests.plan import (
 from loadtests.writers import Writer, make_agent
 
 CommandT = TypeVar("CommandT", Connect, Go, Drain, Close)
+MAX_BACKOFF = 5.0  # seconds: the longest wait between two tries of a lost connection
 
 
 class AbortedError(Exception):
@@ -74,7 +76,7 @@ class Worker:
             make_agent(
                 client,
                 urls[client.index % len(urls)],
-                plan.scenario.query,
+                plan.query_of(client.index),
                 self.recorder,
                 writers_apply=plan.scenario.writers_apply,
             )
@@ -82,6 +84,8 @@ class Worker:
         ]
         self.dropped = 0
         self.returned = 0
+        self.shed = 0  # upgrades the server refused with 503 + Retry-After, then retried
+        self.reset = 0  # connections reset or refused, then retried after a backoff
         self.resync_seconds: list[float] = []
         self.writers = [agent for agent in self.agents if isinstance(agent, Writer)]
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
@@ -170,16 +174,49 @@ class Worker:
 
     async def _connect(self, agent: Agent, at: float, timeout: float) -> float | None:
         await sleep_until(at)
-        try:
-            return await agent.connect(timeout)
-        except TimeoutError:
-            self.recorder.error("connect_timeout")
-        except wire.HandshakeError as exc:
-            self.recorder.error(f"connect_http_{exc.status}")
-        except (OSError, wire.WireError) as exc:
-            self.recorder.error(f"connect_{type(exc).__name__}")
-        await agent.close()
-        return None
+        seconds = await self._shed_aware(agent.connect, timeout, "connect")
+        if seconds is None:
+            await agent.close()
+        return seconds
+
+    async def _shed_aware(
+        self, connect: Callable[[float], Awaitable[float]], timeout: float, what: str
+    ) -> float | None:
+        """``connect`` within ``timeout`` seconds; the seconds it took, retries included
+        (None: it failed, recorded as ``{what}_...``). A shed upgrade (HTTP 503 with
+        Retry-After) is retried after the server's Retry-After times a random factor in
+        [0.5, 1.5], as docs/protocol.md asks clients to do; a connection reset or refused
+        (a listen queue overflowing) after an exponential backoff with full jitter; a retry
+        whose wait would end past the deadline is a failure."""
+        started = time.monotonic()
+        deadline = started + timeout
+        failures = 0
+        while True:
+            try:
+                await connect(max(0.1, deadline - time.monotonic()))
+                return time.monotonic() - started
+            except TimeoutError:
+                self.recorder.error(f"{what}_timeout")
+            except wire.HandshakeError as exc:
+                if exc.status == 503 and exc.retry_after is not None:
+                    self.shed += 1
+                    wait = exc.retry_after * self.random.uniform(0.5, 1.5)
+                    if time.monotonic() + wait < deadline:
+                        await asyncio.sleep(wait)
+                        continue
+                    self.recorder.error(f"{what}_shed_past_deadline")
+                else:
+                    self.recorder.error(f"{what}_http_{exc.status}")
+            except (OSError, wire.WireError) as exc:
+                # A lost or reset connection: exponential backoff with full jitter.
+                failures += 1
+                wait = self.random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**failures))
+                if isinstance(exc, OSError) and time.monotonic() + wait < deadline:
+                    self.reset += 1
+                    await asyncio.sleep(wait)
+                    continue
+                self.recorder.error(f"{what}_{type(exc).__name__}")
+            return None
 
     async def _edit(self, go: Go) -> Stopped:
         self.recorder.window = (go.t_start, go.t_end)
@@ -216,6 +253,8 @@ class Worker:
             reconnect = {
                 "dropped": self.dropped,
                 "returned": self.returned,
+                "shed": self.shed,
+                "reset": self.reset,
                 "resync_seconds": self.resync_seconds,
             }
         return Stopped(
@@ -243,13 +282,8 @@ class Worker:
         self.returned = len(self.resync_seconds)
 
     async def _come_back(self, agent: Agent, timeout: float) -> float | None:
-        try:
-            return await agent.come_back(timeout)
-        except TimeoutError:
-            self.recorder.error("reconnect_timeout")
-        except (OSError, wire.WireError) as exc:
-            self.recorder.error(f"reconnect_{type(exc).__name__}")
-        return None
+        """Reconnect and resync within ``timeout`` seconds (shed upgrades retried)."""
+        return await self._shed_aware(agent.come_back, timeout, "reconnect")
 
     async def _drain(self, drain: Drain) -> Drained:
         for agent in self.agents:
@@ -274,7 +308,7 @@ class Worker:
 
     async def _fresh_text(self, room_name: str) -> RoomText | None:
         """The room's text as a client joining now sees it (sync step 2 from the server)."""
-        client = YClient(self.plan.base_url.split(",")[0], room_name, query=self.scenario.query)
+        client = YClient(self.plan.base_url.split(",")[0], room_name, query=self.plan.query_of(0))
         try:
             await client.connect(self.scenario.connect_timeout)
             await asyncio.wait_for(client.synced.wait(), self.scenario.connect_timeout)

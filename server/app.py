@@ -62,6 +62,7 @@ from server.realtime.hub import Hub
 from server.realtime.limits import MessageLimiter, SharedLimits
 from server.realtime.registry import RoomRegistry
 from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session, admit
+from server.realtime.shedding import JoinGate
 from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
 from server.review import comments, notifications
 from server.review.approvals import ApprovalService
@@ -237,6 +238,7 @@ class Collab:
         self.started = time.monotonic()
         self.process = psutil.Process()
         self.accepting = True
+        self.joins = JoinGate(settings.max_joining)  # load shedding at the door
         self._limits = SharedLimits(
             services.coordinator.rate_limits,
             {
@@ -257,6 +259,7 @@ class Collab:
             authn=self.authn,
             allowed_origins=self.settings.allowed_origins,
             client=client,
+            gate=self.joins,
         )
 
     async def limit(self, principal: Principal, action: str) -> None:
@@ -489,21 +492,25 @@ class DirectWebSockets:
     ) -> tuple[int, dict[str, Any]] | Admission:
         decision = self._collab.admit(path, query, headers, client)
         if isinstance(decision, Refusal):
-            return decision.status, problem_body(decision.status, decision.title, decision.detail)
+            return decision.status, decision.body()
         return decision
 
     async def open(self, ticket: Admission, writer: FanoutWriter) -> Session | None:
         collab = self._collab
         if not collab.accepting:  # the server began shutting down meanwhile
+            collab.joins.leave()
             writer.close(1012, "server restarting")
             return None
-        conn = Connection(
-            str(ticket.room),
-            max_buffered_bytes=collab.settings.max_buffered_bytes,
-            fast=writer,
-            app_events=ticket.app_events,
-        )
-        return await collab.open_session(ticket, conn)
+        try:
+            conn = Connection(
+                str(ticket.room),
+                max_buffered_bytes=collab.settings.max_buffered_bytes,
+                fast=writer,
+                app_events=ticket.app_events,
+            )
+            return await collab.open_session(ticket, conn)
+        finally:
+            collab.joins.leave()  # counted in by admit()
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -513,20 +520,27 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     client = websocket.client.host if websocket.client is not None else None
     decision = collab.admit(websocket.url.path, websocket.url.query, headers, client)
     if isinstance(decision, Refusal):
-        await websocket.send_denial_response(
-            problem(decision.status, decision.title, decision.detail)
-        )
+        denial = problem(decision.status, decision.title, decision.detail)
+        denial.headers.update(decision.headers())
+        await websocket.send_denial_response(denial)
         return
-    conn = Connection(
-        str(decision.room),
-        max_buffered_bytes=collab.settings.max_buffered_bytes,
-        websocket=websocket,
-        app_events=decision.app_events,
-    )
-    await websocket.accept()
+    try:
+        conn = Connection(
+            str(decision.room),
+            max_buffered_bytes=collab.settings.max_buffered_bytes,
+            websocket=websocket,
+            app_events=decision.app_events,
+        )
+        await websocket.accept()
+    except BaseException:
+        collab.joins.leave()  # counted in by admit()
+        raise
     async with asyncio.TaskGroup() as tasks:
         writer = tasks.create_task(conn.run_writer(), name=f"writer {conn.id}")
-        session = await collab.open_session(decision, conn)
+        try:
+            session = await collab.open_session(decision, conn)
+        finally:
+            collab.joins.leave()
         try:
             while True:
                 message = await websocket.receive()

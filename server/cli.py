@@ -165,6 +165,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+LISTEN_BACKLOG = 8192
+
+
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     """uvicorn on uvloop with our fan-out WebSocket protocol and the settings' limits.
 
@@ -187,6 +190,10 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         log_level="debug" if settings.log_level == "debug" else "warning",
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=shutdown.SOCKETS_SECONDS,
+        # A reconnect storm opens thousands of TCP connections in one second: a listen queue
+        # longer than uvicorn's 2048 (the kernel caps it at net.core.somaxconn) keeps them
+        # from being reset before the server accepts them (or sheds them: 503).
+        backlog=LISTEN_BACKLOG,
     )
 
 

@@ -55,7 +55,12 @@ async def open_coordinator(settings: Settings) -> Coordinator:
     # Imported only when configured.
     from persistence.coordinator.redis import RedisCoordinator
 
-    coordinator = RedisCoordinator.from_url(settings.redis_url)
+    if settings.redis_cluster:
+        coordinator = RedisCoordinator.cluster_from_url(
+            settings.redis_url, wait_replicas=settings.redis_wait_replicas
+        )
+    else:
+        coordinator = RedisCoordinator.from_url(settings.redis_url)
     try:
         report = await coordinator.durability()
     except BaseException:

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         description="WebSockets one user may hold open at once on this node; more are "
         "closed with 4429",
     )
+    max_joining: int = Field(
+        256,
+        ge=0,
+        description="sockets that may be joining their rooms at once on this node; more "
+        "upgrades are refused with HTTP 503 and a jittered Retry-After (load shedding in "
+        "reconnect storms); 0: no limit",
+    )
     ping_interval: float = Field(20.0, gt=0, description="seconds between keepalive pings")
     ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong")
     create_on_join: bool = Field(True, description="joining an unknown room creates it")
@@ -92,6 +99,19 @@ class Settings(BaseSettings):
         None,
         description="Redis URL for presence, locks, sessions, rate limits and the change "
         "stream; unset: in-process",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="COLLAB_REDIS_URL names one node of a Redis Cluster (the client finds "
+        "the others and follows redirections and failovers)",
+    )
+    redis_wait_replicas: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Redis Cluster only: replicas that must acknowledge a journal append, a "
+        "freeze or a lock change before it counts (WAIT), so a master failover loses none; "
+        "0 for a cluster without replicas",
     )
     node_name: str | None = Field(
         None,

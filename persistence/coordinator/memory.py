@@ -329,6 +329,11 @@ class MemoryJournal:
         stream = self._streams.get(document_id)
         return stream.entries[-1][1].id if stream and stream.entries else FIRST_ENTRY_ID
 
+    def tail_group(self, document_id: str) -> int:
+        """Every document in one group: one tail waits on all of them."""
+        check_document_id(document_id)
+        return 0
+
     async def tail(
         self, positions: Mapping[str, str], *, timeout: float, count: int = 100
     ) -> list[JournalEntry]:

@@ -179,6 +179,10 @@ class ChangeJournal(Protocol):
       the given ids of several documents at once and returns them (up to ``count`` per
       document; an empty list on timeout). It sees every append that returned before or
       while it waits. Cancel-safe; ``aclose`` ends a waiting tail with StorageClosed.
+    * ``tail_group`` says which documents one ``tail`` can wait on at the cost of one read:
+      those of the same group (every document on a single server; one cluster slot on Redis
+      Cluster, where a tail spanning groups reads each group). A follower of many documents
+      tails one group per read.
     * ``trim`` deletes exactly the entries with ids <= ``up_to_id`` (call it only once a
       snapshot covering them is stored) and returns how many; later entries are untouched.
     * ``freeze`` makes every later ``append`` of the document raise DocumentFrozen, on every
@@ -212,6 +216,8 @@ class ChangeJournal(Protocol):
     ) -> list[JournalEntry]: ...
 
     async def trim(self, document_id: str, up_to_id: str) -> int: ...
+
+    def tail_group(self, document_id: str) -> int: ...
 
 
 class DocumentCache(Protocol):

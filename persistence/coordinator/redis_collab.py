@@ -38,7 +38,7 @@ _MAX_ENTRY_BYTES: Final = 1024
 # -- presence and cursors --------------------------------------------------------------------
 
 
-def _presence(document_id: str, raw: object) -> Presence:
+def decode_presence(document_id: str, raw: object) -> Presence:
     entry = decode_object(text(raw, "presence entry"), "presence entry")
     try:
         section, user, node, connection = (
@@ -52,7 +52,7 @@ def _presence(document_id: str, raw: object) -> Presence:
     return Presence(document_id, section or None, user, node, connection, joined_at)
 
 
-def _cursor(document_id: str, field: object, raw: object) -> Cursor:
+def decode_cursor(document_id: str, field: object, raw: object) -> Cursor:
     section, _, user = text(field, "cursor field").partition(":")
     stored = decode_object(text(raw, "cursor"), "cursor")
     if "value" not in stored or not isinstance(stored.get("updated_at"), int | float):
@@ -61,7 +61,10 @@ def _cursor(document_id: str, field: object, raw: object) -> Cursor:
 
 
 def _doc_keys(link: RedisLink, document_id: str) -> list[str]:
-    return [link.key("collab", document_id, "users"), link.key("collab", document_id, "cursors")]
+    return [
+        link.tagged("collab", document_id, "users"),
+        link.tagged("collab", document_id, "cursors"),
+    ]
 
 
 class RedisPresence:
@@ -118,7 +121,7 @@ class RedisPresence:
         flat = await self._link.run(
             "PRESENCE_READ", "members", _doc_keys(self._link, document_id), args
         )
-        entries = [_presence(document_id, raw) for _, raw in pairs(flat)]
+        entries = [decode_presence(document_id, raw) for _, raw in pairs(flat)]
         entries.sort(key=lambda e: (e.section_id or "", e.user_id, e.node_id, e.connection_id))
         return entries
 
@@ -156,11 +159,11 @@ class RedisCursors:
         keys = _doc_keys(self._link, document_id)
         args = [self._link.prefix, "cursor", field]
         raw = await self._link.run("PRESENCE_READ", "cursor get", keys, args)
-        return None if raw is None else _cursor(document_id, field, raw)
+        return None if raw is None else decode_cursor(document_id, field, raw)
 
     async def remove(self, document_id: str, section_id: str | None, user_id: str) -> bool:
         field = self._check(document_id, section_id, user_id)
-        key = self._link.key("collab", document_id, "cursors")
+        key = self._link.tagged("collab", document_id, "cursors")
         with self._link.edge("cursor remove"):
             return bool(await self._link.client.hdel(key, field))
 
@@ -169,7 +172,7 @@ class RedisCursors:
         keys = _doc_keys(self._link, document_id)
         args = [self._link.prefix, "cursors", ""]
         flat = await self._link.run("PRESENCE_READ", "cursors", keys, args)
-        cursors = [_cursor(document_id, field, raw) for field, raw in pairs(flat)]
+        cursors = [decode_cursor(document_id, field, raw) for field, raw in pairs(flat)]
         cursors.sort(key=lambda cursor: (cursor.section_id or "", cursor.user_id))
         return cursors
 
@@ -184,8 +187,8 @@ class RedisLocks:
     def _keys(self, document_id: str, section_id: str) -> tuple[str, str, str]:
         check_document_id(document_id)
         check_section_id(section_id)
-        lock = self._link.key("lock", document_id, section_id)
-        return lock, f"{lock}:fence", self._link.key("lock", document_id)
+        lock = self._link.tagged("lock", document_id, section_id)
+        return lock, f"{lock}:fence", self._link.tagged("lock", document_id)
 
     def _lock(
         self, document_id: str, section_id: str, owner: object, fields: Sequence[Any], left_ms: int
@@ -213,7 +216,9 @@ class RedisLocks:
         check_token(owner, "lock owner")
         ttl = check_ttl(ttl)
         args = [owner, ttl_ms(ttl), repr(self._link.clock()), section_id]
-        fields = await self._link.run("LOCK_ACQUIRE", "lock acquire", [lock, fence, index], args)
+        fields = await self._link.run_replicated(
+            "LOCK_ACQUIRE", "lock acquire", [lock, fence, index], args
+        )
         if fields is None:
             return None
         return self._lock(document_id, section_id, owner, fields, ttl_ms(ttl))
@@ -235,7 +240,9 @@ class RedisLocks:
         lock, _, index = self._keys(document_id, section_id)
         check_token(owner, "lock owner")
         args = [owner, "1" if force else "0", section_id]
-        return bool(await self._link.run("LOCK_RELEASE", "lock release", [lock, index], args))
+        return bool(
+            await self._link.run_replicated("LOCK_RELEASE", "lock release", [lock, index], args)
+        )
 
     async def holder(self, document_id: str, section_id: str) -> Lock | None:
         lock, _, _ = self._keys(document_id, section_id)
@@ -247,10 +254,8 @@ class RedisLocks:
 
     async def held(self, document_id: str) -> list[Lock]:
         check_document_id(document_id)
-        index = self._link.key("lock", document_id)
-        flat = await self._link.run(
-            "LOCK_HELD", "locks held", [index], [self._link.prefix, document_id]
-        )
+        index = self._link.tagged("lock", document_id)
+        flat = await self._link.run("LOCK_HELD", "locks held", [index], [index + ":"])
         locks = [
             self._lock(
                 document_id,

@@ -57,20 +57,23 @@ class RedisJournal:
         self._guarded = guarded
 
     def _key(self, document_id: str) -> str:
-        return self._link.key("collab", check_document_id(document_id), self._stream)
+        return self._link.tagged("collab", check_document_id(document_id), self._stream)
 
     def _frozen_key(self, document_id: str) -> str:
-        return self._link.key("collab", check_document_id(document_id), "frozen")
+        return self._link.tagged("collab", check_document_id(document_id), "frozen")
+
+    def tail_group(self, document_id: str) -> int:
+        """Documents of one group can be tailed by one blocking read: the cluster slot of
+        the document's stream (0 for every document on a single server)."""
+        return self._link.slot(self._key(document_id))
 
     async def freeze(self, document_id: str) -> None:
         key = self._frozen_key(document_id)
-        with self._link.edge("journal freeze"):
-            await self._link.client.set(key, b"1")
+        await self._link.replicated("journal freeze", key, ("SET", key, b"1"))
 
     async def thaw(self, document_id: str) -> None:
         key = self._frozen_key(document_id)
-        with self._link.edge("journal thaw"):
-            await self._link.client.delete(key)
+        await self._link.replicated("journal thaw", key, ("DEL", key))
 
     async def append(
         self,
@@ -87,7 +90,7 @@ class RedisJournal:
         if origin is not None:
             check_token(origin, "origin")
         if self._guarded and not force:
-            entry = await self._link.run(
+            entry = await self._link.run_replicated(
                 "JOURNAL_APPEND",
                 "journal append",
                 [key, self._frozen_key(document_id)],
@@ -101,6 +104,10 @@ class RedisJournal:
             "update": update,
             "origin": origin or "",
         }
+        if self._max_len is None:
+            # A journal entry (a drained spool's): acknowledged by replicas on a cluster.
+            command = ("XADD", key, "*", *(part for pair in fields.items() for part in pair))
+            return text(await self._link.replicated("journal append", key, command), "entry id")
         with self._link.edge("journal append"):
             entry_id = await self._link.client.xadd(
                 key,
@@ -152,6 +159,9 @@ class RedisJournal:
         count = check_count(count)
         if not streams:
             return []
+        groups: dict[int, dict[str, str]] = {}
+        for key, position in streams.items():
+            groups.setdefault(self._link.slot(key), {})[key] = position
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -159,14 +169,40 @@ class RedisJournal:
             block = (
                 None if remaining <= 0 else max(1, int(min(remaining, self._link.block_cap) * 1000))
             )
-            reply = await self._xread(streams, count, block)
+            if len(groups) == 1:
+                replies = [await self._xread(streams, count, block)]
+            else:
+                replies = await self._xread_groups(list(groups.values()), count, block)
             found = [
                 self._entry(documents[key_bytes(key)], entry_id, fields)
+                for reply in replies
                 for key, rows in (reply or [])
                 for entry_id, fields in rows
             ]
             if found or loop.time() >= deadline:
                 return found
+
+    async def _xread_groups(
+        self, groups: list[dict[str, str]], count: int, block: int | None
+    ) -> list[Any]:
+        """Streams of several cluster slots: one XREAD per slot (a multi-key command must stay
+        in one slot). First without blocking, all at once; if nothing came, blocking reads
+        of every slot until the first returns (the others are cancelled, which costs their
+        connections: the cluster follower tails one slot per read, ``tail_group``)."""
+        replies = await asyncio.gather(*(self._xread(group, count, None) for group in groups))
+        if any(replies) or block is None:
+            return list(replies)
+        reads = [asyncio.ensure_future(self._xread(group, count, block)) for group in groups]
+        try:
+            await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
+        done = [read for read in reads if read.done() and not read.cancelled()]
+        for read in done:
+            read.result()  # raises what the read raised (StorageClosed, StorageUnavailable)
+        return [read.result() for read in done]
 
     async def _xread(self, streams: dict[str, str], count: int, block: int | None) -> Any:
         """One XREAD; a blocked one ends at once with StorageClosed when ``aclose`` runs."""

@@ -38,7 +38,7 @@ class RedisCache:
         self._link = link
 
     def _key(self, document_id: str) -> str:
-        return self._link.key("doc", check_document_id(document_id))
+        return self._link.tagged("doc", check_document_id(document_id))
 
     async def get(self, document_id: str) -> JsonObject | None:
         key = self._key(document_id)
@@ -131,8 +131,7 @@ class RedisFlags:
         keys = [self._key(name) for name in names]
         if not keys:
             return {}
-        with self._link.edge("flags get"):
-            values = await self._link.client.mget(keys)
+        values = await self._link.mget("flags get", keys)
         return {
             name: self._decode(raw, name, default) for name, raw in zip(names, values, strict=True)
         }

@@ -3,8 +3,10 @@
 A script runs alone on the Redis server, so each of these is one atomic step for every
 client of every node. The key layout they rely on is in ``docs/redis.md``; the prefix of
 the adapter (``ARGV[1]`` where a script builds keys) comes first in every key. Scripts
-that build keys from their arguments (the presence ones, ``held``) need a standalone Redis
-or a primary with replicas, not Redis Cluster.
+that build keys of other families from their arguments (the presence ones) need a standalone
+Redis or a primary with replicas; on Redis Cluster the adapter uses the per-slot presence
+scripts of :mod:`persistence.coordinator.redis_cluster_lua` instead (``held`` builds only
+keys of its own document's hash tag, so it runs on both).
 
 Presence entries are the hash fields ``{nodeId}:{connectionId}`` of ``collab:{D}:users``
 holding JSON ``{"section", "user", "node", "connection", "joined_at"}`` (section ``""`` for
@@ -233,12 +235,13 @@ return {fields[1], fields[2], fields[3], redis.call('PTTL', KEYS[1])}
 """
 
 # The live locks of a document; drops index members whose lock is gone.
-# KEYS: index. ARGV: prefix, document id.
+# KEYS: index. ARGV: the head of the document's lock keys (the index key and ':'; on a
+# cluster the lock keys share the index's hash tag, so they are in its slot).
 # Returns a flat list: section, owner, token, acquired_at, pttl, section, ...
 LOCK_HELD: Final = r"""
 local out = {}
 for _, section in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local key = ARGV[1] .. 'lock:' .. ARGV[2] .. ':' .. section
+  local key = ARGV[1] .. section
   local fields = redis.call('HMGET', key, 'owner', 'token', 'acquired_at')
   if fields[1] then
     table.insert(out, section)

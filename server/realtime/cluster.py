@@ -3,7 +3,8 @@
 Every node appends the updates of its clients to the document's change stream
 ``collab:{documentId}:changes`` before it broadcasts them (the room store does that). Each node
 also *follows* the streams of the documents it has rooms of: one ``XREAD BLOCK`` over all of
-them, from the position it had when it loaded the first room of the document. An entry from
+them (on Redis Cluster one per slot, on the shard serving it: a read cannot span slots), from
+the position it had when it loaded the first room of the document. An entry from
 another node is applied to the local room and relayed to the local clients (it is durable
 already); the node's own entries are skipped. A stream read from a position cannot miss an
 entry, across reconnects and Redis restarts too, so nodes converge.
@@ -154,17 +155,52 @@ class Cluster:
         positions: dict[str, str],
         handle: Callable[[JournalEntry], None],
     ) -> None:
+        """Follow the documents of ``positions`` (added to while it runs): one reader per
+        tail group of the stream (one for everything on a single Redis; one per cluster
+        slot on Redis Cluster, where a blocking read cannot span slots). A reader ends when
+        its group has no document left; the next document of that group starts a new one."""
+        wakeup = asyncio.Event()
+        self._wakeups.append(wakeup)
+        readers: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        followed: dict[int, set[str]] = {}
+        async with asyncio.TaskGroup() as group_tasks:
+            while True:
+                wakeup.clear()
+                groups: dict[int, set[str]] = {}
+                for document_id in list(positions):
+                    groups.setdefault(stream.tail_group(document_id), set()).add(document_id)
+                for group, documents in groups.items():
+                    reader = readers.get(group)
+                    if reader is None or reader[0].done():
+                        changed = asyncio.Event()
+                        task = group_tasks.create_task(
+                            self._follow_group(stream, positions, handle, group, changed)
+                        )
+                        readers[group] = (task, changed)
+                    elif followed.get(group) != documents:
+                        reader[1].set()  # only this group's read starts again
+                followed = groups
+                for group in [g for g, (task, _) in readers.items() if task.done()]:
+                    del readers[group]
+                await wakeup.wait()
+
+    async def _follow_group(
+        self,
+        stream: ChangeJournal,
+        positions: dict[str, str],
+        handle: Callable[[JournalEntry], None],
+        group: int,
+        wakeup: asyncio.Event,
+    ) -> None:
         backoff = 0.05
         down_since: float | None = None
         loop = asyncio.get_running_loop()
-        wakeup = asyncio.Event()
-        self._wakeups.append(wakeup)
         while True:
             wakeup.clear()  # before the positions are read: a later change wakes the read
-            if not positions:
-                await wakeup.wait()
-                continue
-            read = await self._read_or_change(stream, positions, wakeup)
+            mine = {d: p for d, p in positions.items() if stream.tail_group(d) == group}
+            if not mine:
+                return
+            read = await self._read_or_change(stream, mine, wakeup)
             if read.cancelled():
                 continue  # a document was added: follow it too
             try:

@@ -9,6 +9,7 @@ name gets HTTP 400); a session then feeds each frame to the room, synchronously.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -22,6 +23,7 @@ from server.realtime.connection import Connection
 from server.realtime.limits import MessageLimiter
 from server.realtime.registry import RoomRegistry
 from server.realtime.rooms import Room
+from server.realtime.shedding import JoinGate
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,23 @@ class Refusal:
     status: int
     title: str
     detail: str = ""
+    retry_after: float | None = None
+
+    def body(self) -> dict[str, object]:
+        """The RFC 9457 problem document (with ``retryAfter`` when waiting helps)."""
+        body: dict[str, object] = {"type": "about:blank", "title": self.title}
+        body["status"] = self.status
+        if self.detail:
+            body["detail"] = self.detail
+        if self.retry_after is not None:
+            body["retryAfter"] = round(self.retry_after, 1)
+        return body
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` (whole seconds, rounded up) when waiting helps."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +77,16 @@ def admit(
     authn: Authenticator,
     allowed_origins: Sequence[str],
     client: str | None = None,
+    gate: JoinGate | None = None,
 ) -> Admission | Refusal:
     """Decide on an upgrade to ``path`` (already percent-decoded) before accepting it, with
     no I/O: the room name, the Origin, the token's signature, expiry and scope. The user
     and their rights are checked once the socket is open (:meth:`Collab.open_session`).
-    ``headers`` are keyed in lower case."""
+    ``headers`` are keyed in lower case.
+
+    With a ``gate``, an upgrade that passes every check is counted in it (the caller must
+    ``gate.leave()`` once the join ends), or refused with 503 and a jittered Retry-After
+    when too many joins are in flight already."""
     if not path.startswith(WS_PREFIX):
         return Refusal(404, "not found")
     try:
@@ -84,6 +108,17 @@ def admit(
         return Refusal(403, "forbidden", "the token is scoped to other documents")
     query = parse_qs(query_string)
     events = query.get("events", [""])[-1] in {"1", "true", "yes"}
+    if gate is not None and (wait := gate.enter()) is not None:
+        log.info(
+            "shedding the upgrade to %s from %s: %d joins in flight", path, client, gate.in_flight
+        )
+        return Refusal(
+            503,
+            "overloaded",
+            "too many connections are opening at once; retry after the Retry-After seconds "
+            "(with jitter, see docs/protocol.md)",
+            retry_after=wait,
+        )
     return Admission(room, events, identity, client, headers.get("user-agent"))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 from collections.abc import Awaitable
 from http import HTTPStatus
@@ -265,11 +266,13 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
 
 def _problem_response(status: int, problem: dict[str, Any]) -> Response:
     body = json.dumps(problem).encode()
-    headers = Headers(
-        [
-            ("Content-Type", "application/problem+json"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ]
-    )
+    fields = [
+        ("Content-Type", "application/problem+json"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    retry_after = problem.get("retryAfter")
+    if isinstance(retry_after, int | float):  # a shed upgrade (503): when to come back
+        fields.append(("Retry-After", str(max(1, math.ceil(retry_after)))))
+    headers = Headers(fields)
     return Response(status, HTTPStatus(status).phrase, headers, body)

@@ -85,13 +85,13 @@ class Harness:
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     if request.param == "memory":
         clock = SecondsClock()
         memory = MemoryCoordinator(clock=clock)
         h = Harness("memory", memory, clock, lambda: memory)
-    else:
+    elif request.param == "redis":
         url: str = request.getfixturevalue("redis_url")
         prefix: str = request.getfixturevalue("redis_key_prefix")
         h = Harness(
@@ -99,6 +99,15 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
             RedisCoordinator.from_url(url, prefix=prefix),
             None,
             lambda: RedisCoordinator.from_url(url, prefix=prefix),
+        )
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = request.getfixturevalue("redis_key_prefix")
+        h = Harness(
+            "redis",
+            RedisCoordinator.cluster_from_url(url, prefix=prefix),
+            None,
+            lambda: RedisCoordinator.cluster_from_url(url, prefix=prefix),
         )
     try:
         yield h

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,6 +13,9 @@ from loadtests.kinds import SaturationResult, run_scenario
 from loadtests.report import format_result
 from loadtests.runner import RunOptions, RunResult
 from loadtests.scenario import ScenarioError, parse_scenario
+from server.hooks import Hooks, Joining
+from server.realtime.hub import Hub
+from tests.conftest import StartServer
 
 
 @pytest.mark.parametrize(
@@ -144,3 +148,74 @@ def test_saturation_steps_until_a_stage_fails_or_the_list_ends(collab_ws_url: st
     assert last.result.edits["planned_per_second"] == 20
     assert "saturation point" in format_result(result)
     assert result.to_json()["last_good"]["rate_per_writer"] == 10.0
+
+
+class SlowJoins:
+    """An extension making every join take 50 ms (a slow rights lookup, say), so that a
+    storm piles joins up past the server's capacity."""
+
+    def install(self, hooks: Hooks, hub: Hub) -> None:
+        hooks.on_connect.subscribe(self.slow)
+
+    async def slow(self, joining: Joining) -> None:
+        await asyncio.sleep(0.05)  # the cost of a join, not a synchronisation
+
+
+async def test_a_storm_past_the_servers_capacity_is_shed_and_retried(
+    start_server: StartServer,
+) -> None:
+    """A node that sheds upgrades past 2 joins in flight: every client of the storm comes
+    back anyway, retrying after the server's Retry-After (with jitter)."""
+    server = await start_server(max_joining=2, extensions=[SlowJoins().install])
+    scenario = {
+        "kind": "reconnect",
+        "duration": 3.0,
+        "ramp_up": 1.0,
+        "rooms": 4,
+        "clients_per_room": 6,
+        "writers_per_room": 1,
+        "edits_per_second": 5,
+        "reconnect_at": 0.3,
+        "reconnect_fraction": 1.0,
+        "reconnect_delay": 0.0,
+        "connect_timeout": 30.0,
+    }
+    result = await asyncio.to_thread(run, scenario, server.ws_url)
+
+    assert isinstance(result, RunResult)
+    storm = result.extra["reconnect"]
+    assert storm["shed"] > 0, "the server shed none of the storm"
+    assert storm["dropped"] == storm["returned"] == 24
+    assert result.errors == {}
+    assert result.converged
+
+
+async def test_a_storm_of_many_users_comes_back_with_their_own_tokens(
+    start_server: StartServer,
+) -> None:
+    """Every client presents the token of one of 8 users (no insecure-dev user): the storm
+    comes back whole with the per-user socket cap and connect rate in force."""
+    server = await start_server(insecure_dev=False, max_sockets_per_user=5)
+    # 4 sockets per user: within the cap of 5, which one shared token would exceed (4430).
+    users = [await server.add_user(f"storm{i}@example.com", "manager") for i in range(8)]
+    tokens = tuple(server.token(user) for user in users)
+    scenario = {
+        "kind": "reconnect",
+        "duration": 2.0,
+        "ramp_up": 0.5,
+        "rooms": 4,
+        "clients_per_room": 8,
+        "writers_per_room": 1,
+        "edits_per_second": 5,
+        "reconnect_at": 0.3,
+        "reconnect_fraction": 1.0,
+        "reconnect_delay": 0.0,
+        "connect_timeout": 20.0,
+    }
+    result = await asyncio.to_thread(run, scenario, server.ws_url, tokens=tokens)
+
+    assert isinstance(result, RunResult)
+    storm = result.extra["reconnect"]
+    assert storm["dropped"] == storm["returned"] == 32
+    assert result.errors == {}
+    assert result.converged

@@ -13,8 +13,8 @@
 ``redis_servers`` starts dedicated servers for one test (killed when it ends): the tests
 that restart Redis or need AOF off use them. Readiness is the "Ready to accept connections"
 line of the server's log (read from its stdout), not a sleep-and-poll. A session killed
-with -9 leaves its servers behind: the next session kills them (only processes whose
-command line names a ``collab-redis-*`` directory of a dead owner) and removes the
+with -9 leaves its servers behind: the next session kills them (only ``redis-server``
+processes running in a ``collab-redis-*`` directory of a dead owner) and removes the
 directories. The server itself is :class:`loadtests.services.ThrowawayRedis`; this plugin
 adds the owner file, the reaping and the ``COLLAB_TEST_*`` variables.
 """
@@ -34,6 +34,7 @@ import pytest
 import redis
 
 from loadtests import services
+from loadtests.redis_cluster import CLUSTER_ARGS, ThrowawayRedisCluster
 
 REDIS_URL_ENV = "COLLAB_TEST_REDIS_URL"
 RUN_ID = uuid.uuid4().hex[:8]
@@ -81,7 +82,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def _reap_stale_servers() -> None:
-    """Kill the servers of dead test sessions (checked by command line) and remove their
+    """Kill the servers of dead test sessions (checked by name and directory) and remove their
     directories; servers of sessions still running are left alone."""
     for root in Path(tempfile.gettempdir()).glob(f"{ROOT_PREFIX}*"):
         try:
@@ -93,7 +94,10 @@ def _reap_stale_servers() -> None:
         with contextlib.suppress(OSError, ValueError):
             pid = int((root / SERVER_PID_FILE).read_text())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if any(b"redis-server" in part for part in cmdline) and str(root).encode() in cmdline:
+            # Redis rewrites its process title ("redis-server 127.0.0.1:port [cluster]"), so
+            # the directory is checked as its working directory (it runs in --dir).
+            home = os.readlink(f"/proc/{pid}/cwd")
+            if any(b"redis-server" in part for part in cmdline) and home == str(root):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
 
@@ -149,6 +153,46 @@ def redis_key_prefix() -> str:
 
 
 StartRedis = Callable[..., ThrowawayRedis]
+
+
+def start_cluster() -> ThrowawayRedisCluster:
+    """Three masters with a replica each, in cluster mode, AOF ``always`` (reaped like the
+    other throwaway servers)."""
+    binary = redis_binary()
+    if binary is None:
+        pytest.fail("no redis-server found: the Redis Cluster tests need redis-server")
+
+    def make() -> ThrowawayRedis:
+        return ThrowawayRedis.launch(binary=binary, prefix=ROOT_PREFIX, extra=CLUSTER_ARGS)
+
+    return ThrowawayRedisCluster(make=make).start()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A URL naming one node of the session's throwaway Redis Cluster (three masters, three
+    replicas); tests share it under key prefixes of their own, none kills its nodes."""
+    _reap_stale_servers()
+    cluster = start_cluster()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_clusters() -> Iterator[Callable[[], ThrowawayRedisCluster]]:
+    """Factory: a dedicated cluster for a test that kills its nodes."""
+    started: list[ThrowawayRedisCluster] = []
+
+    def start() -> ThrowawayRedisCluster:
+        cluster = start_cluster()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 @pytest.fixture
