@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from loadtests.client import YClient
-from server.hooks import Hooks, Stored
+from server.hooks import Hooks, Stored, Storing
 from server.realtime.hub import Hub
 from tests.conftest import LiveServer, StartServer
 
@@ -105,18 +105,22 @@ async def test_an_edit_is_searchable_once_its_snapshot_is_written(
     start_server: StartServer,
 ) -> None:
     stored = asyncio.Event()
+    with_word: set[str] = set()
 
     def install(hooks: Hooks, hub: Hub) -> object:
+        async def offered(storing: Storing) -> None:
+            if "zanzibar" in storing.content.markdown:
+                with_word.add(storing.document_id)
+
         async def after(event: Stored) -> None:
-            if event.document_id == "live":
+            if event.document_id in with_word:  # the write that holds the edit, no earlier one
                 stored.set()
 
-        return hooks.after_store.subscribe(after)
+        return hooks.on_store.subscribe(offered), hooks.after_store.subscribe(after)
 
     server, tokens = await _server(start_server, snapshot_idle_seconds=0.05, extensions=[install])
     await _create(server, tokens["olga"], documentId="live", title="Live")
     assert (await _get(server, tokens["olga"], q="zanzibar")).json()["total"] == 0
-    stored.clear()
     async with YClient(server.ws_url, "live/s", token=tokens["olga"]) as editor:
         await asyncio.wait_for(editor.synced.wait(), 10)
         await editor.insert(0, "zanzibar strategy")
