@@ -48,7 +48,8 @@ from server.hooks import (
     Rejected,
 )
 from server.identity.authentication import Principal
-from server.identity.rights import AccessControl, Right, may_create
+from server.identity.rights import AccessControl, Right
+from server.identity.roles import RoleBook
 from server.presence import locks
 from server.presence import tracker as presence
 from server.realtime.cluster import Cluster
@@ -117,7 +118,10 @@ class Collab:
         self.audit = services.audit
         self.edits = services.edits
         self.access = AccessControl(
-            content, services.relational.permissions, ttl=settings.access_cache_seconds
+            content,
+            services.relational.permissions,
+            roles=RoleBook(services.relational.roles, ttl=settings.access_cache_seconds),
+            ttl=settings.access_cache_seconds,
         )
         # The extension API: made before anything that fires or subscribes (server.hooks).
         self.hooks = hooks = Hooks()
@@ -320,7 +324,8 @@ class Collab:
         facts = await self.access.document(document_id)
         if facts is None:
             # No record yet: joining creates the document, if this user may create them.
-            if not (self.settings.create_on_join and may_create(principal.subject)):
+            creates = await self.access.may_create(principal.subject)
+            if not (self.settings.create_on_join and creates):
                 raise RoomNotFound(
                     f"document {document_id} does not exist"
                     + ("" if self.settings.create_on_join else " (creation on join is off)")

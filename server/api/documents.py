@@ -68,7 +68,7 @@ from server.documents.slugs import free_slug, section_id_of, slug_owner, slugify
 from server.documents.workflow import APPROVAL_STATES
 from server.hooks import PermissionChange
 from server.identity.authentication import Principal
-from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
+from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right
 from server.search.service import Search
 
 if TYPE_CHECKING:
@@ -139,8 +139,8 @@ async def _write_sections(
 # -- create ----------------------------------------------------------------------------------
 
 
-def _may_create(principal: Principal) -> None:
-    if not may_create(principal.subject):
+async def _may_create(collab: ApiCollab, principal: Principal) -> None:
+    if not await collab.access.may_create(principal.subject):
         raise ApiError(403, "forbidden", f"the {principal.role} role may not create documents")
 
 
@@ -181,7 +181,7 @@ async def _create_fields(collab: ApiCollab, body: CreateBody) -> dict[str, Any]:
 async def create_document(request: Request) -> Response:
     """``POST /documents``: 201 with the document (content included) and its Location."""
     principal = await authenticated(request)
-    _may_create(principal)
+    await _may_create(collab_of(request), principal)
     check_params(request, frozenset(), frozenset())
     body = await read_json(request, CreateBody)
     _in_scope(principal, body.documentId)
@@ -227,7 +227,7 @@ async def _visible(collab: ApiCollab, principal: Principal) -> dict[str, Any]:
     conditions: dict[str, Any] = {}
     if principal.documents is not None:
         conditions["ids"] = tuple(sorted(principal.documents))[:MAX_QUERY_IDS]
-    if visibility_filter(subject) is None:
+    if await collab.access.visibility(subject) is None:
         return conditions  # a role that sees every document
     granted = await collab.access.granted_documents(subject)
     if "*" in granted:
