@@ -25,6 +25,13 @@ from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore
 from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
+from server.admin.features import Features
+from server.admin.grants import GrantAdmin
+from server.admin.ports import AdminPorts
+from server.admin.roles import RoleAdmin
+from server.admin.signins import SignIns
+from server.admin.stats import ActivityStats
+from server.admin.users import UserAdmin
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
 from server.documents.freeze import ContentFreeze
@@ -203,6 +210,7 @@ class Collab:
             ),
             tasks,
         )
+        self.stats = ActivityStats(services.coordinator.stats, node_id)
         review = ReviewPorts(
             content=content,
             relational=services.relational,
@@ -214,8 +222,28 @@ class Collab:
             registry=self.registry,
             hub=self.hub,
             notifier=self.notifier,
+            counted=self.stats.count,
+        )
+        self.features = Features(
+            services.coordinator.flags, services.audit, ttl=settings.access_cache_seconds
         )
         self.search = SearchService(content, self.access)
+        # Administration (docs/administration.md): users, roles, grants, flags, counters.
+        admin = AdminPorts(
+            services.relational.users,
+            services.relational.roles,
+            services.relational.permissions,
+            services.authn,
+            self.access,
+            services.audit,
+            self.notifier,
+        )
+        self.users = UserAdmin(admin)
+        self.roles = RoleAdmin(admin)
+        self.grants = GrantAdmin(admin)
+        self.signins = SignIns(services.relational.users, self.stats, tasks)
+        hooks.on_edit.subscribe(lambda _: self.stats.count("edits"))
+        hooks.on_join.subscribe(lambda _: self.stats.count("views"))
         self.comments = comments.install(hooks, review, tasks)
         self.approvals = ApprovalService(review)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
@@ -292,6 +320,7 @@ class Collab:
             return None
         finally:
             self.hub.unreserve(principal.user_id)  # counted in by_user from now on
+        self.signins.connected(principal)
         conn.principal = principal
         conn.right = right
         conn.read_only = read_only
@@ -393,6 +422,7 @@ def create_app(
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
+            collab.stats.start(tasks)
             for extension in extensions:
                 extension(collab.hooks, collab.hub)
             if collab.cluster is not None:
@@ -413,6 +443,7 @@ def create_app(
                 # stores, each within its own.
                 collab.guard.stop()
                 collab.shutdown_sockets()
+                await bounded("writing the activity counters", collab.stats.aclose, CLOSE)
                 await bounded("flushing the rooms", collab.registry.close, shutdown.ROOMS_SECONDS)
                 await bounded(
                     "writing snapshots", collab.snapshots.close, shutdown.SNAPSHOTS_SECONDS

@@ -24,4 +24,8 @@ def api_routes() -> list[BaseRoute]:
         *presence_routes,
     ]
     routes += [*comment_routes, *notification_routes, *approval_routes]
+    from server.api import features, permissions, roles, stats, users
+
+    routes += [*users.routes, *roles.routes, *permissions.routes, *features.routes]
+    routes += stats.routes
     return routes

@@ -63,6 +63,7 @@ from server.api.document_bodies import (
     jsonable,
     sensitivity_of,
 )
+from server.api.search import search_enabled
 from server.documents.sections import check_sizes, hold_sections, seed_outline
 from server.documents.slugs import free_slug, section_id_of, slug_owner, slugify
 from server.documents.workflow import APPROVAL_STATES
@@ -218,6 +219,7 @@ async def get_document(request: Request) -> Response:
         await collab.snapshots.write_now(document_id)
     record = await collab.workflow.record(document_id)
     access_logged(request, principal, document_id, "read", sensitivity_of(record))
+    collab.stats.count("views")
     return JSONResponse(document_view(record))
 
 
@@ -267,6 +269,7 @@ def _list_query(request: Request, visible: Mapping[str, Any]) -> Query:
 
 async def _search_documents(request: Request, principal: Principal) -> Response:
     """The documents list with ``q``: the search engine's ranking (``docs/search.md``)."""
+    await search_enabled(request, principal.user_id)
     params = request.query_params
     if params.get("sort") or params.get("order"):
         raise ApiError(

@@ -228,6 +228,7 @@ SERVER_LAYERS: list[set[str]] = [
     {"realtime"},
     {"documents"},
     {"presence", "review", "search"},
+    {"admin"},
     {"api"},
     {"app", "services", "stores", "cli", "__main__"},
 ]
