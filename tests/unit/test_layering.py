@@ -227,8 +227,7 @@ SERVER_LAYERS: list[set[str]] = [
     {"hooks"},
     {"realtime"},
     {"documents"},
-    {"presence", "review", "search"},
-    {"admin"},
+    {"presence", "review", "search", "admin"},
     {"api"},
     {"app", "services", "stores", "cli", "__main__"},
 ]
