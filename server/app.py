@@ -34,6 +34,7 @@ from server.admin.stats import ActivityStats
 from server.admin.users import UserAdmin
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
+from server.documents.doc_cache import CachedContent
 from server.documents.freeze import ContentFreeze
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter
@@ -115,6 +116,9 @@ class Collab:
         services: Services,
         node_id: str = "node",
     ) -> None:
+        if settings.redis_url:
+            # Service mode: hot documents are read from doc:{documentId} (documents/doc_cache.py).
+            content = CachedContent(content, services.coordinator.cache, tasks)
         self.settings = settings
         self.node_id = node_id
         self.store = store
@@ -443,7 +447,7 @@ def create_app(
                 # stores, each within its own.
                 collab.guard.stop()
                 collab.shutdown_sockets()
-                await bounded("writing the activity counters", collab.stats.aclose, CLOSE)
+                await bounded("writing the activity counters", collab.stats.aclose, 1.0)
                 await bounded("flushing the rooms", collab.registry.close, shutdown.ROOMS_SECONDS)
                 await bounded(
                     "writing snapshots", collab.snapshots.close, shutdown.SNAPSHOTS_SECONDS

@@ -41,6 +41,7 @@ class SignIns:
         self._tasks = tasks
         self._now = now
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._writing: set[asyncio.Task[None]] = set()
         self.recorded = 0
 
     def connected(self, principal: Principal) -> None:
@@ -60,7 +61,14 @@ class SignIns:
             if len(self._seen) > REMEMBERED:
                 self._seen.popitem(last=False)
         self._stats.count("signins")
-        self._tasks.create_task(self._record(principal), name="record login")
+        task = self._tasks.create_task(self._record(principal), name="record login")
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def settle(self) -> None:
+        """Wait for the ``last_login`` writes begun so far."""
+        if self._writing:
+            await asyncio.wait(set(self._writing))
 
     async def _record(self, principal: Principal) -> None:
         try:

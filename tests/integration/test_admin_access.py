@@ -12,6 +12,8 @@ import httpx
 
 from loadtests.client import YClient
 from persistence.relational import AuditQuery
+from protocol.events import decode_event
+from protocol.ysync import AppEventMessage
 from tests.conftest import LiveServer, StartServer
 
 PROBLEM = "application/problem+json"
@@ -42,11 +44,11 @@ async def _document(server: LiveServer, owner: Any, document_id: str = "doc") ->
     assert made.status_code == 201, made.text
 
 
-async def _eventually(check: Any, timeout: float = 5.0) -> None:
-    """Poll a REST answer until it holds (the change is cached for at most a few seconds)."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
+def notifications(client: YClient, kind: str) -> list[dict[str, Any]]:
+    """The notifications of one type a client was pushed live."""
+    decoded = [decode_event(m.payload) for m in client.received if isinstance(m, AppEventMessage)]
+    found = [dict(e.get("notification")) for e in decoded if e.type == "notification"]
+    return [n for n in found if n["type"] == kind]
 
 
 # -- roles -----------------------------------------------------------------------------------
@@ -122,6 +124,16 @@ async def test_a_grant_opens_a_document_and_its_revocation_closes_the_socket(
     server, users = await _server(start_server)
     ada, olga, vic = users["ada"], users["olga"], users["vic"]
     await _document(server, olga)
+    await _document(server, olga, "home")
+    home = {"userId": str(vic.id), "resourceType": "business_document", "resourceId": "home"}
+    assert (
+        await _call(
+            server, ada, "POST", "/api/permissions", json={**home, "permissionLevel": "view"}
+        )
+    ).status_code == 201
+    told = await YClient(
+        server.ws_url, "home/s", token=server.token(vic), query="events=1"
+    ).connect()
     assert (await _call(server, vic, "GET", "/api/documents/doc")).status_code == 404
     granted = await _call(
         server,
@@ -152,7 +164,8 @@ async def test_a_grant_opens_a_document_and_its_revocation_closes_the_socket(
             params={"resourceType": "business_document", "resourceId": "doc"},
         )
     ).json()
-    assert by_user["items"] == by_resource["items"] == [grant]
+    assert by_resource["items"] == [grant]
+    assert [g["resourceId"] for g in by_user["items"]] == ["doc", "home"]
     async with YClient(server.ws_url, "doc/s", token=server.token(vic)) as socket:
         await socket.synced.wait()
         assert socket.denied == []  # edit
@@ -182,13 +195,17 @@ async def test_a_grant_opens_a_document_and_its_revocation_closes_the_socket(
         AuditQuery(action="permission_change", resource_id="doc", user_id=ada.id)
     )
     assert [next(iter(row.changes)) for row in rows.items] == ["revoked", "granted", "granted"]
-    notes = server.collab.relational.notifications
-
-    async def told() -> bool:
-        page = await notes.list_for_user(vic.id)
-        return {n.type for n in page.items} == {"permission_granted", "permission_revoked"}
-
-    await _eventually(told)
+    await told.wait_for(lambda: bool(notifications(told, "permission_revoked")))
+    # (the grant on "home" may have been pushed before the socket was open)
+    granted_notes = [
+        n for n in notifications(told, "permission_granted") if n["resourceId"] == "doc"
+    ]
+    assert len(granted_notes) == 2  # edit, then view
+    assert "edit access to business_document doc" in granted_notes[0]["message"]
+    assert notifications(told, "permission_revoked")[0]["resourceId"] == "doc"
+    await told.close()
+    stored = await server.collab.relational.notifications.list_for_user(vic.id)
+    assert {n.type for n in stored.items} == {"permission_granted", "permission_revoked"}
 
 
 async def test_grants_on_other_collections_open_them_to_search(start_server: StartServer) -> None:
@@ -306,22 +323,21 @@ async def test_stats_count_edits_comments_views_and_signins(start_server: StartS
         server, olga, "POST", "/api/documents/doc/comments", json={"content": "hello"}
     )
     assert posted.status_code == 201, posted.text
+    edited = asyncio.Event()
+    server.collab.hooks.on_edit.subscribe(lambda _: edited.set())
     async with YClient(server.ws_url, "doc/s", token=server.token(olga)) as socket:
         await socket.synced.wait()
         await socket.insert(0, "hi")
         await socket.flush()
-
-        async def counted() -> bool:
-            body = (await _call(server, ada, "GET", "/api/stats", params={"last": 2})).json()
-            now = {kind: values[-1]["count"] for kind, values in body["types"].items()}
-            return (
-                now["edits"] >= 1
-                and now["comments"] == 1
-                and now["views"] >= 2
-                and now["signins"] >= 1
-            )
-
-        await _eventually(counted)
+        async with asyncio.timeout(5):
+            await edited.wait()
+        body = (await _call(server, ada, "GET", "/api/stats", params={"last": 2})).json()
+    now = {kind: values[-1]["count"] for kind, values in body["types"].items()}
+    assert now["edits"] >= 1
+    assert now["comments"] == 1
+    assert now["views"] == 2  # the REST read and the socket's join
+    assert now["signins"] == 2  # the session opened over REST; the socket's (new) token
+    assert [len(values) for values in body["types"].values()] == [2, 2, 2, 2]
     day = (
         await _call(server, ada, "GET", "/api/stats", params={"period": "day", "type": "comments"})
     ).json()
