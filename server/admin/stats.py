@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -71,13 +72,15 @@ class ActivityStats:
         node_id: str,
         *,
         interval: float = 5.0,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
         self._metric = "n." + _SAFE.sub("_", node_id)[:120]
         self._interval = interval
-        self._now = now
-        self._pending: Counter[tuple[str, str]] = Counter()
+        self._clock = clock
+        # (type, UTC hour as hours since the epoch) -> count; the keys are made at flush.
+        self._pending: dict[tuple[str, int], int] = {}
+        self._failed: Counter[tuple[str, str]] = Counter()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.flushes = 0
@@ -85,10 +88,12 @@ class ActivityStats:
 
     def count(self, kind: str, amount: int = 1) -> None:
         """Count ``amount`` of ``kind`` now (no I/O: the next flush writes it)."""
-        moment = self._now()
+        key = (kind, int(self._clock() // 3600))
         pending = self._pending
-        pending[(kind, period_key("hour", moment))] += amount
-        pending[(kind, period_key("day", moment))] += amount
+        pending[key] = pending.get(key, 0) + amount
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
         self._task = tasks.create_task(self._run(), name="activity stats")
@@ -105,24 +110,24 @@ class ActivityStats:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write what was counted since the last flush (what fails is kept for the next)."""
+        """Write what was counted since the last flush, with what failed to be written
+        before (what fails now is kept for the next)."""
         async with self._lock:
-            batch, self._pending = self._pending, Counter()
-            failed: Counter[tuple[str, str]] = Counter()
+            taken, self._pending = self._pending, {}
+            batch, self._failed = self._failed, Counter()
+            for (kind, hour), amount in taken.items():
+                start = datetime.fromtimestamp(hour * 3600, UTC)
+                batch[(kind, period_key("hour", start))] += amount
+                batch[(kind, period_key("day", start))] += amount
             for (kind, period), amount in batch.items():
                 try:
                     await self._counters.incr(
-                        kind,
-                        period,
-                        self._metric,
-                        amount,
-                        ttl=KEEP[period.partition(".")[0]],
+                        kind, period, self._metric, amount, ttl=KEEP[period.partition(".")[0]]
                     )
                 except StorageError as exc:
-                    failed[(kind, period)] += amount
+                    self._failed[(kind, period)] += amount
                     self.failures += 1
                     log.warning("writing activity stats failed (%s): kept for later", exc)
-            self._pending.update(failed)
             self.flushes += 1
 
     async def read(

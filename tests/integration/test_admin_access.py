@@ -250,7 +250,7 @@ async def test_grant_refusals_change_nothing(start_server: StartServer) -> None:
     }
     assert (await _call(server, olga, "POST", "/api/permissions", json=good)).status_code == 403
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    for change, status in [
+    cases: list[tuple[dict[str, Any], int]] = [
         ({"resourceType": "spaceship"}, 422),
         ({"permissionLevel": "owner"}, 422),
         ({"userId": "nobody"}, 422),
@@ -258,7 +258,8 @@ async def test_grant_refusals_change_nothing(start_server: StartServer) -> None:
         ({"expiresAt": past}, 422),
         ({"expiresAt": "2030-01-01T00:00:00"}, 422),
         ({"surprise": 1}, 422),
-    ]:
+    ]
+    for change, status in cases:
         response = await _call(server, ada, "POST", "/api/permissions", json={**good, **change})
         assert response.status_code == status, (change, response.text)
     assert await server.collab.relational.permissions.for_user(vic.id) == []

@@ -111,7 +111,7 @@ NOW = datetime(2026, 12, 7, 4, 30, tzinfo=UTC)
 
 async def test_counting_does_no_io_and_a_flush_writes_one_incr_per_type_and_period() -> None:
     counters = CountingStats()
-    stats = ActivityStats(counters, "node:1", now=lambda: NOW)  # type: ignore[arg-type]
+    stats = ActivityStats(counters, "node:1", clock=NOW.timestamp)
     for _ in range(10_000):
         stats.count("edits")
     stats.count("views", 3)
@@ -126,7 +126,7 @@ async def test_a_failed_flush_keeps_the_counts_for_the_next(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     counters = CountingStats()
-    stats = ActivityStats(counters, "n", now=lambda: NOW)  # type: ignore[arg-type]
+    stats = ActivityStats(counters, "n", clock=NOW.timestamp)
     stats.count("signins")
     counters.fail = True
     await stats.flush()
@@ -139,9 +139,9 @@ async def test_a_failed_flush_keeps_the_counts_for_the_next(
 
 async def test_reading_sums_the_nodes_over_the_last_periods() -> None:
     counters = CountingStats()
-    earlier = ActivityStats(counters, "a", now=lambda: NOW - timedelta(hours=1))  # type: ignore[arg-type]
-    here = ActivityStats(counters, "a", now=lambda: NOW)  # type: ignore[arg-type]
-    other = ActivityStats(counters, "b", now=lambda: NOW)  # type: ignore[arg-type]
+    earlier = ActivityStats(counters, "a", clock=lambda: (NOW - timedelta(hours=1)).timestamp())
+    here = ActivityStats(counters, "a", clock=NOW.timestamp)
+    other = ActivityStats(counters, "b", clock=NOW.timestamp)
     earlier.count("edits", 5)
     here.count("edits", 2)
     other.count("edits", 3)
