@@ -116,9 +116,10 @@ class Collab:
         services: Services,
         node_id: str = "node",
     ) -> None:
+        self.doc_cache: CachedContent | None = None
         if settings.redis_url:
             # Service mode: hot documents are read from doc:{documentId} (documents/doc_cache.py).
-            content = CachedContent(content, services.coordinator.cache, tasks)
+            content = self.doc_cache = CachedContent(content, services.coordinator.cache, tasks)
         self.settings = settings
         self.node_id = node_id
         self.store = store
@@ -456,6 +457,8 @@ def create_app(
                     # Let what the closing sockets said (leaves, unlocks) reach other nodes.
                     await collab.cluster.drain(timeout=shutdown.SIGNALS_SECONDS)
                     collab.cluster.stop()
+                if collab.doc_cache is not None:
+                    collab.doc_cache.stop()
                 await tasks.settle(shutdown.TASKS_SECONDS)
 
     app = Starlette(

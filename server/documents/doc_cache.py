@@ -19,14 +19,17 @@ Never stale after a write:
   this node reads that document from the store, never from the cache.
 
 A cache that fails (unavailable, a record over its size limit) is bypassed: the store
-answers.
+answers. After a failure the cache is left alone for ``pause`` seconds (5 s): reads go to
+the store, and writes only mark their document for a background delete, so that an outage
+of Redis costs no request (nor the shutdown) its retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -74,11 +77,17 @@ class CachedContent:
         tasks: asyncio.TaskGroup,
         *,
         settle: float = 1.0,
+        pause: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
         self._cache = cache
         self._tasks = tasks
         self._settle = settle
+        self._pause = pause
+        self._clock = clock
+        self._resume_at = float("-inf")
+        self._stopped = False
         self._generation: dict[str, int] = {}
         self._dirty: set[str] = set()
         self.hits = 0
@@ -86,13 +95,24 @@ class CachedContent:
 
     # -- reads -------------------------------------------------------------------------------
 
+    def _paused(self) -> bool:
+        return self._clock() < self._resume_at
+
+    def _failed(self, exc: StorageError) -> None:
+        if not self._paused():
+            log.warning("document cache unavailable (%s): bypassed for %g s", exc, self._pause)
+        self._resume_at = self._clock() + self._pause
+
     async def get(self, collection: str, doc_id: str) -> Document | None:
-        if collection != DOCUMENTS or doc_id in self._dirty:
+        if collection != DOCUMENTS or doc_id in self._dirty or self._paused():
             return await self._inner.get(collection, doc_id)
         try:
             cached = await self._cache.get(doc_id)
-        except (StorageError, ValueError):
+        except ValueError:
             cached = None
+        except StorageError as exc:
+            self._failed(exc)
+            return await self._inner.get(collection, doc_id)
         if cached is not None:
             self.hits += 1
             record: Document = decode(cached)
@@ -107,8 +127,10 @@ class CachedContent:
         ):
             try:
                 await self._cache.put(doc_id, encode(record_or_none))
-            except (StorageError, ValueError) as exc:
+            except ValueError as exc:
                 log.debug("not caching document %s: %s", doc_id, exc)
+            except StorageError as exc:
+                self._failed(exc)
             if self._generation.get(doc_id, 0) != generation:
                 # A write on this node raced the put: drop what was put.
                 await self._invalidate(doc_id)
@@ -192,6 +214,11 @@ class CachedContent:
     async def aclose(self) -> None:
         await self._inner.aclose()
 
+    def stop(self) -> None:
+        """The server is stopping: start no more background deletes (those running are
+        cancelled with the app's other tasks). A write after this deletes once, inline."""
+        self._stopped = True
+
     # -- invalidation ------------------------------------------------------------------------
 
     def _bump(self, doc_id: str) -> None:
@@ -206,27 +233,40 @@ class CachedContent:
         """After a write: delete now, and again once the settle delay has passed."""
         self._bump(doc_id)
         await self._invalidate(doc_id)
-        self._tasks.create_task(self._settled(doc_id), name=f"uncache {doc_id}")
+        if not self._stopped:
+            self._tasks.create_task(self._settled(doc_id), name=f"uncache {doc_id}")
 
     async def _settled(self, doc_id: str) -> None:
         await asyncio.sleep(self._settle)
         await self._invalidate(doc_id)
 
     async def _invalidate(self, doc_id: str) -> None:
+        if doc_id in self._dirty:
+            return  # its background delete is pending: the cache is not read for it
+        if self._paused():
+            self._mark_dirty(doc_id)
+            return
         try:
             await self._cache.delete(doc_id)
         except ValueError:
             return  # not an id the cache takes: it was never cached
         except StorageError as exc:
-            if doc_id not in self._dirty:
-                self._dirty.add(doc_id)
-                log.warning("uncaching document %s failed (%s): retrying", doc_id, exc)
-                self._tasks.create_task(self._retry(doc_id), name=f"uncache {doc_id}")
+            self._failed(exc)
+            self._mark_dirty(doc_id)
+
+    def _mark_dirty(self, doc_id: str) -> None:
+        self._dirty.add(doc_id)
+        if self._stopped:
+            log.error("document %s may stay cached until its TTL: stopping, Redis down", doc_id)
+            return
+        self._tasks.create_task(self._retry(doc_id), name=f"uncache {doc_id}")
 
     async def _retry(self, doc_id: str) -> None:
-        delay = 0.5
+        delay = max(0.5, self._resume_at - self._clock())
         for _ in range(RETRIES):
             await asyncio.sleep(delay)
+            if self._stopped:
+                break
             try:
                 await self._cache.delete(doc_id)
             except StorageError:

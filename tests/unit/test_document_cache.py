@@ -116,14 +116,20 @@ class Watched:
         self.cache = coordinator.cache
         self.deleted = asyncio.Event()
         self.down = False
+        self.calls = 0
 
     async def get(self, doc_id: str) -> Any:
+        self.calls += 1
+        if self.down:
+            raise StorageUnavailable("down")
         return await self.cache.get(doc_id)
 
     async def put(self, doc_id: str, value: Any, ttl: float = 3600) -> None:
+        self.calls += 1
         await self.cache.put(doc_id, value, ttl)
 
     async def delete(self, doc_id: str) -> bool:
+        self.calls += 1
         if self.down:
             raise StorageUnavailable("down")
         self.deleted.set()
@@ -155,7 +161,7 @@ async def test_a_failed_invalidation_bypasses_the_cache_until_it_succeeds(
 
     flaky = Watched(coordinator)
     async with asyncio.TaskGroup() as tasks:
-        cached = CachedContent(content, flaky, tasks, settle=0.01)
+        cached = CachedContent(content, flaky, tasks, settle=0.01, pause=0.1)
         await cached.insert(D, {"documentId": "d1", "title": "old"})
         await cached.get(D, "d1")  # cached
         flaky.down = True
@@ -168,3 +174,28 @@ async def test_a_failed_invalidation_bypasses_the_cache_until_it_succeeds(
             await flaky.deleted.wait()  # the retry
         assert await coordinator.cache.get("d1") is None
         assert (await cached.get(D, "d1"))["title"] == "new"  # type: ignore[index]
+
+
+async def test_after_a_cache_failure_the_cache_is_left_alone_for_a_pause(
+    stores: tuple[SqliteContentStore, MemoryCoordinator],
+) -> None:
+    content, coordinator = stores
+    watched, clock = Watched(coordinator), [0.0]
+    async with asyncio.TaskGroup() as tasks:
+        cached = CachedContent(
+            content, watched, tasks, settle=0.01, pause=0.3, clock=lambda: clock[0]
+        )  # type: ignore[arg-type]
+        await cached.insert(D, {"documentId": "d1", "title": "one"})
+        watched.down = True
+        assert (await cached.get(D, "d1"))["title"] == "one"  # type: ignore[index]
+        calls = watched.calls
+        for i in range(5):  # paused: neither reads nor writes touch the cache
+            await cached.update(D, "d1", {"title": f"t{i}"})
+            assert (await cached.get(D, "d1"))["title"] == f"t{i}"  # type: ignore[index]
+        assert watched.calls == calls
+        watched.down = False
+        clock[0] = 1.0  # the pause is over; d1 stays uncached until its delete went through
+        watched.deleted.clear()
+        async with asyncio.timeout(5):
+            await watched.deleted.wait()
+        assert (await cached.get(D, "d1"))["title"] == "t4"  # type: ignore[index]
