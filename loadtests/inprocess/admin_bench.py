@@ -49,7 +49,7 @@ class CountingCounters:
 async def measure(counts: int, rights: int) -> dict[str, Any]:
     coordinator = MemoryCoordinator()
     counters = CountingCounters(coordinator.stats)
-    stats = ActivityStats(counters, "bench")  # type: ignore[arg-type]
+    stats = ActivityStats(counters, "bench")
     began = time.perf_counter_ns()
     for _ in range(counts):
         stats.count("edits")

@@ -183,8 +183,13 @@ async def test_after_a_cache_failure_the_cache_is_left_alone_for_a_pause(
     watched, clock = Watched(coordinator), [0.0]
     async with asyncio.TaskGroup() as tasks:
         cached = CachedContent(
-            content, watched, tasks, settle=0.01, pause=0.3, clock=lambda: clock[0]
-        )  # type: ignore[arg-type]
+            content,
+            watched,
+            tasks,
+            settle=0.01,
+            pause=0.3,
+            clock=lambda: clock[0],
+        )
         await cached.insert(D, {"documentId": "d1", "title": "one"})
         watched.down = True
         assert (await cached.get(D, "d1"))["title"] == "one"  # type: ignore[index]
