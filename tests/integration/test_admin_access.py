@@ -348,3 +348,20 @@ async def test_stats_count_edits_comments_views_and_signins(start_server: StartS
     for params in ({"period": "week"}, {"last": 0}, {"type": "likes"}, {"bogus": 1}):
         response = await _call(server, ada, "GET", "/api/stats", params=params)
         assert response.status_code in (400, 422), params
+
+
+async def test_a_custom_role_with_audit_read_reads_the_trail(start_server: StartServer) -> None:
+    server, users = await _server(start_server)
+    made = await _call(
+        server,
+        users["ada"],
+        "POST",
+        "/api/roles",
+        json={"name": "auditor", "permissions": ["audit:read", "stats:read"]},
+    )
+    assert made.status_code == 201, made.text
+    auditor = await server.add_user("aud@example.com", "auditor")
+    assert (await _call(server, auditor, "GET", "/api/audit")).status_code == 200
+    assert (await _call(server, auditor, "GET", "/api/stats")).status_code == 200
+    assert (await _call(server, auditor, "GET", "/api/users")).status_code == 403
+    assert (await _call(server, users["vic"], "GET", "/api/audit")).status_code == 403
