@@ -243,3 +243,11 @@ async def test_last_login_is_written_on_session_creation_and_on_connect(
         assert (await store.get(vic.id)).last_login is not None  # type: ignore[union-attr]
     listed = (await _call(server, users["ada"], "GET", f"/api/users/{vic.id}")).json()
     assert listed["lastLogin"] is not None
+
+
+async def test_bad_list_parameters_are_400(start_server: StartServer) -> None:
+    server, users = await _server(start_server)
+    for params in ({"limit": 0}, {"limit": 201}, {"offset": -1}, {"sort": "email"}):
+        response = await _call(server, users["ada"], "GET", "/api/users", params=params)
+        assert response.status_code == 400, params
+        assert response.headers["content-type"] == PROBLEM

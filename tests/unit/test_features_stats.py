@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from persistence.coordinator.memory import MemoryCoordinator
+from persistence.coordinator.values import FlagRule
 from persistence.errors import StorageUnavailable
 from server.admin.features import Features, in_rollout
 from server.admin.stats import ActivityStats, period_key, periods_back
@@ -156,3 +157,19 @@ def test_period_keys() -> None:
     assert period_key("hour", NOW) == "hour.2026-12-07T04"
     assert period_key("day", NOW) == "day.2026-12-07"
     assert [key for key, _ in periods_back("day", 2, NOW)] == ["day.2026-12-06", "day.2026-12-07"]
+
+
+@given(st.booleans(), st.none() | st.integers(0, 100))
+def test_flag_rules_round_trip(enabled: bool, rollout: int | None) -> None:
+    rule = FlagRule(enabled, rollout)
+    assert FlagRule.decode(rule.encode()) == rule
+
+
+@given(st.binary(max_size=12))
+def test_any_stored_bytes_decode_to_a_rule_or_a_value_error(raw: bytes) -> None:
+    try:
+        rule = FlagRule.decode(raw)
+    except ValueError:
+        return
+    assert FlagRule.decode(rule.encode()) == rule
+    assert rule.rollout is None or 0 <= rule.rollout <= 100
