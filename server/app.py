@@ -25,12 +25,20 @@ from persistence.rooms.ports import RoomStore
 from persistence.rooms.service import ServiceRoomStore
 from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
+from server.admin.features import Features
+from server.admin.grants import GrantAdmin
+from server.admin.ports import AdminPorts
+from server.admin.roles import RoleAdmin
+from server.admin.signins import SignIns
+from server.admin.stats import ActivityStats
+from server.admin.users import UserAdmin
 from server.api import api_routes
 from server.api.common import exception_handlers, lower_headers
 from server.api.cors import cors_middleware
 from server.api.web import web_routes
 from server.cms.catalog import build as build_cms
 from server.cms.service import CmsPorts
+from server.documents.doc_cache import CachedContent
 from server.documents.freeze import ContentFreeze
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter
@@ -52,7 +60,8 @@ from server.hooks import (
     Rejected,
 )
 from server.identity.authentication import Principal
-from server.identity.rights import AccessControl, Right, may_create
+from server.identity.rights import AccessControl, Right
+from server.identity.roles import RoleBook
 from server.presence import locks
 from server.presence import tracker as presence
 from server.realtime.cluster import Cluster
@@ -112,6 +121,10 @@ class Collab:
         services: Services,
         node_id: str = "node",
     ) -> None:
+        self.doc_cache: CachedContent | None = None
+        if settings.redis_url:
+            # Service mode: hot documents are read from doc:{documentId} (documents/doc_cache.py).
+            content = self.doc_cache = CachedContent(content, services.coordinator.cache, tasks)
         self.settings = settings
         self.node_id = node_id
         self.store = store
@@ -122,7 +135,10 @@ class Collab:
         self.audit = services.audit
         self.edits = services.edits
         self.access = AccessControl(
-            content, services.relational.permissions, ttl=settings.access_cache_seconds
+            content,
+            services.relational.permissions,
+            roles=RoleBook(services.relational.roles, ttl=settings.access_cache_seconds),
+            ttl=settings.access_cache_seconds,
         )
         # The extension API: made before anything that fires or subscribes (server.hooks).
         self.hooks = hooks = Hooks()
@@ -204,6 +220,7 @@ class Collab:
             ),
             tasks,
         )
+        self.stats = ActivityStats(services.coordinator.stats, node_id)
         review = ReviewPorts(
             content=content,
             relational=services.relational,
@@ -215,6 +232,10 @@ class Collab:
             registry=self.registry,
             hub=self.hub,
             notifier=self.notifier,
+            counted=self.stats.count,
+        )
+        self.features = Features(
+            services.coordinator.flags, services.audit, ttl=settings.access_cache_seconds
         )
         self.search = SearchService(content, self.access)
         # The CMS collections beyond business documents (server/cms/, docs/cms.md).
@@ -232,6 +253,22 @@ class Collab:
             shared=bool(settings.redis_url),
         )
         tasks.create_task(self.cms.views.run(), name="article views")
+        # Administration (docs/administration.md): users, roles, grants, flags, counters.
+        admin = AdminPorts(
+            services.relational.users,
+            services.relational.roles,
+            services.relational.permissions,
+            services.authn,
+            self.access,
+            services.audit,
+            self.notifier,
+        )
+        self.users = UserAdmin(admin)
+        self.roles = RoleAdmin(admin)
+        self.grants = GrantAdmin(admin)
+        self.signins = SignIns(services.relational.users, self.stats, tasks)
+        hooks.on_edit.subscribe(lambda _: self.stats.count("edits"))
+        hooks.on_join.subscribe(lambda _: self.stats.count("views"))
         self.comments = comments.install(hooks, review, tasks)
         self.approvals = ApprovalService(review)
         self.messages = MessageLimiter(settings.rate_messages_per_second * 10, 10.0)
@@ -310,6 +347,7 @@ class Collab:
             return None
         finally:
             self.hub.unreserve(principal.user_id)  # counted in by_user from now on
+        self.signins.connected(principal)
         conn.principal = principal
         conn.right = right
         conn.read_only = read_only
@@ -342,7 +380,8 @@ class Collab:
         facts = await self.access.document(document_id)
         if facts is None:
             # No record yet: joining creates the document, if this user may create them.
-            if not (self.settings.create_on_join and may_create(principal.subject)):
+            creates = await self.access.may_create(principal.subject)
+            if not (self.settings.create_on_join and creates):
                 raise RoomNotFound(
                     f"document {document_id} does not exist"
                     + ("" if self.settings.create_on_join else " (creation on join is off)")
@@ -411,6 +450,7 @@ def create_app(
             collab = Collab(settings, store, content, tasks, services, node_id)
             app.state.collab = collab
             collab.guard.start(tasks)
+            collab.stats.start(tasks)
             for extension in extensions:
                 extension(collab.hooks, collab.hub)
             if collab.cluster is not None:
@@ -431,6 +471,7 @@ def create_app(
                 # stores, each within its own.
                 collab.guard.stop()
                 collab.shutdown_sockets()
+                await bounded("writing the activity counters", collab.stats.aclose, 1.0)
                 await bounded("flushing the rooms", collab.registry.close, shutdown.ROOMS_SECONDS)
                 await bounded(
                     "writing snapshots", collab.snapshots.close, shutdown.SNAPSHOTS_SECONDS
@@ -439,6 +480,8 @@ def create_app(
                     # Let what the closing sockets said (leaves, unlocks) reach other nodes.
                     await collab.cluster.drain(timeout=shutdown.SIGNALS_SECONDS)
                     collab.cluster.stop()
+                if collab.doc_cache is not None:
+                    collab.doc_cache.stop()
                 await tasks.settle(shutdown.TASKS_SECONDS)
 
     app = Starlette(

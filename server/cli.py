@@ -11,11 +11,13 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from persistence.errors import SchemaOutdated, StorageConflict, StorageError
+from persistence.relational import USER_STATUSES, User
 from server import shutdown
 from server.app import create_app
 from server.identity import admin
@@ -66,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         "defaults to an embedded SQLite file under the data directory. Safe to run again.",
     )
     migrate.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
-    user = commands.add_parser("user", help="manage users (add, list)")
+    user = commands.add_parser(
+        "user", help="manage users (add, list, get, update, reactivate, delete)"
+    )
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = user_commands.add_parser("add", help="add a user")
     add.add_argument("--email", required=True)
@@ -75,8 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--department")
     add.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     listing = user_commands.add_parser("list", help="list users")
-    listing.add_argument("--role", choices=admin.ROLES)
+    listing.add_argument("--role", help="only users of this role")
+    listing.add_argument("--status", choices=USER_STATUSES, help="only users in this status")
+    listing.add_argument("--department", help="only users of this department")
     listing.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    _user_admin_parsers(user_commands)
     token = commands.add_parser("token", help="access tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     issue = token_commands.add_parser(
@@ -103,6 +110,67 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
+
+
+def _user_admin_parsers(user_commands: Any) -> None:
+    """``collab user get / update / reactivate / delete`` (docs/administration.md)."""
+    data_dir = "directory of the embedded stores (./collab-data)"
+    get = user_commands.add_parser("get", help="show one user")
+    get.add_argument("user", metavar="EMAIL_OR_ID")
+    get.add_argument("--data-dir", help=data_dir)
+    update = user_commands.add_parser("update", help="change a user's name or department")
+    update.add_argument("user", metavar="EMAIL_OR_ID")
+    update.add_argument("--name")
+    department = update.add_mutually_exclusive_group()
+    department.add_argument("--department")
+    department.add_argument("--no-department", action="store_true", help="clear the department")
+    update.add_argument("--data-dir", help=data_dir)
+    reactivate = user_commands.add_parser("reactivate", help="make a suspended user active")
+    reactivate.add_argument("user", metavar="EMAIL_OR_ID")
+    reactivate.add_argument("--data-dir", help=data_dir)
+    delete = user_commands.add_parser(
+        "delete", help="delete a user (one with a history is deactivated instead)"
+    )
+    delete.add_argument("user", metavar="EMAIL_OR_ID")
+    delete.add_argument("--data-dir", help=data_dir)
+
+
+def _user_line(user: User) -> str:
+    return f"{user.id}\t{user.email}\t{user.name}\t{user.role}\t{user.status}"
+
+
+def _user_admin(args: argparse.Namespace, settings: Settings) -> None:
+    """Run one of the subcommands :func:`_user_admin_parsers` adds."""
+    command = args.user_command
+    if command == "get":
+
+        async def get() -> User:
+            async with await admin.open_stores(settings) as stores:
+                return await admin.find_user(stores, args.user)
+
+        user = asyncio.run(get())
+        print(_user_line(user) + f"\t{user.department or '-'}\t{user.last_login or '-'}")
+    elif command == "update":
+        if args.name is None and args.department is None and not args.no_department:
+            raise ValueError("nothing to change: give --name, --department or --no-department")
+        updated = asyncio.run(
+            admin.update_user(
+                settings,
+                args.user,
+                name=args.name,
+                department=args.department,
+                clear_department=args.no_department,
+            )
+        )
+        print(_user_line(updated))
+    elif command == "reactivate":
+        print(_user_line(asyncio.run(admin.reactivate_user(settings, args.user))))
+    elif command == "delete":
+        user, removed = asyncio.run(admin.delete_user(settings, args.user))
+        print(f"{user.id}\t{user.email}\t{'deleted' if removed else 'deactivated (has history)'}")
+
+
+USER_ADMIN_COMMANDS = frozenset({"get", "update", "reactivate", "delete"})
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -302,8 +370,11 @@ def _operator(args: argparse.Namespace, settings: Settings) -> int:
                 admin.add_user(settings, args.email, args.name, args.role, args.department)
             )
             print(f"{added.id}\t{added.email}\t{added.role}")
+        elif args.user_command in USER_ADMIN_COMMANDS:
+            _user_admin(args, settings)
         else:
-            for listed in asyncio.run(admin.list_users(settings, args.role)):
+            users = admin.list_users_where(settings, args.role, args.status, args.department)
+            for listed in asyncio.run(users):
                 print(f"{listed.id}\t{listed.email}\t{listed.name}\t{listed.role}\t{listed.status}")
     except SchemaOutdated:
         print(f"{name}: the database is not migrated: run 'collab migrate' first", file=sys.stderr)

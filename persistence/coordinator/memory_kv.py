@@ -18,6 +18,7 @@ from persistence.coordinator.values import (
     MAX_SESSION_BYTES,
     SESSION_TTL,
     STATS_TTL,
+    FlagRule,
     JsonObject,
     RateDecision,
     check_count,
@@ -134,19 +135,24 @@ class MemorySessions:
 class MemoryFlags:
     def __init__(self, shared: Shared) -> None:
         self._shared = shared
-        self._flags: dict[str, bool] = {}
+        self._flags: dict[str, FlagRule] = {}
 
     async def get(self, name: str, default: bool = False) -> bool:
         check_token(name, "flag name")
         self._shared.now()
-        return self._flags.get(name, default)
+        rule = self._flags.get(name)
+        return default if rule is None else rule.enabled
 
-    async def set(self, name: str, enabled: bool) -> None:
+    async def rule(self, name: str) -> FlagRule | None:
         check_token(name, "flag name")
-        if not isinstance(enabled, bool):
-            raise ValueError("a flag is True or False")
         self._shared.now()
-        self._flags[name] = enabled
+        return self._flags.get(name)
+
+    async def set(self, name: str, enabled: bool, *, rollout: int | None = None) -> None:
+        check_token(name, "flag name")
+        rule = FlagRule(enabled, rollout)
+        self._shared.now()
+        self._flags[name] = rule
 
     async def delete(self, name: str) -> bool:
         check_token(name, "flag name")
@@ -156,7 +162,10 @@ class MemoryFlags:
     async def many(self, names: Sequence[str], default: bool = False) -> dict[str, bool]:
         checked = [check_token(name, "flag name") for name in names]
         self._shared.now()
-        return {name: self._flags.get(name, default) for name in checked}
+        return {
+            name: rule.enabled if (rule := self._flags.get(name)) is not None else default
+            for name in checked
+        }
 
 
 class MemoryRateLimits:

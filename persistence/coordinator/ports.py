@@ -39,6 +39,7 @@ from persistence.coordinator.values import (
     STATS_TTL,
     Cursor,
     DurabilityReport,
+    FlagRule,
     JournalEntry,
     JsonObject,
     Lock,
@@ -58,6 +59,7 @@ __all__ = [
     "DocumentCache",
     "DurabilityReport",
     "FeatureFlags",
+    "FlagRule",
     "JournalEntry",
     "JsonObject",
     "Lock",
@@ -254,11 +256,18 @@ class SessionStore(Protocol):
 
 
 class FeatureFlags(Protocol):
-    """``feature:{name}``: booleans. ``get`` returns ``default`` for an unset flag."""
+    """``feature:{name}``: booleans, each optionally rolled out to a percentage of users.
+
+    ``get`` returns ``default`` for an unset flag, else whether it is on (whatever its
+    rollout); ``rule`` returns the whole :class:`FlagRule` (None when unset); ``set`` stores
+    a flag with an optional ``rollout`` (0..100; None: everyone).
+    """
 
     async def get(self, name: str, default: bool = False) -> bool: ...
 
-    async def set(self, name: str, enabled: bool) -> None: ...
+    async def rule(self, name: str) -> FlagRule | None: ...
+
+    async def set(self, name: str, enabled: bool, *, rollout: int | None = None) -> None: ...
 
     async def delete(self, name: str) -> bool: ...
 

@@ -19,6 +19,7 @@ from persistence.coordinator.values import (
     MAX_SESSION_BYTES,
     SESSION_TTL,
     STATS_TTL,
+    FlagRule,
     JsonObject,
     RateDecision,
     check_count,
@@ -102,12 +103,28 @@ class RedisFlags:
         return self._link.key("feature", check_token(name, "flag name"))
 
     @staticmethod
-    def _decode(raw: object, name: str, default: bool) -> bool:
+    def _rule(raw: object, name: str) -> FlagRule | None:
         if raw is None:
-            return default
+            return None
         if isinstance(raw, bytes) and raw in _FLAG_VALUES:
-            return _FLAG_VALUES[raw]
+            return FlagRule(_FLAG_VALUES[raw])
+        try:
+            if isinstance(raw, bytes):
+                return FlagRule.decode(raw)
+        except ValueError:
+            pass
         raise StorageCorrupted(f"feature flag {name} holds {echo(raw)}, not 1 or 0")
+
+    @classmethod
+    def _decode(cls, raw: object, name: str, default: bool) -> bool:
+        rule = cls._rule(raw, name)
+        return default if rule is None else rule.enabled
+
+    async def rule(self, name: str) -> FlagRule | None:
+        key = self._key(name)
+        with self._link.edge("flag get"):
+            raw = await self._link.client.get(key)
+        return self._rule(raw, name)
 
     async def get(self, name: str, default: bool = False) -> bool:
         key = self._key(name)
@@ -115,12 +132,11 @@ class RedisFlags:
             raw = await self._link.client.get(key)
         return self._decode(raw, name, default)
 
-    async def set(self, name: str, enabled: bool) -> None:
+    async def set(self, name: str, enabled: bool, *, rollout: int | None = None) -> None:
         key = self._key(name)
-        if not isinstance(enabled, bool):
-            raise ValueError("a flag is True or False")
+        value = FlagRule(enabled, rollout).encode()
         with self._link.edge("flag set"):
-            await self._link.client.set(key, b"1" if enabled else b"0")
+            await self._link.client.set(key, value)
 
     async def delete(self, name: str) -> bool:
         key = self._key(name)

@@ -48,6 +48,36 @@ _ECHO_CHARS: Final = 80
 
 
 @dataclass(frozen=True, slots=True)
+class FlagRule:
+    """A feature flag as stored: on or off, and for what percentage of users (None: all)."""
+
+    enabled: bool
+    rollout: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError("a flag is True or False")
+        rollout: object = self.rollout
+        if rollout is not None and (
+            isinstance(rollout, bool) or not isinstance(rollout, int) or not 0 <= rollout <= 100
+        ):
+            raise ValueError("a rollout is a whole percentage, 0..100")
+
+    def encode(self) -> bytes:
+        """``1`` / ``0``, or ``1;37`` for a flag on for 37 % of users."""
+        bit = b"1" if self.enabled else b"0"
+        return bit if self.rollout is None else bit + b";" + str(self.rollout).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> FlagRule:
+        """The inverse of :meth:`encode`; ValueError for anything else."""
+        bit, sep, rest = raw.partition(b";")
+        if bit not in (b"1", b"0") or (sep and not rest.isdigit()) or len(rest) > 3:
+            raise ValueError("not a flag value")
+        return cls(bit == b"1", int(rest) if sep else None)
+
+
+@dataclass(frozen=True, slots=True)
 class Presence:
     """One connection present in a document: in a section room, or the outline (None)."""
 

@@ -175,3 +175,18 @@ class SqlPermissionStore:
             return len((await conn.execute(statement)).all())
 
         return await self._db.write("deleting expired grants", run)
+
+    async def get(self, grant_id: uuid.UUID) -> Grant | None:
+        check_uuid(grant_id, "grant_id")
+        found = await self._select("getting a grant", [permissions.c.id == grant_id], ())
+        return found[0] if found else None
+
+    async def revoke_id(self, grant_id: uuid.UUID) -> Grant | None:
+        check_uuid(grant_id, "grant_id")
+        statement = permissions.delete().where(permissions.c.id == grant_id)
+
+        async def run(conn: AsyncConnection) -> Grant | None:
+            row = (await conn.execute(statement.returning(*permissions.c))).one_or_none()
+            return None if row is None else _grant(row)
+
+        return await self._db.write("revoking a grant", run)

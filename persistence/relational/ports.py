@@ -59,6 +59,9 @@ class UserStore(Protocol):
       for the status alone and are idempotent. All three raise RecordNotFound for an
       unknown id and return the user as stored after the change.
     * ``record_login`` sets ``last_login`` (not ``updated_at``); RecordNotFound if unknown.
+    * ``delete`` removes the user (their grants and notifications go with them: ON DELETE
+      CASCADE); False if it was not stored; StorageConflict (nothing deleted) while other
+      rows name the user (audit trail, comments, approvals...).
     """
 
     async def add(self, user: NewUser) -> User: ...
@@ -76,6 +79,8 @@ class UserStore(Protocol):
     async def reactivate(self, user_id: uuid.UUID) -> User: ...
 
     async def record_login(self, user_id: uuid.UUID, at: datetime) -> None: ...
+
+    async def delete(self, user_id: uuid.UUID) -> bool: ...
 
 
 class RoleStore(Protocol):
@@ -129,7 +134,9 @@ class PermissionStore(Protocol):
       resource at ``now``: the grant on it and the grant on ``(type, "*")`` (every resource
       of the type), each only if ``expires_at`` is None or later than ``now``.
     * ``delete_expired(now)`` deletes the grants expired at ``now``; returns how many.
-    * Deleting a user (not offered by these ports) deletes their grants (ON DELETE CASCADE).
+    * ``get(id)`` returns the grant with that id or None; ``revoke_id(id)`` deletes it and
+      returns it as it was (None if there was none).
+    * Deleting a user deletes their grants (ON DELETE CASCADE).
     """
 
     async def grant(
@@ -157,6 +164,10 @@ class PermissionStore(Protocol):
     ) -> list[Grant]: ...
 
     async def delete_expired(self, now: datetime) -> int: ...
+
+    async def get(self, grant_id: uuid.UUID) -> Grant | None: ...
+
+    async def revoke_id(self, grant_id: uuid.UUID) -> Grant | None: ...
 
 
 class AuditStore(Protocol):

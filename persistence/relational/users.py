@@ -175,6 +175,15 @@ class SqlUserStore:
 
         await self._db.write("recording a login", run)
 
+    async def delete(self, user_id: uuid.UUID) -> bool:
+        check_uuid(user_id, "user_id")
+        statement = users.delete().where(users.c.id == user_id).returning(users.c.id)
+
+        async def run(conn: AsyncConnection) -> bool:
+            return (await conn.execute(statement)).one_or_none() is not None
+
+        return await self._db.write("deleting a user", run)
+
 
 class SqlRoleStore:
     """Roles in the ``roles`` table. Guarantees: :class:`.ports.RoleStore`."""

@@ -26,6 +26,10 @@ def api_routes() -> list[BaseRoute]:
     ]
     routes += [*comment_routes, *notification_routes, *approval_routes, *people_routes]
     routes += cms_routes()
+    from server.api import features, permissions, roles, stats, users
+
+    routes += [*users.routes, *roles.routes, *permissions.routes, *features.routes]
+    routes += stats.routes
     return routes
 
 

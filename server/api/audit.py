@@ -1,4 +1,5 @@
-"""Audit and data-access trails over REST, for admins and managers.
+"""Audit and data-access trails over REST, for the roles holding ``audit:read`` (built in:
+admins and managers).
 
 * ``GET /api/audit``: ``audit_logs`` newest first; filters ``user`` (id), ``action``,
   ``resourceType``, ``resource``, ``since`` / ``until`` (ISO 8601), ``limit`` (1-500),
@@ -24,16 +25,20 @@ from starlette.routing import Route
 from persistence.relational import AccessQuery, AuditQuery
 from server.api.common import ApiError, authenticated, collab_of, query_int, query_moment
 from server.identity.authentication import Principal
+from server.identity.roles import READ_AUDIT
 
-READERS = frozenset({"admin", "manager"})
 _AUDIT_FILTERS = frozenset({"user", "action", "resourceType", "resource", "since", "until"})
 _ACCESS_FILTERS = frozenset({"user", "document", "accessType", "since", "until"})
 
 
 async def _reader(request: Request, filters: frozenset[str]) -> Principal:
     principal = await authenticated(request)
-    if principal.role not in READERS:
-        raise ApiError(403, "forbidden", "the audit trail is for admins and managers")
+    if not await collab_of(request).access.allows(principal.subject, READ_AUDIT):
+        raise ApiError(
+            403,
+            "forbidden",
+            "the audit trail needs the audit:read permission (admins and managers hold it)",
+        )
     unknown = set(request.query_params) - filters - {"limit", "cursor"}
     if unknown:
         raise ApiError(400, "unknown query parameter", ", ".join(sorted(unknown)))

@@ -52,6 +52,7 @@ async def open_session(request: Request) -> Response:
         path="/",
     )
     audit(request, principal, "login", "session", principal.session_id)
+    collab.signins.signed_in(principal)
     return response
 
 

@@ -167,6 +167,27 @@ async def require(request: Request, document_id: str, right: Right) -> tuple[Pri
     raise error
 
 
+async def require_permission(request: Request, permission: str) -> Principal:
+    """Authenticate and check the caller's role holds ``permission`` (``users:manage``...,
+    :data:`server.identity.roles.PERMISSIONS`); 403 otherwise (the refusal of a change is
+    audited)."""
+    principal = await authenticated(request)
+    if await collab_of(request).access.allows(principal.subject, permission):
+        return principal
+    detail = f"this needs the {permission} permission, which the {principal.role} role lacks"
+    if request.method not in ("GET", "HEAD"):
+        audit(
+            request,
+            principal,
+            "denied",
+            permission.partition(":")[0],
+            None,
+            {"method": request.method, "path": request.url.path, "needs": permission},
+            error=detail,
+        )
+    raise ApiError(403, "forbidden", detail)
+
+
 async def read_json(request: Request, model: type[M]) -> M:
     """The request body as ``model``: 415 unless JSON, 413 past 1 MiB, 400 for malformed
     JSON, 422 for JSON nested deeper than ``MAX_JSON_DEPTH`` (checked before parsing: no

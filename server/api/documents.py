@@ -63,12 +63,13 @@ from server.api.document_bodies import (
     jsonable,
     sensitivity_of,
 )
+from server.api.search import search_enabled
 from server.documents.sections import check_sizes, hold_sections, seed_outline
 from server.documents.slugs import free_slug, section_id_of, slug_owner, slugify
 from server.documents.workflow import APPROVAL_STATES
 from server.hooks import PermissionChange
 from server.identity.authentication import Principal
-from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right, may_create, visibility_filter
+from server.identity.rights import DOCUMENTS, RESOURCE_TYPE, Right
 from server.search.service import Search
 
 if TYPE_CHECKING:
@@ -139,8 +140,8 @@ async def _write_sections(
 # -- create ----------------------------------------------------------------------------------
 
 
-def _may_create(principal: Principal) -> None:
-    if not may_create(principal.subject):
+async def _may_create(collab: ApiCollab, principal: Principal) -> None:
+    if not await collab.access.may_create(principal.subject):
         raise ApiError(403, "forbidden", f"the {principal.role} role may not create documents")
 
 
@@ -181,7 +182,7 @@ async def _create_fields(collab: ApiCollab, body: CreateBody) -> dict[str, Any]:
 async def create_document(request: Request) -> Response:
     """``POST /documents``: 201 with the document (content included) and its Location."""
     principal = await authenticated(request)
-    _may_create(principal)
+    await _may_create(collab_of(request), principal)
     check_params(request, frozenset(), frozenset())
     body = await read_json(request, CreateBody)
     _in_scope(principal, body.documentId)
@@ -218,6 +219,7 @@ async def get_document(request: Request) -> Response:
         await collab.snapshots.write_now(document_id)
     record = await collab.workflow.record(document_id)
     access_logged(request, principal, document_id, "read", sensitivity_of(record))
+    collab.stats.count("views")
     return JSONResponse(document_view(record))
 
 
@@ -227,7 +229,7 @@ async def _visible(collab: ApiCollab, principal: Principal) -> dict[str, Any]:
     conditions: dict[str, Any] = {}
     if principal.documents is not None:
         conditions["ids"] = tuple(sorted(principal.documents))[:MAX_QUERY_IDS]
-    if visibility_filter(subject) is None:
+    if await collab.access.visibility(subject) is None:
         return conditions  # a role that sees every document
     granted = await collab.access.granted_documents(subject)
     if "*" in granted:
@@ -267,6 +269,7 @@ def _list_query(request: Request, visible: Mapping[str, Any]) -> Query:
 
 async def _search_documents(request: Request, principal: Principal) -> Response:
     """The documents list with ``q``: the search engine's ranking (``docs/search.md``)."""
+    await search_enabled(request, principal.user_id)
     params = request.query_params
     if params.get("sort") or params.get("order"):
         raise ApiError(

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from persistence.coordinator.ports import Coordinator
     from persistence.relational import RelationalStores
     from persistence.rooms.ports import RoomStore
+    from server.admin.features import Features
+    from server.admin.grants import GrantAdmin
+    from server.admin.roles import RoleAdmin
+    from server.admin.signins import SignIns
+    from server.admin.stats import ActivityStats
+    from server.admin.users import UserAdmin
     from server.cms.catalog import Cms
     from server.documents.revisions import Revisions
     from server.documents.snapshots import Snapshotter
@@ -120,6 +126,36 @@ class ApiCollab(Protocol):
 
     @property
     def presence(self) -> Presence: ...
+
+    @property
+    def users(self) -> UserAdmin:
+        """Users administered (``/api/users``)."""
+        ...
+
+    @property
+    def roles(self) -> RoleAdmin:
+        """Roles administered (``/api/roles``)."""
+        ...
+
+    @property
+    def grants(self) -> GrantAdmin:
+        """Rows of the permissions table administered (``/api/permissions``)."""
+        ...
+
+    @property
+    def features(self) -> Features:
+        """Feature flags: the cached reads and the admins' changes."""
+        ...
+
+    @property
+    def stats(self) -> ActivityStats:
+        """Activity counters."""
+        ...
+
+    @property
+    def signins(self) -> SignIns:
+        """Sign-ins: ``last_login`` and the ``signins`` counter."""
+        ...
 
     async def limit(self, principal: Principal, action: str) -> None:
         """Count one ``action`` of the user; RateLimited when over the limit."""

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from persistence.content.search import SearchHit
+from server.admin.features import SEARCH
 from server.api.common import (
     ApiError,
     authenticated,
@@ -35,6 +36,12 @@ PARAMS: Final = frozenset(
 )
 
 
+async def search_enabled(request: Request, user_id: str) -> None:
+    """404 while the ``search`` feature flag is off for the caller (docs/administration.md)."""
+    if not await collab_of(request).features.enabled(SEARCH, user_id):
+        raise ApiError(404, "search is off", "full-text search is not enabled for you")
+
+
 def hit_view(hit: SearchHit) -> dict[str, Any]:
     """A hit as the API shows it."""
     return {
@@ -50,6 +57,7 @@ def hit_view(hit: SearchHit) -> dict[str, Any]:
 async def search(request: Request) -> Response:
     """``GET /search?q=...``: see the module."""
     principal = await authenticated(request)
+    await search_enabled(request, principal.user_id)
     check_params(request, PARAMS, frozenset({"type"}))
     params = request.query_params
     text = params.get("q")

@@ -1,5 +1,9 @@
 """Operator commands: users and access tokens (``collab user ...``, ``collab token issue``).
 
+``collab user list / get / update / reactivate / delete`` act on the database directly, as
+the operator (they are not in the audit trail, which names a user as the actor); the REST
+API (``/api/users``) does the same for admins, audited (``docs/administration.md``).
+
 Each opens the relational stores the settings name, does one thing, and closes them. The
 token secret comes from ``COLLAB_JWT_SECRET``; on an embedded install without it, a random
 secret is created once in the data directory (mode 0600), never in the repository.
@@ -9,13 +13,17 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from persistence.errors import StorageConflict
 from persistence.relational import (
+    UNSET,
     NewUser,
     RelationalStores,
     User,
+    UserChanges,
     UserQuery,
     migrate,
     open_relational,
@@ -119,3 +127,75 @@ async def issue_token(
         raise PermissionError(f"user {email} is {user.status}: no token issued")
     scope = frozenset(documents) if documents else None
     return user, token_service(settings).issue(str(user.id), ttl=ttl, documents=scope)
+
+
+async def find_user(stores: RelationalStores, who: str) -> User:
+    """A user by email or id; LookupError if there is none."""
+    user = await stores.users.get_by_email(who)
+    if user is None:
+        try:
+            user = await stores.users.get(uuid.UUID(who))
+        except ValueError:
+            user = None
+    if user is None:
+        raise LookupError(f"no user {who!r} (list them with: collab user list)")
+    return user
+
+
+async def known_roles(stores: RelationalStores) -> set[str]:
+    """The built-in roles and every role stored in the ``roles`` table."""
+    return set(ROLES) | {role.name for role in await stores.roles.list_all()}
+
+
+async def list_users_where(
+    settings: Settings, role: str | None, status: str | None, department: str | None
+) -> list[User]:
+    """Every user matching the filters (each given filter is an exact match)."""
+    async with await open_stores(settings) as stores:
+        users: list[User] = []
+        while True:
+            query = UserQuery(
+                role=role, status=status, department=department, limit=200, offset=len(users)
+            )
+            page = await stores.users.find(query)
+            users.extend(page.items)
+            if not page.items or len(users) >= page.total:
+                return users
+
+
+async def update_user(
+    settings: Settings,
+    who: str,
+    *,
+    name: str | None = None,
+    department: str | None = None,
+    clear_department: bool = False,
+) -> User:
+    """Change a user's name and/or department (``clear_department``: set it to none)."""
+    changes = UserChanges(
+        name=UNSET if name is None else name,
+        department=None if clear_department else (UNSET if department is None else department),
+    )
+    async with await open_stores(settings) as stores:
+        user = await find_user(stores, who)
+        return await stores.users.update(user.id, changes)
+
+
+async def reactivate_user(settings: Settings, who: str) -> User:
+    """Make a suspended or deactivated user active again."""
+    async with await open_stores(settings) as stores:
+        user = await find_user(stores, who)
+        return await stores.users.reactivate(user.id)
+
+
+async def delete_user(settings: Settings, who: str) -> tuple[User, bool]:
+    """Remove a user; one who left a trail (audit rows, comments...) is deactivated instead.
+    Returns the user and whether the row was removed."""
+    async with await open_stores(settings) as stores:
+        user = await find_user(stores, who)
+        try:
+            if await stores.users.delete(user.id):
+                return user, True
+        except StorageConflict:
+            pass
+        return await stores.users.update(user.id, UserChanges(status="deactivated")), False

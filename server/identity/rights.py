@@ -2,8 +2,9 @@
 
 A user's right on a business document is the highest of four sources:
 
-* the role (``users.role``): admin -> admin on every document, manager -> approve on every
-  document, analyst and viewer -> nothing by role alone;
+* the role (``users.role``): the ``documents:*`` strings of the role's row in the ``roles``
+  table (:mod:`server.identity.roles`; built in: admin -> admin on every document, manager ->
+  approve on every document, analyst and viewer -> nothing by role alone);
 * ownership (``business_documents.owner``) -> admin on that document;
 * the document's own lists: ``permissions.view`` -> view, ``permissions.comment`` ->
   comment, ``permissions.edit`` (and ``contributors``) -> edit;
@@ -12,7 +13,7 @@ A user's right on a business document is the highest of four sources:
 
 Rights are ordered: none < view < comment < edit < approve < admin; each includes the ones
 below it. A suspended or deactivated user has no right at all. Creating documents is a role
-right: admin, manager and analyst may, viewer may not.
+right (``documents:create``; built in: admin, manager and analyst may, viewer may not).
 
 :func:`decide` is pure (a table of cases tests it); :class:`AccessControl` gathers its inputs
 from the stores, with a short cache so that a burst of requests does not hit the database
@@ -22,7 +23,6 @@ each time while a change still reaches open connections within seconds.
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -32,33 +32,32 @@ from typing import Any, Final
 
 from persistence.content.ports import ContentStore
 from persistence.relational import Grant, PermissionStore
+from server.identity.roles import BUILT_IN_RIGHTS, NO_RIGHTS, Right, RoleBook, RoleRights
+
+__all__ = [
+    "CREATOR_ROLES",
+    "DOCUMENTS",
+    "GRANT_RIGHTS",
+    "RESOURCE_TYPE",
+    "ROLE_RIGHTS",
+    "AccessControl",
+    "DocumentFacts",
+    "Right",
+    "Subject",
+    "decide",
+    "may_create",
+    "visibility_filter",
+]
 
 DOCUMENTS: Final = "business_documents"
 RESOURCE_TYPE: Final = "business_document"
 
 
-class Right(enum.IntEnum):
-    """What a user may do to one document; each right includes those below it."""
-
-    NONE = 0
-    VIEW = 1
-    COMMENT = 2
-    EDIT = 3
-    APPROVE = 4
-    ADMIN = 5
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
+# The built-in roles' rights (the roles table says what every role may do: RoleBook).
 ROLE_RIGHTS: Final[Mapping[str, Right]] = {
-    "admin": Right.ADMIN,
-    "manager": Right.APPROVE,
-    "analyst": Right.NONE,
-    "viewer": Right.NONE,
+    name: rights.document for name, rights in BUILT_IN_RIGHTS.items()
 }
-CREATOR_ROLES: Final = frozenset({"admin", "manager", "analyst"})
+CREATOR_ROLES: Final = frozenset(name for name, r in BUILT_IN_RIGHTS.items() if r.create)
 GRANT_RIGHTS: Final[Mapping[str, Right]] = {
     "view": Right.VIEW,
     "edit": Right.EDIT,
@@ -126,11 +125,13 @@ def decide(
     grants: Iterable[Grant] = (),
     *,
     now: datetime | None = None,
+    role: RoleRights | None = None,
 ) -> Right:
-    """The user's right on a document (``document`` None: a document not yet created)."""
+    """The user's right on a document (``document`` None: a document not yet created);
+    ``role``: what the user's role allows (default: the built-in roles)."""
     if not subject.active:
         return Right.NONE
-    right = ROLE_RIGHTS.get(subject.role, Right.NONE)
+    right = _role(subject, role).document
     if document is not None:
         user = subject.user_id
         if document.owner == user:
@@ -151,18 +152,23 @@ def decide(
     return right
 
 
-def may_create(subject: Subject) -> bool:
-    """Whether the user may create documents (and so create rooms by joining them)."""
-    return subject.active and subject.role in CREATOR_ROLES
+def _role(subject: Subject, role: RoleRights | None) -> RoleRights:
+    return role if role is not None else BUILT_IN_RIGHTS.get(subject.role, NO_RIGHTS)
 
 
-def visibility_filter(subject: Subject) -> dict[str, Any] | None:
+def may_create(subject: Subject, role: RoleRights | None = None) -> bool:
+    """Whether the user may create documents (and so create rooms by joining them);
+    ``role``: what the user's role allows (default: the built-in roles)."""
+    return subject.active and _role(subject, role).create
+
+
+def visibility_filter(subject: Subject, role: RoleRights | None = None) -> dict[str, Any] | None:
     """The schema's accessible-documents query for a user (None: every document).
 
     Documents reachable only through rows of the ``permissions`` table are added by the
     caller (:meth:`AccessControl.granted_documents`).
     """
-    if ROLE_RIGHTS.get(subject.role, Right.NONE) >= Right.VIEW:
+    if _role(subject, role).document >= Right.VIEW:
         return None
     user = subject.user_id
     return {
@@ -196,11 +202,13 @@ class AccessControl:
         content: ContentStore,
         permissions: PermissionStore,
         *,
+        roles: RoleBook | None = None,
         ttl: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._content = content
         self._permissions = permissions
+        self.roles = roles if roles is not None else RoleBook(None)
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[tuple[str, ...], _Cached] = {}
@@ -236,12 +244,25 @@ class AccessControl:
         """The subject's right on the document."""
         if not subject.active:
             return Right.NONE
-        if ROLE_RIGHTS.get(subject.role, Right.NONE) is Right.ADMIN:
+        role = await self.roles.rights(subject.role)
+        if role.document is Right.ADMIN:
             return Right.ADMIN
         document, grants = await asyncio.gather(
             self.document(document_id), self.grants(subject.user_id, document_id)
         )
-        return decide(subject, document, grants)
+        return decide(subject, document, grants, role=role)
+
+    async def may_create(self, subject: Subject) -> bool:
+        """Whether the user's role may create documents (the roles table says)."""
+        return may_create(subject, await self.roles.rights(subject.role))
+
+    async def visibility(self, subject: Subject) -> dict[str, Any] | None:
+        """:func:`visibility_filter` with the user's role as the roles table says."""
+        return visibility_filter(subject, await self.roles.rights(subject.role))
+
+    async def allows(self, subject: Subject, permission: str) -> bool:
+        """Whether the user's role holds a permission string (``users:manage``...)."""
+        return subject.active and await self.roles.allows(subject.role, permission)
 
     async def granted_documents(self, subject: Subject) -> list[str]:
         """Ids of the documents the permissions table opens to the user (besides the
@@ -256,16 +277,17 @@ class AccessControl:
         on that resource type (uncached: these records are read once per request)."""
         if not subject.active:
             return Right.NONE
-        if ROLE_RIGHTS.get(subject.role, Right.NONE) is Right.ADMIN:
+        role = await self.roles.rights(subject.role)
+        if role.document is Right.ADMIN:
             return Right.ADMIN
         try:
             user = uuid.UUID(subject.user_id)
         except ValueError:
-            return decide(subject, facts)
+            return decide(subject, facts, role=role)
         grants = await self._permissions.effective_grants(
             user, resource_type, resource_id, datetime.now(UTC)
         )
-        return decide(subject, facts, grants)
+        return decide(subject, facts, grants, role=role)
 
     async def granted_ids(self, subject: Subject, resource_type: str) -> list[str]:
         """Ids of the records of ``resource_type`` the permissions table opens to the user;
@@ -285,7 +307,8 @@ class AccessControl:
         ids = [str(record.get("documentId")) for record in records]
         if not subject.active:
             return dict.fromkeys(ids, Right.NONE)
-        if ROLE_RIGHTS.get(subject.role, Right.NONE) is Right.ADMIN:
+        role = await self.roles.rights(subject.role)
+        if role.document is Right.ADMIN:
             return dict.fromkeys(ids, Right.ADMIN)
         grants: list[Grant] = []
         try:
@@ -302,6 +325,7 @@ class AccessControl:
                 DocumentFacts.of(record),
                 [g for g in grants if g.resource_id in (doc_id, "*")],
                 now=now,
+                role=role,
             )
             for doc_id, record in zip(ids, records, strict=True)
         }
@@ -309,6 +333,11 @@ class AccessControl:
     def forget(self, document_id: str) -> None:
         """Drop what is cached about one document (its record and its grants)."""
         for key in [k for k in self._cache if k[-1] == document_id]:
+            del self._cache[key]
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the cached grants of one user (after a grant or a revocation made here)."""
+        for key in [k for k in self._cache if k[0] == "grants" and k[1] == user_id]:
             del self._cache[key]
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[Any]]) -> Any:

@@ -202,6 +202,7 @@ class CommentService:
         with store_errors():
             stored = await store.add(new)
         self.stored += 1
+        self._ports.counted("comments")
         self._audit(actor, "create", stored, via)
         self._notify_created(actor, stored, parent)
         known = {stored.id: made[1]} if made is not None and made[1] is not None else None

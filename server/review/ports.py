@@ -4,6 +4,7 @@ revisions, the live rooms, the connection hub and the notifier. Nothing here is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,3 +35,5 @@ class ReviewPorts:
     registry: RoomRegistry  # the live rooms (comment anchors on the live text)
     hub: Hub  # this node's connections: events go out through it
     notifier: Notifier
+    # Counts an activity (``"comments"``) in memory (server.admin.stats); no I/O.
+    counted: Callable[[str], None] = lambda kind: None

@@ -25,7 +25,7 @@ from persistence.content.search import (
     search_terms,
 )
 from server.errors import InvalidError
-from server.identity.rights import DOCUMENTS, visibility_filter
+from server.identity.rights import DOCUMENTS
 
 if TYPE_CHECKING:
     from persistence.content.ports import ContentStore
@@ -114,7 +114,8 @@ class SearchService:
             ids = tuple(sorted(actor.documents))[:MAX_SCOPE_IDS]
         to: str | None = None
         granted: list[str] = []
-        if visibility_filter(actor.subject) is not None:  # not a role that sees everything
+        # Not a role that sees everything:
+        if await self._access.visibility(actor.subject) is not None:
             granted = await self._access.granted_ids(actor.subject, RESOURCE_TYPES[collection])
             if "*" not in granted:
                 to = actor.user_id

@@ -30,6 +30,7 @@ from persistence.coordinator.values import (
     MAX_SESSION_BYTES,
     MAX_UPDATE_BYTES,
     Cursor,
+    FlagRule,
     JournalEntry,
     Lock,
     Presence,
@@ -601,6 +602,20 @@ async def test_feature_flags(harness: Harness) -> None:
     assert await flags.delete("new-editor") is True
     assert await flags.delete("new-editor") is False
     assert await flags.get("new-editor") is False
+
+
+async def test_feature_flag_rollouts(harness: Harness) -> None:
+    flags = harness.coordinator.flags
+    assert await flags.rule("beta") is None
+    await flags.set("beta", True, rollout=37)
+    assert await harness.peer().flags.rule("beta") == FlagRule(True, 37)
+    assert await flags.get("beta") is True
+    await flags.set("beta", False)
+    assert await flags.rule("beta") == FlagRule(False, None)
+    for bad in (101, -1, True, 2.5):
+        with pytest.raises(ValueError, match="rollout"):
+            await flags.set("beta", True, rollout=bad)  # type: ignore[arg-type]
+    assert await flags.rule("beta") == FlagRule(False, None)  # unchanged
 
 
 # -- rate limits, stats, notifications -------------------------------------------------------

@@ -52,7 +52,7 @@ from persistence.relational.schema import users as users_table
 from tests.services.postgres import RELATIONAL_BACKENDS, T0, Relational
 
 # Every migration the package ships, oldest first: a fresh database gets them all.
-ALL_REVISIONS = ["0001", "0002"]
+ALL_REVISIONS = ["0001", "0002", "0003"]
 
 SCHEMA_INDEXES = {
     "audit_logs": {"idx_user_action_created", "idx_resource_created"},
@@ -225,7 +225,8 @@ async def test_server_defaults(relational: Relational, engine: AsyncEngine) -> N
         )
     async with engine.connect() as conn:
         user = (await conn.execute(sa.select(users_table))).one()
-        role = (await conn.execute(sa.select(roles_table))).one()
+        bare = sa.select(roles_table).where(roles_table.c.name == "bare")
+        role = (await conn.execute(bare)).one()
         comment = (await conn.execute(sa.select(comments_table))).one()
     assert user.status == "active"
     assert user.created_at.tzinfo == UTC

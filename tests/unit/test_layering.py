@@ -227,7 +227,7 @@ SERVER_LAYERS: list[set[str]] = [
     {"hooks"},
     {"realtime"},
     {"documents"},
-    {"presence", "review", "search", "cms"},
+    {"presence", "review", "search", "cms", "admin"},
     {"api"},
     {"app", "services", "stores", "cli", "__main__"},
 ]
