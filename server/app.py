@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -14,9 +15,9 @@ from typing import Any
 
 import psutil
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from crdt.ids import RoomName
@@ -27,7 +28,9 @@ from persistence.rooms.service import ServiceRoomStore
 from protocol.ysync import AuthPermissionDenied, encode
 from server import shutdown
 from server.api import api_routes
+from server.api import health as health_routes
 from server.api.common import exception_handlers, lower_headers
+from server.api.request_ids import RequestIds
 from server.documents.revisions import Revisions
 from server.documents.snapshots import LockClaims, Snapshotter, new_document
 from server.errors import (
@@ -48,6 +51,10 @@ from server.hooks import (
 )
 from server.identity.authentication import Principal
 from server.identity.rights import DOCUMENTS, AccessControl, Right, may_create
+from server.ops import context, counters
+from server.ops.health import Readiness
+from server.ops.observe import PROBE_DOCUMENT, check_dependencies, metrics_of
+from server.ops.proxies import client_address
 from server.presence import locks
 from server.presence import tracker as presence
 from server.realtime.cluster import Cluster
@@ -182,7 +189,10 @@ class Collab:
     def admit(
         self, path: str, query: str, headers: dict[str, str], client: str | None
     ) -> Admission | Refusal:
-        return admit(
+        trusted = self.settings.trusted_proxies
+        if trusted:
+            client = client_address(client, headers.get("x-forwarded-for"), trusted)
+        decision = admit(
             path,
             query,
             headers,
@@ -191,6 +201,9 @@ class Collab:
             allowed_origins=self.settings.allowed_origins,
             client=client,
         )
+        if isinstance(decision, Refusal):
+            counters.refused_with(decision.status, decision.title)
+        return decision
 
     async def limit(self, principal: Principal, action: str) -> None:
         """Count one ``action`` of the user; RateLimited when over the limit."""
@@ -247,6 +260,7 @@ class Collab:
     async def open_session(self, admission: Admission, conn: Connection) -> Session | None:
         """Authenticate, authorize, register the connection and join its room (None: it
         was closed with the error)."""
+        context.bind_socket(admission.request_id, conn.id, str(admission.room))
         try:
             principal = await self.authn.principal(
                 admission.identity, ip=admission.ip, user_agent=admission.user_agent
@@ -283,6 +297,7 @@ class Collab:
             return None
         finally:
             self.hub.unreserve(principal.user_id)  # counted in by_user from now on
+        context.user_id.set(principal.user_id)
         conn.principal = principal
         conn.right = right
         conn.read_only = read_only
@@ -414,6 +429,8 @@ def create_app(
     settings = settings or Settings()
     # Unique per process and app: the origin of this node's stream entries.
     node_id = f"{node_name(settings)}.{os.getpid()}.{next(_apps)}"
+    context.set_node(node_name(settings))
+    readiness = Readiness()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -457,6 +474,15 @@ def create_app(
                 extension(collab.hooks, collab.hub)
             if collab.cluster is not None:
                 collab.cluster.start(tasks)
+            app.state.metrics = metrics_of(collab)
+            check_dependencies(
+                readiness,
+                settings,
+                redis=services.coordinator.durability,
+                postgres=services.relational.schema_revision,
+                mongo=functools.partial(content.get, DOCUMENTS, PROBE_DOCUMENT),
+            )
+            readiness.started()
             log.info(
                 "collab ready (storage=%s, data_dir=%s, relational=%s, coordinator=%s)",
                 settings.storage,
@@ -471,6 +497,7 @@ def create_app(
             finally:
                 # Every step has a deadline (see server.shutdown); the stack then closes the
                 # stores, each within its own.
+                readiness.drain("shutting down")
                 collab.guard.stop()
                 collab.shutdown_sockets()
                 await bounded("flushing the rooms", collab.registry.close, shutdown.ROOMS_SECONDS)
@@ -485,34 +512,16 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/healthz", healthz),
+            *health_routes.routes(),
             WebSocketRoute("/ws/{room:path}", websocket_endpoint),
             Mount("/api", routes=api_routes()),
         ],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
+        middleware=[Middleware(RequestIds)],
     )
+    app.state.readiness = readiness
     return app
-
-
-async def healthz(request: Request) -> JSONResponse:
-    collab: Collab = request.app.state.collab
-    with collab.process.oneshot():
-        cpu = collab.process.cpu_times()
-        rss = collab.process.memory_info().rss
-    return JSONResponse(
-        {
-            "status": "ok",
-            "uptime_seconds": round(time.monotonic() - collab.started, 3),
-            "cpu_seconds": round(cpu.user + cpu.system, 3),
-            "rss_bytes": rss,
-            **collab.registry.stats(),
-            **collab.snapshots.stats(),
-            "snapshots": collab.snapshots.health(),
-            **(collab.cluster.stats() if collab.cluster is not None else {}),
-            "audit": collab.audit.stats(),
-        }
-    )
 
 
 class DirectWebSockets:

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import FrameType
@@ -19,6 +20,8 @@ from persistence.errors import SchemaOutdated, StorageConflict, StorageError
 from server import shutdown
 from server.app import create_app
 from server.identity import admin
+from server.ops import logs
+from server.ops.health import Readiness
 from server.realtime.http_head import head_limited_protocol
 from server.realtime.transport import FanoutProtocol
 from server.settings import Settings
@@ -191,32 +194,46 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, with the shutdown watchdog armed by the first stop signal."""
+    """uvicorn's server, with the shutdown watchdog armed by the first stop signal.
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    The first SIGTERM (or SIGINT) makes the node not ready at once (``/readyz`` 503,
+    draining); uvicorn's own shutdown (stop listening, close the sockets with 1012) begins
+    ``drain_seconds`` later, so that a load balancer polling readiness stops sending new
+    clients first. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, drain_seconds: float) -> None:
         super().__init__(config)
-        self.watchdog = shutdown.Watchdog()
+        self.watchdog = shutdown.Watchdog(shutdown.PROCESS_SECONDS + drain_seconds)
+        self._readiness = readiness
+        self._drain_seconds = drain_seconds
+        self._signalled = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.watchdog.start()
-        super().handle_exit(sig, frame)
+        self._readiness.drain(f"stopping (signal {sig})")
+        if self._signalled or not self._drain_seconds:
+            super().handle_exit(sig, frame)
+            return
+        self._signalled = True
+        log.info("draining for %.1f s before closing the sockets", self._drain_seconds)
+        # A plain thread: it only sets uvicorn's exit flag, which its main loop polls.
+        stop = threading.Timer(self._drain_seconds, super().handle_exit, (sig, frame))
+        stop.daemon = True
+        stop.start()
 
 
 def serve(settings: Settings) -> int:
     """Run uvicorn (uvloop, our fan-out WebSocket protocol) until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 2
     host, port = sock.getsockname()[:2]
-    config = uvicorn_config(create_app(settings), settings)
-    server = _Server(config)
+    app = create_app(settings)
+    config = uvicorn_config(app, settings)
+    server = _Server(config, app.state.readiness, settings.drain_seconds)
     shown = f"[{host}]" if ":" in host else host
     # Printed whatever the log level: operators and scripts (port 0) need this line.
     print(

@@ -46,6 +46,7 @@ from server.errors import AuthError, PermissionDenied, ServiceUnavailable
 from server.identity.audit import AuditContext
 from server.identity.rights import Subject
 from server.identity.tokens import Identity, TokenService
+from server.ops import context
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Principal:
     ip: str | None = None
     user_agent: str | None = None
     user_uuid: uuid.UUID | None = field(default=None, repr=False, compare=False)
+    request_id: str | None = field(default=None, compare=False)  # X-Request-ID, see ops
 
     @property
     def subject(self) -> Subject:
@@ -76,7 +78,7 @@ class Principal:
     @property
     def context(self) -> AuditContext:
         """Who acts and from where, for the audit trail's entries."""
-        return AuditContext(self.uuid, self.ip, self.user_agent)
+        return AuditContext(self.uuid, self.ip, self.user_agent, self.request_id)
 
     @property
     def uuid(self) -> uuid.UUID:
@@ -336,6 +338,7 @@ def _principal(
         _ip(ip),
         (user_agent or "")[:512] or None,
         user.id,
+        context.request_id.get(),
     )
 
 

@@ -1,0 +1,154 @@
+"""server/ops: JSON log lines, request ids, trusted proxies, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ipaddress
+import json
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from persistence.errors import StorageUnavailable
+from server.ops import context, logs
+from server.ops.health import Phase, Readiness
+from server.ops.proxies import client_address
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_json_lines_parse_and_carry_the_context(restore_logging: None) -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    context.set_node("node-a")
+    token = context.request_id.set("req-1")
+    room = context.room.set("plan/intro")
+    try:
+        logging.getLogger("collab.test").info("hello %s", "world")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("collab.test").exception("it failed")
+    finally:
+        context.request_id.reset(token)
+        context.room.reset(room)
+    logging.getLogger("collab.test").warning('no context, "quotes" and\nnewline')
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    first, second, third = (json.loads(line) for line in lines)
+    assert first["message"] == "hello world"
+    assert first["level"] == "INFO"
+    assert first["logger"] == "collab.test"
+    assert first["request_id"] == "req-1"
+    assert first["room"] == "plan/intro"
+    assert first["node"] == "node-a"
+    assert first["time"].endswith("+00:00")
+    assert "ValueError: boom" in second["exc_info"]
+    assert "request_id" not in third
+    assert third["message"] == 'no context, "quotes" and\nnewline'
+
+
+def test_text_is_the_default_and_names_the_request(restore_logging: None) -> None:
+    stream = io.StringIO()
+    logs.configure("info", "text", stream)
+    token = context.request_id.set("req-2")
+    try:
+        logging.getLogger("collab.test").info("plain")
+    finally:
+        context.request_id.reset(token)
+    line = stream.getvalue().strip()
+    assert line.endswith("collab.test: plain [request req-2]")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+@given(st.text(max_size=200))
+def test_request_ids_are_tokens_whatever_the_header(header: str) -> None:
+    accepted = context.accept_request_id(header)
+    assert 1 <= len(accepted) <= 128
+    assert accepted.isascii()
+    assert accepted.isprintable()
+    assert " " not in accepted
+    assert accepted == header or len(accepted) == 32
+
+
+def test_forwarded_for_counts_only_from_trusted_proxies() -> None:
+    trusted = ["10.0.0.0/8", "::1"]
+    assert client_address("10.1.2.3", "203.0.113.9", trusted) == "203.0.113.9"
+    # A client behind two proxies: the rightmost untrusted hop.
+    assert client_address("10.1.2.3", "1.1.1.1, 203.0.113.9, 10.0.0.7", trusted) == "203.0.113.9"
+    # Not from a trusted proxy: the header is the client's own claim, ignored.
+    assert client_address("198.51.100.4", "203.0.113.9", trusted) == "198.51.100.4"
+    assert client_address("10.1.2.3", None, trusted) == "10.1.2.3"
+    assert client_address("10.1.2.3", "203.0.113.9", []) == "10.1.2.3"
+    assert client_address("10.1.2.3", "not-an-address", trusted) == "10.1.2.3"
+    assert client_address("::1", "2001:db8::1", trusted) == "2001:db8::1"
+
+
+@given(st.text(max_size=100), st.ip_addresses())
+def test_forwarded_for_never_yields_garbage(header: str, peer: object) -> None:
+    for trusted in (["0.0.0.0/0", "::/0"], ["10.0.0.0/8"]):
+        found = client_address(str(peer), header, trusted)
+        assert found is not None
+        ipaddress.ip_address(found)  # always an address, never the header's text
+
+
+async def test_readiness_phases_and_failing_checks() -> None:
+    readiness = Readiness(timeout=0.2, cache_seconds=0.0)
+    report = await readiness.report()
+    assert not report.ready
+    assert report.phase is Phase.STARTING
+    readiness.started()
+    assert (await readiness.report()).ready
+
+    async def down() -> None:
+        raise StorageUnavailable("connection refused")
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    readiness.add_check("redis", down)
+    readiness.add_check("mongo", hangs)
+    report = await readiness.report()
+    assert not report.ready
+    body = report.body()
+    assert body["checks"]["redis"] == {
+        "ok": False,
+        "reason": "StorageUnavailable: connection refused",
+    }
+    assert "no answer within 0.2 s" in body["checks"]["mongo"]["reason"]
+    readiness.clear_checks()
+    assert (await readiness.report()).ready
+    readiness.drain("first")
+    readiness.drain("second")
+    report = await readiness.report()
+    assert not report.ready
+    assert report.body()["checks"]["draining"]["reason"] == "first"
+
+
+async def test_readiness_checks_are_cached() -> None:
+    calls = 0
+
+    async def probe() -> None:
+        nonlocal calls
+        calls += 1
+
+    readiness = Readiness(cache_seconds=60.0)
+    readiness.started()
+    readiness.add_check("postgres", probe)
+    for _ in range(5):
+        assert (await readiness.report()).ready
+    assert calls == 1
