@@ -9,7 +9,9 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from importlib import metadata
 from importlib.metadata import entry_points
 from types import FrameType
 
@@ -17,13 +19,16 @@ import uvicorn
 from starlette.applications import Starlette
 
 from persistence.errors import SchemaOutdated, StorageConflict, StorageError
+from persistence.relational import User
 from server import shutdown
 from server.app import create_app
 from server.identity import admin
+from server.identity.authentication import revoke_sessions
 from server.ops import logs
 from server.ops.health import Readiness
 from server.realtime.http_head import head_limited_protocol
 from server.realtime.transport import FanoutProtocol
+from server.services import open_coordinator
 from server.settings import Settings
 from server.stores import open_content_store
 
@@ -35,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="collab",
         description="Real-time collaborative editing server (y-websocket compatible).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -69,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         "defaults to an embedded SQLite file under the data directory. Safe to run again.",
     )
     migrate.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
-    user = commands.add_parser("user", help="manage users (add, list)")
+    user = commands.add_parser(
+        "user", help="manage users (add, list, set-role, suspend, reactivate)"
+    )
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = user_commands.add_parser("add", help="add a user")
     add.add_argument("--email", required=True)
@@ -80,7 +88,23 @@ def _parser() -> argparse.ArgumentParser:
     listing = user_commands.add_parser("list", help="list users")
     listing.add_argument("--role", choices=admin.ROLES)
     listing.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
-    token = commands.add_parser("token", help="access tokens")
+    set_role = user_commands.add_parser(
+        "set-role",
+        help="change a user's role (open sockets follow within 5 s)",
+    )
+    set_role.add_argument("--email", required=True)
+    set_role.add_argument("--role", required=True, choices=admin.ROLES)
+    set_role.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    suspend = user_commands.add_parser(
+        "suspend",
+        help="suspend a user: every request and socket of theirs is refused within 5 s",
+    )
+    suspend.add_argument("--email", required=True)
+    suspend.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    reactivate = user_commands.add_parser("reactivate", help="end a user's suspension")
+    reactivate.add_argument("--email", required=True)
+    reactivate.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    token = commands.add_parser("token", help="access tokens (issue, revoke)")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     issue = token_commands.add_parser(
         "issue",
@@ -98,6 +122,16 @@ def _parser() -> argparse.ArgumentParser:
         help="limit the token to this document (repeatable); default: no limit",
     )
     issue.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    revoke = token_commands.add_parser(
+        "revoke",
+        help="end every session of a user (all tokens issued until now)",
+        description="Refuse every token of the user issued until now, on every node within "
+        "5 s (open sockets are closed). Needs the shared session store (COLLAB_REDIS_URL); on "
+        "an embedded install, use DELETE /api/session?all=true while the server runs, or "
+        "suspend the user.",
+    )
+    revoke.add_argument("--user", required=True, metavar="EMAIL")
+    revoke.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     load = commands.add_parser(
         "load",
         help="drive a server with scripted clients (python -m loadtests)",
@@ -302,11 +336,21 @@ def _operator(args: argparse.Namespace, settings: Settings) -> int:
     """``collab user ...`` and ``collab token issue``: one call each, clear errors."""
     name = f"collab {args.command}"
     try:
-        if args.command == "token":
+        if args.command == "token" and args.token_command == "revoke":
+            revoked = asyncio.run(_revoke(settings, args.user))
+            print(f"{name}: every token of {revoked.email} issued until now is refused")
+        elif args.command == "token":
             ttl = admin.parse_duration(args.ttl)
             user, token = asyncio.run(admin.issue_token(settings, args.user, ttl, args.doc))
             print(token)
             print(f"{name}: token for {user.email}, valid {args.ttl}", file=sys.stderr)
+        elif args.user_command in ("set-role", "suspend", "reactivate"):
+            changed = asyncio.run(
+                admin.change_user(
+                    settings, args.email, args.user_command, getattr(args, "role", None)
+                )
+            )
+            print(f"{changed.id}\t{changed.email}\t{changed.role}\t{changed.status}")
         elif args.user_command == "add":
             added = asyncio.run(
                 admin.add_user(settings, args.email, args.name, args.role, args.department)
@@ -325,3 +369,27 @@ def _operator(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def version() -> str:
+    """The installed package's version (``collab --version``)."""
+    try:
+        return metadata.version("collab")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+async def _revoke(settings: Settings, email: str) -> User:
+    """Revoke every session of the user ``email`` in the shared session store."""
+    if not settings.redis_url:
+        raise ValueError(
+            "revoking sessions needs the shared session store (COLLAB_REDIS_URL); on an "
+            "embedded install use DELETE /api/session?all=true, or suspend the user"
+        )
+    user = await admin.find_user(settings, email)
+    coordinator = await open_coordinator(settings)
+    try:
+        await revoke_sessions(coordinator.sessions, str(user.id), time.time())
+    finally:
+        await coordinator.aclose()
+    return user

@@ -5,6 +5,8 @@
   token itself; HttpOnly, SameSite=Strict, Secure on https) for browsers, whose WebSockets
   then authenticate with the cookie.
 * ``DELETE /api/session``: ends the session: its token and cookie are refused from then on.
+  ``DELETE /api/session?all=true`` ends every session of the caller (every token issued
+  until now, on every node within 5 s; open sockets are closed).
 """
 
 from __future__ import annotations
@@ -59,12 +61,18 @@ async def close_session(request: Request) -> Response:
     principal = await authenticated(request)
     collab = collab_of(request)
     headers = lower_headers(request.headers)
+    everywhere = request.query_params.get("all", "false")
+    if everywhere not in ("true", "false"):
+        raise ApiError(400, "invalid query parameter", "all must be true or false")
     identity = collab.authn.identify(headers, request.url.query)
     if identity is not None:
         await collab.authn.end_session(identity)
+    if everywhere == "true":
+        await collab.authn.revoke_user(principal.user_id)
     response = Response(status_code=204)
     response.delete_cookie(collab.settings.session_cookie, path="/")
-    audit(request, principal, "logout", "session", principal.session_id)
+    changes = {"allSessions": True} if everywhere == "true" else None
+    audit(request, principal, "logout", "session", principal.session_id, changes)
     return response
 
 

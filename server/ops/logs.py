@@ -53,20 +53,26 @@ class _Text(logging.Formatter):
         return f"{line} [request {request_id}]" if request_id else line
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """The handler :func:`configure` installs (told apart from others by its class)."""
+
+
 def json_formatter() -> logging.Formatter:
     # Only the message from the record's own fields: the rest is added above.
     return _Json("%(message)s", json_ensure_ascii=False)
 
 
 def configure(level: str, fmt: str, stream: TextIO | None = None) -> logging.Handler:
-    """Install one handler on the root logger (replacing any) writing ``fmt`` (``text`` or
-    ``json``) at ``level`` to ``stream`` (stderr). Returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Install a handler on the root logger writing ``fmt`` (``text`` or ``json``) at
+    ``level`` to ``stream`` (stderr), in place of the one an earlier call installed (other
+    handlers, a test's capture for one, stay). Returns the handler."""
+    handler = _Handler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(json_formatter() if fmt == "json" else _Text(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _Handler):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler
