@@ -1,17 +1,25 @@
 # The two commands of the README. Both set everything up on a fresh machine first.
-#   make serve   run the server on its embedded defaults (http://127.0.0.1:8765)
-#   make test    run every gate: format, lint, types, the whole test suite
+#   make serve   run the server on its embedded defaults (http://127.0.0.1:8765): installs
+#                the runtime dependencies only, pinned with hashes (requirements.lock)
+#   make test    run every gate: format, lint, types, the whole test suite (adds the dev and
+#                load extras)
 
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.runtime-installed
 NODE_STAMP := tests/interop/node_modules/.installed
 
 .PHONY: serve test lint install clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev,load]'
 	touch $(STAMP)
 
@@ -21,7 +29,7 @@ $(NODE_STAMP): tests/interop/package.json tests/interop/package-lock.json
 
 install: $(STAMP) $(NODE_STAMP)
 
-serve: $(STAMP)
+serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/collab serve $(ARGS)
 
 lint: $(STAMP)

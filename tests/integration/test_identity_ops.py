@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from loadtests.client import YClient
@@ -22,7 +22,7 @@ REVOCATION_BOUND = 5.0
 
 
 async def _status(server: LiveServer, token: str) -> int:
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         response = await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     return response.status_code
 
@@ -40,7 +40,7 @@ async def test_delete_session_all_revokes_every_token_and_socket(
     laptop, phone = server.token(ann), server.token(ann)
     async with YClient(server.ws_url, "ann-doc/s", token=laptop) as socket:
         await asyncio.wait_for(socket.synced.wait(), WAIT)
-        async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+        async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
             bad = await http.delete(
                 "/api/session?all=maybe", headers={"Authorization": f"Bearer {phone}"}
             )
@@ -114,7 +114,7 @@ async def test_cli_set_role_and_suspend_reach_open_sockets(
         main, ["user", "set-role", "--email", "ann@example.com", "--role", "manager", *args]
     )
     assert code == 0
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
 
         async def role_is_manager() -> bool:
             me = await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
@@ -170,7 +170,7 @@ async def test_an_external_providers_token_signs_a_user_in(start_server: StartSe
         ann = await server.add_user("ann@example.com", "analyst")
         # The provider's subject is its own id; the verified email names our user.
         token = _token(key, "idp-1", sub="idp|12345")
-        async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+        async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
             me = await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
             assert me.status_code == 200, me.text
             assert me.json()["id"] == str(ann.id)

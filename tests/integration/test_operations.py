@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,7 +15,7 @@ from tests.services.redis import StartRedis
 WAIT = 20.0
 
 
-async def _status(http: httpx.AsyncClient, status: int) -> bool:
+async def _status(http: httpx2.AsyncClient, status: int) -> bool:
     return (await http.get("/readyz")).status_code == status
 
 
@@ -31,7 +31,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def _scrape(
     server: LiveServer, **headers: str
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         response = await http.get("/metrics", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -66,7 +66,7 @@ async def test_refusals_and_closes_are_counted(start_server: StartServer) -> Non
     server = await start_server(insecure_dev=False)
     before = await _scrape(server)
     key = ("collab_auth_failures_total", (("reason", "unauthenticated"),))
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         assert (await http.get("/api/me")).status_code == 401
         assert (
             await http.get("/api/me", headers={"Authorization": "Bearer nope"})
@@ -78,7 +78,7 @@ async def test_refusals_and_closes_are_counted(start_server: StartServer) -> Non
 async def test_metrics_can_require_a_bearer_token(start_server: StartServer) -> None:
     secret = "m" * 40
     server = await start_server(metrics_token=secret)
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         refused = await http.get("/metrics")
         wrong = await http.get("/metrics", headers={"Authorization": "Bearer " + "x" * 40})
     assert refused.status_code == wrong.status_code == 401
@@ -89,7 +89,7 @@ async def test_metrics_can_require_a_bearer_token(start_server: StartServer) -> 
 
 async def test_request_ids_are_echoed_and_reach_the_audit_row(start_server: StartServer) -> None:
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         given = await http.post(
             "/api/documents",
             json={"documentId": "traced", "title": "Traced"},
@@ -114,7 +114,7 @@ async def test_healthz_hides_internals_from_anonymous_callers(start_server: Star
     server = await start_server(insecure_dev=False)
     admin = await server.add_user("root@example.com", "admin")
     analyst = await server.add_user("ann@example.com", "analyst")
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         anonymous = await http.get("/healthz")
         as_analyst = await http.get(
             "/healthz", headers={"Authorization": f"Bearer {server.token(analyst)}"}
@@ -134,7 +134,7 @@ async def test_healthz_hides_internals_from_anonymous_callers(start_server: Star
 
 async def test_livez_and_readyz_answer_and_readyz_drains(start_server: StartServer) -> None:
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         assert (await http.get("/livez")).json() == {"status": "live"}
         ready = await http.get("/readyz")
         assert ready.status_code == 200
@@ -153,7 +153,7 @@ async def test_readyz_says_when_redis_is_down_and_recovers(
 ) -> None:
     redis = redis_servers(aof=True)
     server = await start_server(redis_url=redis.url)
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         ready = await http.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"redis": {"ok": True}}
@@ -171,7 +171,7 @@ async def test_readyz_says_when_redis_is_down_and_recovers(
 @pytest.mark.parametrize("header", ["x" * 129, "", "é", "a;b<script>", "two words"])
 async def test_bad_request_ids_are_replaced(start_server: StartServer, header: str) -> None:
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         response = await http.get("/livez", headers=[(b"X-Request-ID", header.encode())])
     assert response.status_code == 200
     assert response.headers["x-request-id"] != header

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -53,11 +53,11 @@ class Topology:
     def token(self, *, ttl: float = 3600) -> str:
         return TokenService(secret=self.secret).issue(str(self.user.id), ttl=ttl)
 
-    def browser(self) -> httpx.AsyncClient:
+    def browser(self) -> httpx2.AsyncClient:
         """An HTTP client from CLIENT_ADDRESS, sending the Origin a browser on the page would."""
-        return httpx.AsyncClient(
+        return httpx2.AsyncClient(
             base_url=self.nginx.http_url,
-            transport=httpx.AsyncHTTPTransport(local_address=CLIENT_ADDRESS),
+            transport=httpx2.AsyncHTTPTransport(local_address=CLIENT_ADDRESS),
             headers={"Origin": self.origin},
             timeout=WAIT,
         )
@@ -74,7 +74,7 @@ class Topology:
 
 
 async def _connections(node: ServerProcess) -> float:
-    async with httpx.AsyncClient(timeout=WAIT) as http:
+    async with httpx2.AsyncClient(timeout=WAIT) as http:
         text = (await http.get(node.http_url + "/metrics")).text
     for family in text_string_to_metric_families(text):
         if family.name == "collab_connections":
@@ -206,7 +206,7 @@ async def test_a_rolling_restart_drains_then_moves_clients_with_nothing_lost(
     restarting.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     # Readiness goes first: 503 (draining) while every socket is still open.
-    async with httpx.AsyncClient(timeout=WAIT) as http:
+    async with httpx2.AsyncClient(timeout=WAIT) as http:
 
         async def draining() -> bool:
             response = await http.get(restarting.http_url + "/readyz")
