@@ -152,3 +152,61 @@ async def test_readiness_checks_are_cached() -> None:
     for _ in range(5):
         assert (await readiness.report()).ready
     assert calls == 1
+
+
+def _exported_names() -> set[str]:
+    """Every sample name the collector exports when every source is there."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from server.ops import counters
+    from server.ops.metrics import CollabCollector, Sources
+
+    counters.closes[1012] += 0
+    counters.refusals[(401, "unauthenticated")] += 0
+    counters.refusals[(429, "too many requests")] += 0
+    everything: dict[str, float] = {
+        key: 1.0
+        for key in (
+            "rooms rooms_loaded_total rooms_unloaded_total updates_applied_total "
+            "updates_merged_total frames_broadcast_total updates_refused_too_large_total "
+            "snapshots_written snapshot_failures documents_dirty documents_failing queued "
+            "written access_written retries dropped rejected outage_seconds "
+            "cluster_documents_followed cluster_updates_applied cluster_signals_received "
+            "cluster_signals_sent spooled_now spooled_total drained_total tally_pending "
+            "tally_emitted"
+        ).split()
+    }
+    sources = Sources(
+        node="n",
+        registry=lambda: everything,
+        snapshots=lambda: everything,
+        audit=lambda: everything,
+        connections=lambda: 3,
+        cluster=lambda: everything,
+        store=lambda: everything,
+        edits=lambda: everything,
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CollabCollector(sources))
+    text = generate_latest(registry).decode()
+    return {
+        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+
+
+def test_the_dashboard_and_the_docs_name_only_exported_metrics() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    exported = _exported_names()
+    assert "collab_connections" in exported
+    assert "collab_updates_applied_total" in exported
+    dashboard = (root / "deploy" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"collab_[a-z_]+", dashboard)) - {"collab_overview"}
+    assert used, "the dashboard queries collab_ metrics"
+    assert used <= exported, f"the dashboard asks for {sorted(used - exported)}"
+    documented = set(re.findall(r"`(collab_[a-z_]+)", (root / "docs/operations.md").read_text()))
+    assert documented <= exported, f"docs/operations.md lists {sorted(documented - exported)}"
+    assert len(documented) >= 30
