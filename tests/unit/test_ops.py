@@ -165,18 +165,16 @@ def _exported_names() -> set[str]:
     counters.closes[1012] += 0
     counters.refusals[(401, "unauthenticated")] += 0
     counters.refusals[(429, "too many requests")] += 0
-    everything: dict[str, float] = {
-        key: 1.0
-        for key in (
-            "rooms rooms_loaded_total rooms_unloaded_total updates_applied_total "
-            "updates_merged_total frames_broadcast_total updates_refused_too_large_total "
-            "snapshots_written snapshot_failures documents_dirty documents_failing queued "
-            "written access_written retries dropped rejected outage_seconds "
-            "cluster_documents_followed cluster_updates_applied cluster_signals_received "
-            "cluster_signals_sent spooled_now spooled_total drained_total tally_pending "
-            "tally_emitted"
-        ).split()
-    }
+    keys = (
+        "rooms rooms_loaded_total rooms_unloaded_total updates_applied_total "
+        "updates_merged_total frames_broadcast_total updates_refused_too_large_total "
+        "snapshots_written snapshot_failures documents_dirty documents_failing queued "
+        "written access_written retries dropped rejected outage_seconds "
+        "cluster_documents_followed cluster_updates_applied cluster_signals_received "
+        "cluster_signals_sent spooled_now spooled_total drained_total tally_pending "
+        "tally_emitted"
+    )
+    everything: dict[str, float] = dict.fromkeys(keys.split(" "), 1.0)
     sources = Sources(
         node="n",
         registry=lambda: everything,
