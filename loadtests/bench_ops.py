@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario", default="core-a-one-room", help="scenario file name")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (3)")
     parser.add_argument("--duration", type=float, help="override the scenario's duration")
+    parser.add_argument("--clients", type=int, help="override the scenario's clients per room")
+    parser.add_argument("--rate", type=float, help="override its edits/s per writer")
     parser.add_argument("--scrape-interval", type=float, default=1.0, help="seconds (1)")
     parser.add_argument("--scrapes", type=int, default=300, help="for the scrape cost (300)")
     parser.add_argument("--workers", type=int, default=2, help="generator processes (2)")
@@ -251,7 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     server_cpu, generator_cpu = _pin(None if args.no_pin else 1)
     info.update(server_cpu=server_cpu, generator_cpu=generator_cpu, workers=args.workers)
-    overrides = {"duration": args.duration} if args.duration else {}
+    overrides: dict[str, Any] = {"duration": args.duration} if args.duration else {}
+    if args.clients:
+        overrides["clients_per_room"] = args.clients
+    if args.rate:
+        overrides["edits_per_second"] = args.rate
     runs: list[Run] = []
     started = time.monotonic()
     try:

@@ -202,7 +202,7 @@ class Collab:
             client=client,
         )
         if isinstance(decision, Refusal):
-            counters.refused_with(decision.status, decision.title)
+            counters.refused_with(decision.status, decision.title, decision.detail)
         return decision
 
     async def limit(self, principal: Principal, action: str) -> None:

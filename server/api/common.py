@@ -289,7 +289,7 @@ def exception_handlers() -> dict[
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        counters.refused_with(exc.status, exc.title)
+        counters.refused_with(exc.status, exc.title, exc.detail)
         if exc.status >= 500:
             # The detail sent is generic; the cause (a driver's text) is logged here.
             log.error("%s %s: %s (%r)", request.method, request.url.path, exc, exc.__cause__)

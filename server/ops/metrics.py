@@ -166,10 +166,10 @@ class CollabCollector(Collector):
         limited_count = 0
         for (status, title), count in sorted(counters.refusals.items()):
             refusals.add_metric([node, str(status), title], float(count))
-            if status in (401, 403):
-                auth.add_metric([node, title], float(count))
-            elif status == 429:
+            if status == 429:
                 limited_count += count
+        for reason, count in sorted(counters.auth_failures.items()):
+            auth.add_metric([node, reason], float(count))
         limited.add_metric([node], float(limited_count))
         yield refusals
         yield auth

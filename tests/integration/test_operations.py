@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
 
 from loadtests.client import YClient
 from persistence.relational import AuditQuery
@@ -65,14 +66,19 @@ async def test_metrics_move_with_traffic(start_server: StartServer) -> None:
 async def test_refusals_and_closes_are_counted(start_server: StartServer) -> None:
     server = await start_server(insecure_dev=False)
     before = await _scrape(server)
-    key = ("collab_auth_failures_total", (("reason", "unauthenticated"),))
+    missing = ("collab_auth_failures_total", (("reason", "missing_token"),))
+    malformed = ("collab_auth_failures_total", (("reason", "malformed_token"),))
+    refusals = ("collab_refusals_total", (("status", "401"), ("title", "unauthenticated")))
     async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
         assert (await http.get("/api/me")).status_code == 401
-        assert (
-            await http.get("/api/me", headers={"Authorization": "Bearer nope"})
-        ).status_code == 401
+        bad = await http.get("/api/me", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+    with pytest.raises(InvalidStatus):
+        await YClient(server.ws_url, "closed/s", token="nope").connect()
     after = await _scrape(server)
-    assert after[key] == before.get(key, 0) + 2
+    assert after[missing] == before.get(missing, 0) + 1
+    assert after[malformed] == before.get(malformed, 0) + 2  # REST and the upgrade
+    assert after[refusals] == before.get(refusals, 0) + 3
 
 
 async def test_metrics_can_require_a_bearer_token(start_server: StartServer) -> None:
