@@ -308,7 +308,11 @@ def _plugin_command(name: str, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    command = next(iter(found)).load()
+    try:
+        command = next(iter(found)).load()
+    except ImportError as exc:  # e.g. the server image, which ships without the load tool
+        print(f"collab {name}: not available here ({exc})", file=sys.stderr)
+        return 2
     code: int = command(argv, prog=f"collab {name}")
     return code
 
