@@ -474,7 +474,9 @@ def create_app(
                 extension(collab.hooks, collab.hub)
             if collab.cluster is not None:
                 collab.cluster.start(tasks)
-            app.state.metrics = metrics_of(collab)
+            app.state.metrics = metrics_of(
+                collab, {"section_locks_held": lambda: float(len(lock_service.known))}
+            )
             check_dependencies(
                 readiness,
                 settings,

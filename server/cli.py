@@ -217,6 +217,9 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         ws=FanoutProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
+        # X-Forwarded-* are ours to read, from COLLAB_TRUSTED_PROXIES only (server/ops/
+        # proxies.py): uvicorn's own reading would trust 127.0.0.1 whatever the settings say.
+        proxy_headers=False,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         log_config=None,

@@ -17,7 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.api.common import ApiError, audit, authenticated, collab_of, lower_headers
+from server.api.common import (
+    ApiError,
+    audit,
+    authenticated,
+    collab_of,
+    lower_headers,
+    request_scheme,
+)
 from server.identity.authentication import find_token
 
 
@@ -50,7 +57,7 @@ async def open_session(request: Request) -> Response:
         max_age=max(1, int(principal.expires_at - time.time())),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request_scheme(request) == "https",
         path="/",
     )
     audit(request, principal, "login", "session", principal.session_id)

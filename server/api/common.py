@@ -34,7 +34,7 @@ from server.errors import (
 from server.identity.authentication import Principal, origin_allowed
 from server.identity.rights import Right
 from server.ops import counters
-from server.ops.proxies import client_address
+from server.ops.proxies import client_address, forwarded_scheme
 
 if TYPE_CHECKING:
     from server.api.ports import ApiCollab
@@ -106,6 +106,15 @@ def client_ip(request: Request) -> str | None:
     if not trusted:
         return peer
     return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
+
+def request_scheme(request: Request) -> str:
+    """``http`` or ``https`` as the client used it: the request's own, or what a trusted
+    proxy says in ``X-Forwarded-Proto`` (``COLLAB_TRUSTED_PROXIES``)."""
+    peer = request.client.host if request.client is not None else None
+    trusted = collab_of(request).settings.trusted_proxies
+    forwarded = forwarded_scheme(peer, request.headers.get("x-forwarded-proto"), trusted)
+    return forwarded or request.url.scheme
 
 
 async def authenticated(request: Request) -> Principal:

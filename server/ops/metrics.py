@@ -27,6 +27,9 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 Stats = Callable[[], Mapping[str, Any]]
 
+# The help text of the features' gauges (``Sources.extra``).
+EXTRA_HELP: Final = {"section_locks_held": "section locks this node knows to be held"}
+
 
 @dataclass(frozen=True, slots=True)
 class Sources:
@@ -136,7 +139,8 @@ class CollabCollector(Collector):
                 yield from _table(node, stats(), table)
         yield from self._counters(node)
         for name, read in sources.extra.items():
-            gauge = GaugeMetricFamily(PREFIX + name, name.replace("_", " "), labels=["node"])
+            doc = EXTRA_HELP.get(name, name.replace("_", " "))
+            gauge = GaugeMetricFamily(PREFIX + name, doc, labels=["node"])
             gauge.add_metric([node], float(read()))
             yield gauge
         yield from self._process_metrics(node)

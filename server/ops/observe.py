@@ -45,8 +45,9 @@ class Observed(Protocol):
     def store(self) -> object: ...
 
 
-def metrics_of(collab: Observed) -> Metrics:
-    """The metrics of one app, read from its components at scrape time."""
+def metrics_of(collab: Observed, extra: Mapping[str, Callable[[], float]] | None = None) -> Metrics:
+    """The metrics of one app, read from its components at scrape time; ``extra``: gauges
+    of features (name without the prefix -> a reading)."""
     store = collab.store
     store_stats: Callable[[], Mapping[str, Any]] | None = getattr(store, "stats", None)
     hub = collab.hub
@@ -60,6 +61,7 @@ def metrics_of(collab: Observed) -> Metrics:
             cluster=collab.cluster.stats if collab.cluster is not None else None,
             store=store_stats,
             edits=collab.edits.stats if collab.edits is not None else None,
+            extra=dict(extra or {}),
         )
     )
 

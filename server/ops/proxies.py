@@ -53,3 +53,17 @@ def client_address(
             except ValueError:
                 return peer  # a malformed header: keep what is known
     return hops[0] if hops else peer
+
+
+def forwarded_scheme(
+    peer: str | None, forwarded_proto: str | None, trusted: Sequence[str]
+) -> str | None:
+    """The scheme a trusted proxy says the client used (``X-Forwarded-Proto``: ``http`` or
+    ``https``; the first of a list), None when the peer is not trusted or says nothing
+    usable. Decides the session cookie's Secure flag behind a TLS-terminating proxy."""
+    if not trusted or not forwarded_proto or peer is None:
+        return None
+    if not _trusted(peer, networks(tuple(trusted))):
+        return None
+    scheme = forwarded_proto.split(",")[0].strip().lower()
+    return scheme if scheme in ("http", "https") else None

@@ -60,6 +60,7 @@ async def test_metrics_move_with_traffic(start_server: StartServer) -> None:
     assert during[("collab_frames_out_total", ())] > before[("collab_frames_out_total", ())]
     assert ("collab_audit_queue_depth", ()) in during
     assert ("collab_snapshot_writes_total", ()) in during
+    assert during[("collab_section_locks_held", ())] == 0
     assert during[("collab_process_cpu_seconds_total", ())] > 0
 
 
@@ -182,3 +183,29 @@ async def test_bad_request_ids_are_replaced(start_server: StartServer, header: s
     assert response.status_code == 200
     assert response.headers["x-request-id"] != header
     assert len(response.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_a_trusted_proxy_names_the_client_and_its_scheme(
+    start_server: StartServer, trusted: bool
+) -> None:
+    server = await start_server(
+        insecure_dev=False, trusted_proxies=["127.0.0.1/32"] if trusted else []
+    )
+    ann = await server.add_user("ann@example.com", "analyst")
+    headers = {
+        "Authorization": f"Bearer {server.token(ann)}",
+        "X-Forwarded-For": "198.51.100.7, 127.0.0.1",
+        "X-Forwarded-Proto": "https",
+    }
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+        response = await http.post("/api/session", headers=headers)
+    assert response.status_code == 201, response.text
+    cookie = response.headers["set-cookie"].lower()
+    assert ("secure" in cookie) is trusted
+    await server.collab.audit.flush()
+    rows = await server.collab.relational.audit.query(
+        AuditQuery(user_id=ann.id, action="login", limit=5)
+    )
+    [row] = rows.items
+    assert row.ip_address == ("198.51.100.7" if trusted else "127.0.0.1")

@@ -165,6 +165,7 @@ def _exported_names() -> set[str]:
     counters.closes[1012] += 0
     counters.refusals[(401, "unauthenticated")] += 0
     counters.refusals[(429, "too many requests")] += 0
+    counters.auth_failures["expired"] += 0
     keys = (
         "rooms rooms_loaded_total rooms_unloaded_total updates_applied_total "
         "updates_merged_total frames_broadcast_total updates_refused_too_large_total "
@@ -184,6 +185,7 @@ def _exported_names() -> set[str]:
         cluster=lambda: everything,
         store=lambda: everything,
         edits=lambda: everything,
+        extra={"section_locks_held": lambda: 1.0},
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CollabCollector(sources))
@@ -208,3 +210,15 @@ def test_the_dashboard_and_the_docs_name_only_exported_metrics() -> None:
     documented = set(re.findall(r"`(collab_[a-z_]+)", (root / "docs/operations.md").read_text()))
     assert documented <= exported, f"docs/operations.md lists {sorted(documented - exported)}"
     assert len(documented) >= 30
+
+
+def test_forwarded_scheme_only_from_trusted_proxies() -> None:
+    from server.ops.proxies import forwarded_scheme
+
+    trusted = ["127.0.0.1/32"]
+    assert forwarded_scheme("127.0.0.1", "https", trusted) == "https"
+    assert forwarded_scheme("127.0.0.1", "HTTPS, http", trusted) == "https"
+    assert forwarded_scheme("127.0.0.1", "gopher", trusted) is None
+    assert forwarded_scheme("10.9.9.9", "https", trusted) is None
+    assert forwarded_scheme("127.0.0.1", "https", []) is None
+    assert forwarded_scheme("127.0.0.1", None, trusted) is None
