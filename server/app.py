@@ -66,6 +66,7 @@ from server.realtime.registry import RoomRegistry
 from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session, admit
 from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
 from server.review import approvals, comments, notifications
+from server.review.counters import review_counters
 from server.services import Services, open_services
 from server.settings import Settings
 from server.shutdown import CLOSE_SECONDS as CLOSE
@@ -458,7 +459,7 @@ def create_app(
                 presence.install(collab.hooks, collab.hub, collab.coordinator, node_id, tasks)
             )
             comments.install(collab, tasks)
-            notifications.install(
+            notifier = notifications.install(
                 collab.hooks,
                 collab.hub,
                 notifications.NotifierPorts(
@@ -475,7 +476,9 @@ def create_app(
             if collab.cluster is not None:
                 collab.cluster.start(tasks)
             app.state.metrics = metrics_of(
-                collab, {"section_locks_held": lambda: float(len(lock_service.known))}
+                collab,
+                {"section_locks_held": lambda: float(len(lock_service.known))},
+                review_counters(comments.comments_of(collab), notifier),
             )
             check_dependencies(
                 readiness,

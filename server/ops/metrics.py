@@ -45,6 +45,10 @@ class Sources:
     store: Stats | None = None
     edits: Stats | None = None
     extra: Mapping[str, Callable[[], float]] = field(default_factory=dict)
+    # Features' counters by one label: name -> (help, label, reading of label -> count).
+    counted: Mapping[str, tuple[str, str, Callable[[], Mapping[str, int]]]] = field(
+        default_factory=dict
+    )
 
 
 # (stats key, metric name without prefix, kind, help) for the registry's stats.
@@ -143,6 +147,11 @@ class CollabCollector(Collector):
             gauge = GaugeMetricFamily(PREFIX + name, doc, labels=["node"])
             gauge.add_metric([node], float(read()))
             yield gauge
+        for name, (help_text, label, reading) in sources.counted.items():
+            counter = CounterMetricFamily(PREFIX + name, help_text, labels=["node", label])
+            for value, count in sorted(reading().items()):
+                counter.add_metric([node, value], float(count))
+            yield counter
         yield from self._process_metrics(node)
 
     def _counters(self, node: str) -> Iterator[Metric]:

@@ -45,9 +45,17 @@ class Observed(Protocol):
     def store(self) -> object: ...
 
 
-def metrics_of(collab: Observed, extra: Mapping[str, Callable[[], float]] | None = None) -> Metrics:
+Counted = tuple[str, str, Callable[[], Mapping[str, int]]]
+
+
+def metrics_of(
+    collab: Observed,
+    extra: Mapping[str, Callable[[], float]] | None = None,
+    counted: Mapping[str, Counted] | None = None,
+) -> Metrics:
     """The metrics of one app, read from its components at scrape time; ``extra``: gauges
-    of features (name without the prefix -> a reading)."""
+    of features (name without the prefix -> a reading), ``counted``: their counters by one
+    label (name -> help, label, reading)."""
     store = collab.store
     store_stats: Callable[[], Mapping[str, Any]] | None = getattr(store, "stats", None)
     hub = collab.hub
@@ -62,6 +70,7 @@ def metrics_of(collab: Observed, extra: Mapping[str, Callable[[], float]] | None
             store=store_stats,
             edits=collab.edits.stats if collab.edits is not None else None,
             extra=dict(extra or {}),
+            counted=dict(counted or {}),
         )
     )
 

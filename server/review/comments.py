@@ -31,6 +31,7 @@ import contextlib
 import logging
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,7 @@ class CommentService:
         self._collab = collab
         self._text = LiveText(collab.registry)
         self.stored = 0
+        self.operations: Counter[str] = Counter()  # create, edit, resolve, reopen, delete
 
     # -- rights -----------------------------------------------------------------------------
 
@@ -364,6 +366,7 @@ class CommentService:
     # -- side effects -----------------------------------------------------------------------
 
     def _audit(self, actor: Principal, op: str, comment: Comment, via: str) -> None:
+        self.operations[op] += 1  # read by /metrics
         self._collab.audit.record(
             actor.context.entry(
                 "comment",

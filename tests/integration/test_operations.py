@@ -209,3 +209,17 @@ async def test_a_trusted_proxy_names_the_client_and_its_scheme(
     )
     [row] = rows.items
     assert row.ip_address == ("198.51.100.7" if trusted else "127.0.0.1")
+
+
+async def test_comment_operations_are_counted(start_server: StartServer) -> None:
+    server = await start_server()
+    key = ("collab_comment_operations_total", (("op", "create"),))
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=WAIT) as http:
+        made = await http.post("/api/documents", json={"documentId": "noted", "title": "N"})
+        assert made.status_code == 201, made.text
+        for text in ("first", "second"):
+            response = await http.post("/api/documents/noted/comments", json={"content": text})
+            assert response.status_code == 201, response.text
+    samples = await _scrape(server)
+    assert samples[key] == 2
+    assert ("collab_notifications_total", (("outcome", "delivered"),)) in samples

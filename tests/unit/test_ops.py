@@ -186,6 +186,10 @@ def _exported_names() -> set[str]:
         store=lambda: everything,
         edits=lambda: everything,
         extra={"section_locks_held": lambda: 1.0},
+        counted={
+            "comment_operations": ("h", "op", lambda: {"create": 1}),
+            "notifications": ("h", "outcome", lambda: {"delivered": 1}),
+        },
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CollabCollector(sources))
