@@ -479,6 +479,7 @@ def create_app(
                 collab,
                 {"section_locks_held": lambda: float(len(lock_service.known))},
                 review_counters(comments.comments_of(collab), notifier),
+                readiness,
             )
             check_dependencies(
                 readiness,

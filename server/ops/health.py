@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -83,6 +84,9 @@ class Readiness:
         self._probes: dict[str, Probe] = {}
         self._cached: tuple[float, tuple[CheckResult, ...]] | None = None
         self._running: asyncio.Task[tuple[CheckResult, ...]] | None = None
+        # For /metrics: the last result of each dependency check, and failures by check.
+        self.last: dict[str, CheckResult] = {}
+        self.failures: Counter[str] = Counter()
 
     def add_check(self, name: str, probe: Probe) -> None:
         """Check ``probe()`` (it raises when the dependency is down) before saying ready."""
@@ -128,6 +132,10 @@ class Readiness:
     async def _run_checks(self) -> tuple[CheckResult, ...]:
         names = list(self._probes)
         results = await asyncio.gather(*(self._check(name, self._probes[name]) for name in names))
+        for result in results:
+            self.last[result.name] = result
+            if not result.ok:
+                self.failures[result.name] += 1
         return tuple(results)
 
     async def _check(self, name: str, probe: Probe) -> CheckResult:

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from server.ops import counters
+from server.ops.health import Readiness
 
 PREFIX: Final = "collab_"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,6 +50,7 @@ class Sources:
     counted: Mapping[str, tuple[str, str, Callable[[], Mapping[str, int]]]] = field(
         default_factory=dict
     )
+    readiness: Readiness | None = None
 
 
 # (stats key, metric name without prefix, kind, help) for the registry's stats.
@@ -115,6 +117,33 @@ def _table(
             yield family
 
 
+def _dependencies(node: str, readiness: Readiness) -> Iterator[Metric]:
+    """The configured services as the last readiness check saw them (``/readyz``, which
+    probes ask every few seconds; nothing is checked for the scrape)."""
+    up = GaugeMetricFamily(
+        PREFIX + "dependency_up",
+        "1 when the last readiness check reached the service",
+        labels=["node", "dependency"],
+    )
+    seconds = GaugeMetricFamily(
+        PREFIX + "dependency_check_seconds",
+        "how long the last readiness check of the service took",
+        labels=["node", "dependency"],
+    )
+    failures = CounterMetricFamily(
+        PREFIX + "dependency_check_failures",
+        "readiness checks of the service that failed",
+        labels=["node", "dependency"],
+    )
+    for name, result in sorted(readiness.last.items()):
+        up.add_metric([node, name], 1.0 if result.ok else 0.0)
+        seconds.add_metric([node, name], result.seconds)
+        failures.add_metric([node, name], float(readiness.failures[name]))
+    yield up
+    yield seconds
+    yield failures
+
+
 class CollabCollector(Collector):
     """Reads :class:`Sources` when scraped; holds no state of its own."""
 
@@ -152,6 +181,8 @@ class CollabCollector(Collector):
             for value, count in sorted(reading().items()):
                 counter.add_metric([node, value], float(count))
             yield counter
+        if sources.readiness is not None:
+            yield from _dependencies(node, sources.readiness)
         yield from self._process_metrics(node)
 
     def _counters(self, node: str) -> Iterator[Metric]:

@@ -52,6 +52,7 @@ def metrics_of(
     collab: Observed,
     extra: Mapping[str, Callable[[], float]] | None = None,
     counted: Mapping[str, Counted] | None = None,
+    readiness: Readiness | None = None,
 ) -> Metrics:
     """The metrics of one app, read from its components at scrape time; ``extra``: gauges
     of features (name without the prefix -> a reading), ``counted``: their counters by one
@@ -71,6 +72,7 @@ def metrics_of(
             edits=collab.edits.stats if collab.edits is not None else None,
             extra=dict(extra or {}),
             counted=dict(counted or {}),
+            readiness=readiness,
         )
     )
 

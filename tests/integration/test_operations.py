@@ -171,6 +171,9 @@ async def test_readyz_says_when_redis_is_down_and_recovers(
         check = down.json()["checks"]["redis"]
         assert check["ok"] is False
         assert check["reason"]
+        samples = await _scrape(server)
+        assert samples[("collab_dependency_up", (("dependency", "redis"),))] == 0
+        assert samples[("collab_dependency_check_failures_total", (("dependency", "redis"),))] >= 1
         redis.restart()
         await eventually(lambda: _status(http, 200), WAIT, "readyz says 200 again")
 
