@@ -12,6 +12,7 @@ not-ready first, then closes with 1012, and loses no acknowledged edit.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import signal
 import time
@@ -183,6 +184,12 @@ async def test_a_client_through_nginx_edits_is_audited_and_survives_a_killed_nod
     assert await _connections(survivor) >= 2
     for client in (again, fresh, reader):
         await client.close()
+    # The nodes log JSON (COLLAB_LOG_FORMAT=json): every log line parses, names its node,
+    # and what a request logged names its request.
+    records = [json.loads(line) for line in survivor.lines if line.startswith("{")]
+    assert records, survivor.lines
+    assert {record["node"] for record in records} == {survivor.env["COLLAB_NODE_NAME"]}
+    assert all({"time", "level", "logger", "message"} <= set(record) for record in records)
 
 
 async def _audit_has(topology: Topology, action: str, address: str) -> bool:
