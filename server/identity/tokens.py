@@ -152,6 +152,17 @@ class TokenService:
             raise AuthError(f"invalid token: {exc}") from exc
         return _identity(claims)
 
+    def prefetch_keys(self) -> int:
+        """Fetch the identity provider's key set now (blocking: run it in a thread), so
+        that the first tokens do not wait for it; how many keys it holds (0 without a JWKS
+        URL). Raises AuthError when it cannot be fetched."""
+        if self._jwks is None:
+            return 0
+        try:
+            return len(self._jwks.get_signing_keys())
+        except jwt.PyJWKClientError as exc:
+            raise AuthError(f"the identity provider's keys cannot be fetched: {exc}") from exc
+
     def _key(self, token: str, header: dict[str, Any]) -> Any:
         """The key that must have signed ``token``, by its algorithm (and key id)."""
         algorithm = header.get("alg")

@@ -167,6 +167,7 @@ async def test_an_external_providers_token_signs_a_user_in(start_server: StartSe
             jwt_issuer="https://idp.example.test/realms/acme",
             jwt_audience="collab-api",
         )
+        assert jwks.fetches == 1  # fetched at start, before any token came
         ann = await server.add_user("ann@example.com", "analyst")
         # The provider's subject is its own id; the verified email names our user.
         token = _token(key, "idp-1", sub="idp|12345")
@@ -179,5 +180,6 @@ async def test_an_external_providers_token_signs_a_user_in(start_server: StartSe
             assert refused.status_code == 401
         async with YClient(server.ws_url, "idp-doc/s", token=token) as socket:
             await asyncio.wait_for(socket.synced.wait(), WAIT)
+        assert jwks.fetches == 1  # cached
     finally:
         jwks.close()

@@ -184,3 +184,15 @@ def test_unverified_emails_are_not_used(jwks: Jwks) -> None:
     jwks.keys = [public]
     identity = _service(jwks).verify(_token(key, "k1", email_verified=False))
     assert identity.email is None
+
+
+def test_the_key_set_can_be_fetched_ahead(jwks: Jwks) -> None:
+    key, public = _rsa("k1")
+    jwks.keys = [public]
+    tokens = _service(jwks)
+    assert tokens.prefetch_keys() == 1
+    tokens.verify(_token(key, "k1"))
+    assert jwks.fetches == 1
+    assert TokenService(secret=SECRET).prefetch_keys() == 0
+    with pytest.raises(AuthError, match="cannot be fetched"):
+        TokenService(jwks_url="http://127.0.0.1:9/jwks.json").prefetch_keys()
