@@ -1,20 +1,28 @@
 # The two commands of the README. Both set everything up on a fresh machine first.
-#   make serve   run the server on its embedded defaults (http://127.0.0.1:8765)
-#   make test    run every gate: format, lint, types, the whole test suite
+#   make serve   run the server on its embedded defaults (http://127.0.0.1:8765): installs
+#                the runtime dependencies only, pinned with hashes (requirements.lock)
+#   make test    run every gate: format, lint, types, the whole test suite (adds the dev and
+#                load extras)
 #   make web     rebuild the web editor into server/web/static (committed: docs/web.md)
 
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.runtime-installed
 NODE_STAMP := tests/interop/node_modules/.installed
 # The npm workspace of the client library (clients/js) and the web editor (web).
 JS_STAMP := node_modules/.installed
 
 .PHONY: serve test lint install clean web
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev,load]'
 	touch $(STAMP)
 
@@ -32,7 +40,7 @@ install: $(STAMP) $(NODE_STAMP) $(JS_STAMP)
 web: $(JS_STAMP)
 	node web/build.mjs
 
-serve: $(STAMP)
+serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/collab serve $(ARGS)
 
 lint: $(STAMP) $(JS_STAMP)

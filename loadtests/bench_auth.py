@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.bench_core import RESULTS_DIR, machine
 from loadtests.cli import progress_printer
@@ -86,7 +86,7 @@ def run(
                 workers=workers, server_pid=server.pid, progress=progress_printer()
             )
             result = run_load(scenario, server.ws_url, options)
-            health = httpx.get(f"{server.http_url}/healthz", timeout=10).json()
+            health = httpx2.get(f"{server.http_url}/healthz", timeout=10).json()
     return result, health
 
 

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.bench_core import RESULTS_DIR, machine
 from loadtests.cli import progress_printer
@@ -109,7 +109,7 @@ def lock_latency(node: ServerProcess, rounds: int = 200) -> LatencySummary:
     """REST lock then unlock of one section, ``rounds`` times; the acquire latencies."""
     samples: list[float] = []
     base = node.http_url
-    with httpx.Client(base_url=base, timeout=10) as http:
+    with httpx2.Client(base_url=base, timeout=10) as http:
         created = http.post(
             "/api/documents",
             json={"documentId": "lockbench", "title": "Lock bench", "sections": [

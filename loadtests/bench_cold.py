@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.bench_core import RESULTS_DIR, machine
 from loadtests.client import YClient
@@ -66,7 +66,7 @@ async def join_seconds(server: ServerProcess, edits: int) -> float:
 def wait_unloaded(server: ServerProcess, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if httpx.get(f"{server.http_url}/healthz", timeout=5).json()["rooms"] == 0:
+        if httpx2.get(f"{server.http_url}/healthz", timeout=5).json()["rooms"] == 0:
             return
         time.sleep(0.1)
     raise RuntimeError("the room did not unload")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.bench_core import RESULTS_DIR, machine
 from loadtests.client import YClient
@@ -216,7 +216,7 @@ async def comment_burst(
 
 async def run(args: argparse.Namespace, http_url: str, ws_url: str) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    async with httpx.AsyncClient(base_url=http_url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=http_url, timeout=30) as http:
         created = await http.post(
             "/api/documents",
             json={
@@ -242,7 +242,7 @@ async def run(args: argparse.Namespace, http_url: str, ws_url: str) -> dict[str,
     ]
     probing = asyncio.create_task(probe_edits(typists[0].client, probed, stop, 0.5))
     await asyncio.sleep(1.0)  # let the typing get going
-    async with httpx.AsyncClient(base_url=http_url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=http_url, timeout=30) as http:
         marks = [await _mark(http)]
         fanout, missed = await comment_fanout(commenter, others, args.comments, rng)
         marks.append(await _mark(http))
@@ -290,7 +290,7 @@ async def run(args: argparse.Namespace, http_url: str, ws_url: str) -> dict[str,
     }
 
 
-async def _mark(http: httpx.AsyncClient) -> dict[str, float]:
+async def _mark(http: httpx2.AsyncClient) -> dict[str, float]:
     """The time, the server's CPU seconds (``/healthz``) and this process's CPU seconds."""
     health = (await http.get("/healthz")).json()
     return {

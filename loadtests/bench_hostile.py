@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import psutil
 import pycrdt
 import websockets
@@ -89,12 +89,12 @@ class HealthProbe:
 
     def _run(self) -> None:
         # At least one request, even when the work it watches ends before the thread runs.
-        with httpx.Client(timeout=30) as http:
+        with httpx2.Client(timeout=30) as http:
             while True:
                 started = time.perf_counter()
                 try:
                     ok = http.get(self.url).status_code == 200
-                except httpx.HTTPError:
+                except httpx2.HTTPError:
                     ok = False
                 self.latencies.append(time.perf_counter() - started)
                 self.failures += not ok
@@ -128,7 +128,7 @@ def _percentile(ordered: list[float], percent: float) -> float:
 
 def _idle_probe(url: str, requests: int) -> dict[str, Any]:
     probe = HealthProbe(url)
-    with httpx.Client(timeout=30) as http:
+    with httpx2.Client(timeout=30) as http:
         for _ in range(requests):
             started = time.perf_counter()
             probe.failures += http.get(probe.url).status_code != 200

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.bench_core import RESULTS_DIR, machine
 from loadtests.client import YClient
@@ -43,7 +43,7 @@ TARGET_GROWTH_MB = 10.0
 MB = 1_000_000
 
 
-async def health(http: httpx.AsyncClient) -> dict[str, Any]:
+async def health(http: httpx2.AsyncClient) -> dict[str, Any]:
     response = await http.get("/healthz")
     response.raise_for_status()
     body: dict[str, Any] = response.json()
@@ -51,7 +51,7 @@ async def health(http: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def wait_until(
-    http: httpx.AsyncClient, predicate: Any, timeout: float = 60.0
+    http: httpx2.AsyncClient, predicate: Any, timeout: float = 60.0
 ) -> dict[str, Any]:
     """Read ``/healthz`` until ``predicate(body)`` holds (each read is a round trip to the
     server, which is what we wait on); TimeoutError after ``timeout`` seconds."""
@@ -62,7 +62,7 @@ async def wait_until(
                 return body
 
 
-async def at_rest(http: httpx.AsyncClient) -> int:
+async def at_rest(http: httpx2.AsyncClient) -> int:
     """The server's RSS once the freed memory of the rooms unloaded so far went back to the
     system: after the trim that the last unload asked for (``heap_trim_pending`` false). A
     server without the trim (no such field) is read at once."""
@@ -75,7 +75,7 @@ def _heap_stats(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if key.startswith("heap_")}
 
 
-async def write_room(ws_url: str, http: httpx.AsyncClient, room: str, size: int) -> None:
+async def write_room(ws_url: str, http: httpx2.AsyncClient, room: str, size: int) -> None:
     """Fill ``room`` with ``size`` characters of text, then wait until no room is loaded."""
     async with YClient(ws_url, room) as writer:
         chunk = "strategy " * 1000
@@ -87,7 +87,7 @@ async def write_room(ws_url: str, http: httpx.AsyncClient, room: str, size: int)
 
 
 async def join_and_leave(
-    ws_url: str, http: httpx.AsyncClient, room: str, size: int, unloaded: int
+    ws_url: str, http: httpx2.AsyncClient, room: str, size: int, unloaded: int
 ) -> int:
     """Join ``room`` (loading it), check its size, leave, and wait for both of its rooms
     (section and outline) to unload; returns the new ``rooms_unloaded_total``."""
@@ -102,7 +102,7 @@ async def join_and_leave(
 
 async def cycles(server: ServerProcess, count: int, size: int) -> dict[str, Any]:
     """Load and unload one ``size``-character section ``count`` times; RSS in bytes."""
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=30) as http:
         start_rss = (await health(http))["rss_bytes"]
         await write_room(server.ws_url, http, ROOM, size)
         unloaded = (await health(http))["rooms_unloaded_total"]
@@ -140,7 +140,7 @@ async def _join(client: YClient) -> None:
 async def many_rooms(server: ServerProcess, rooms: int, batch: int) -> dict[str, Any]:
     """Join ``rooms`` sections (one document each) in batches of open clients, then leave
     all; RSS before, with every room loaded, and after they all unloaded."""
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=30) as http:
         before = (await health(http))["rss_bytes"]
         clients: list[YClient] = []
         started = time.perf_counter()

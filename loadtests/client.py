@@ -42,13 +42,16 @@ class YClient:
         token: str | None = None,
         headers: dict[str, str] | None = None,
         doc: pycrdt.Doc[Any] | None = None,
+        source: str | None = None,
     ) -> None:
         """``doc``: continue with an existing document (a client reconnecting elsewhere
-        keeps its edits and sends what the server lacks)."""
+        keeps its edits and sends what the server lacks). ``source``: the local address to
+        connect from (another loopback address stands for another machine)."""
         if token is not None:
             query = f"{query}&token={token}" if query else f"token={token}"
         self.url = f"{base_url}/{room}" + (f"?{query}" if query else "")
         self.headers = headers or {}
+        self.source = source
         self.room = room
         self.doc: pycrdt.Doc[Any] = doc if doc is not None else pycrdt.Doc()
         self.text = self.doc.get("content", type=pycrdt.Text)
@@ -81,13 +84,21 @@ class YClient:
         if not self._remote:
             self._local.append(event.update)
 
+    def _connect_options(self) -> dict[str, Any]:
+        """Passed on to the event loop's ``create_connection``."""
+        return {"local_addr": (self.source, 0)} if self.source else {}
+
     async def connect(self, timeout: float = 10.0) -> YClient:
         """Open the socket and send sync step 1; ``synced`` is set on the server's step 2."""
         if self._observed is None:
             self._observe()
         self._ws = await asyncio.wait_for(
             websockets.connect(
-                self.url, max_size=None, compression=None, additional_headers=self.headers
+                self.url,
+                max_size=None,
+                compression=None,
+                additional_headers=self.headers,
+                **self._connect_options(),
             ),
             timeout,
         )

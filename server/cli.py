@@ -8,7 +8,10 @@ import logging
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from importlib import metadata
 from importlib.metadata import entry_points
 from types import FrameType
 from typing import Any
@@ -21,8 +24,12 @@ from persistence.relational import USER_STATUSES, User
 from server import shutdown
 from server.app import create_app
 from server.identity import admin
+from server.identity.authentication import revoke_sessions
+from server.ops import logs
+from server.ops.health import Readiness
 from server.realtime.http_head import head_limited_protocol
 from server.realtime.transport import FanoutProtocol
+from server.services import open_coordinator
 from server.settings import Settings
 from server.stores import open_content_store
 
@@ -34,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="collab",
         description="Real-time collaborative editing server (y-websocket compatible).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -69,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     user = commands.add_parser(
-        "user", help="manage users (add, list, get, update, reactivate, delete)"
+        "user",
+        help="manage users (add, list, get, update, set-role, suspend, reactivate, delete)",
     )
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = user_commands.add_parser("add", help="add a user")
@@ -84,7 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--department", help="only users of this department")
     listing.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     _user_admin_parsers(user_commands)
-    token = commands.add_parser("token", help="access tokens")
+    set_role = user_commands.add_parser(
+        "set-role",
+        help="change a user's role (open sockets follow within 5 s)",
+    )
+    set_role.add_argument("--email", required=True)
+    set_role.add_argument("--role", required=True, choices=admin.ROLES)
+    set_role.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    suspend = user_commands.add_parser(
+        "suspend",
+        help="suspend a user: every request and socket of theirs is refused within 5 s",
+    )
+    suspend.add_argument("--email", required=True)
+    suspend.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    token = commands.add_parser("token", help="access tokens (issue, revoke)")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     issue = token_commands.add_parser(
         "issue",
@@ -102,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
         help="limit the token to this document (repeatable); default: no limit",
     )
     issue.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
+    revoke = token_commands.add_parser(
+        "revoke",
+        help="end every session of a user (all tokens issued until now)",
+        description="Refuse every token of the user issued until now, on every node within "
+        "5 s (open sockets are closed). Needs the shared session store (COLLAB_REDIS_URL); on "
+        "an embedded install, use DELETE /api/session?all=true while the server runs, or "
+        "suspend the user.",
+    )
+    revoke.add_argument("--user", required=True, metavar="EMAIL")
+    revoke.add_argument("--data-dir", help="directory of the embedded stores (./collab-data)")
     load = commands.add_parser(
         "load",
         help="drive a server with scripted clients (python -m loadtests)",
@@ -125,8 +157,11 @@ def _user_admin_parsers(user_commands: Any) -> None:
     department.add_argument("--department")
     department.add_argument("--no-department", action="store_true", help="clear the department")
     update.add_argument("--data-dir", help=data_dir)
-    reactivate = user_commands.add_parser("reactivate", help="make a suspended user active")
-    reactivate.add_argument("user", metavar="EMAIL_OR_ID")
+    reactivate = user_commands.add_parser(
+        "reactivate", help="make a suspended user active (open sockets follow within 5 s)"
+    )
+    reactivate.add_argument("user", metavar="EMAIL_OR_ID", nargs="?")
+    reactivate.add_argument("--email", help="the user's email (instead of EMAIL_OR_ID)")
     reactivate.add_argument("--data-dir", help=data_dir)
     delete = user_commands.add_parser(
         "delete", help="delete a user (one with a history is deactivated instead)"
@@ -164,7 +199,10 @@ def _user_admin(args: argparse.Namespace, settings: Settings) -> None:
         )
         print(_user_line(updated))
     elif command == "reactivate":
-        print(_user_line(asyncio.run(admin.reactivate_user(settings, args.user))))
+        who = args.user or args.email
+        if not who:
+            raise ValueError("name the user: EMAIL_OR_ID or --email")
+        print(_user_line(asyncio.run(admin.reactivate_user(settings, who))))
     elif command == "delete":
         user, removed = asyncio.run(admin.delete_user(settings, args.user))
         print(f"{user.id}\t{user.email}\t{'deleted' if removed else 'deactivated (has history)'}")
@@ -251,6 +289,9 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         ws=FanoutProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
+        # X-Forwarded-* are ours to read, from COLLAB_TRUSTED_PROXIES only (server/ops/
+        # proxies.py): uvicorn's own reading would trust 127.0.0.1 whatever the settings say.
+        proxy_headers=False,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         log_config=None,
@@ -266,32 +307,46 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, with the shutdown watchdog armed by the first stop signal."""
+    """uvicorn's server, with the shutdown watchdog armed by the first stop signal.
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    The first SIGTERM (or SIGINT) makes the node not ready at once (``/readyz`` 503,
+    draining); uvicorn's own shutdown (stop listening, close the sockets with 1012) begins
+    ``drain_seconds`` later, so that a load balancer polling readiness stops sending new
+    clients first. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, drain_seconds: float) -> None:
         super().__init__(config)
-        self.watchdog = shutdown.Watchdog()
+        self.watchdog = shutdown.Watchdog(shutdown.PROCESS_SECONDS + drain_seconds)
+        self._readiness = readiness
+        self._drain_seconds = drain_seconds
+        self._signalled = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.watchdog.start()
-        super().handle_exit(sig, frame)
+        self._readiness.drain(f"stopping (signal {sig})")
+        if self._signalled or not self._drain_seconds:
+            super().handle_exit(sig, frame)
+            return
+        self._signalled = True
+        log.info("draining for %.1f s before closing the sockets", self._drain_seconds)
+        # A plain thread: it only sets uvicorn's exit flag, which its main loop polls.
+        stop = threading.Timer(self._drain_seconds, super().handle_exit, (sig, frame))
+        stop.daemon = True
+        stop.start()
 
 
 def serve(settings: Settings) -> int:
     """Run uvicorn (uvloop, our fan-out WebSocket protocol) until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 2
     host, port = sock.getsockname()[:2]
-    config = uvicorn_config(create_app(settings), settings)
-    server = _Server(config)
+    app = create_app(settings)
+    config = uvicorn_config(app, settings)
+    server = _Server(config, app.state.readiness, settings.drain_seconds)
     shown = f"[{host}]" if ":" in host else host
     # Printed whatever the log level: operators and scripts (port 0) need this line.
     print(
@@ -332,7 +387,11 @@ def _plugin_command(name: str, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    command = next(iter(found)).load()
+    try:
+        command = next(iter(found)).load()
+    except ImportError as exc:  # e.g. the server image, which ships without the load tool
+        print(f"collab {name}: not available here ({exc})", file=sys.stderr)
+        return 2
     code: int = command(argv, prog=f"collab {name}")
     return code
 
@@ -360,11 +419,21 @@ def _operator(args: argparse.Namespace, settings: Settings) -> int:
     """``collab user ...`` and ``collab token issue``: one call each, clear errors."""
     name = f"collab {args.command}"
     try:
-        if args.command == "token":
+        if args.command == "token" and args.token_command == "revoke":
+            revoked = asyncio.run(_revoke(settings, args.user))
+            print(f"{name}: every token of {revoked.email} issued until now is refused")
+        elif args.command == "token":
             ttl = admin.parse_duration(args.ttl)
             user, token = asyncio.run(admin.issue_token(settings, args.user, ttl, args.doc))
             print(token)
             print(f"{name}: token for {user.email}, valid {args.ttl}", file=sys.stderr)
+        elif args.user_command in ("set-role", "suspend"):
+            changed = asyncio.run(
+                admin.change_user(
+                    settings, args.email, args.user_command, getattr(args, "role", None)
+                )
+            )
+            print(f"{changed.id}\t{changed.email}\t{changed.role}\t{changed.status}")
         elif args.user_command == "add":
             added = asyncio.run(
                 admin.add_user(settings, args.email, args.name, args.role, args.department)
@@ -386,3 +455,27 @@ def _operator(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def version() -> str:
+    """The installed package's version (``collab --version``)."""
+    try:
+        return metadata.version("collab")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+async def _revoke(settings: Settings, email: str) -> User:
+    """Revoke every session of the user ``email`` in the shared session store."""
+    if not settings.redis_url:
+        raise ValueError(
+            "revoking sessions needs the shared session store (COLLAB_REDIS_URL); on an "
+            "embedded install use DELETE /api/session?all=true, or suspend the user"
+        )
+    user = await admin.user_by_email(settings, email)
+    coordinator = await open_coordinator(settings)
+    try:
+        await revoke_sessions(coordinator.sessions, str(user.id), time.time())
+    finally:
+        await coordinator.aclose()
+    return user

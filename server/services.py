@@ -5,6 +5,7 @@ pipeline. Embedded by default; each switches to the real service when its URL is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -24,6 +25,7 @@ from persistence.relational import (
     migrate,
     open_relational,
 )
+from server.errors import AuthError
 from server.identity.admin import first_admin_hint, token_service
 from server.identity.audit import AuditTrail, EditTally
 from server.identity.authentication import Authenticator, ensure_dev_user
@@ -100,6 +102,13 @@ async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) ->
         cache_ttl=settings.access_cache_seconds,
         outage_grace=settings.session_outage_grace_seconds,
     )
+    if settings.jwt_jwks_url:
+        # Fetched before serving (a fetch blocks: later ones happen on key rotation only).
+        try:
+            keys = await asyncio.to_thread(authn.tokens.prefetch_keys)
+            log.info("identity provider: %d signing keys", keys)
+        except AuthError as exc:
+            log.warning("%s; its tokens are refused until it answers", exc)
     audit = AuditTrail(relational.audit if settings.audit else NullAuditStore())
     await audit.start()
     # The trail writes what is queued for at most CLOSE_SECONDS, then says what it lost.

@@ -5,10 +5,11 @@ Defaults are safe and need no services: everything runs embedded under ``data_di
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -192,3 +193,47 @@ class Settings(BaseSettings):
         "past it are refused. Its record holds the text twice (markdown and sections) plus "
         "once per inline revision, under 16 MB: keep it at 3 MiB or less",
     )
+
+    # -- operations (docs/operations.md) -------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text (for a terminal) or json: one JSON object per line with the "
+        "request id, connection id, user, document, room and node",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="when set, /metrics answers only 'Authorization: Bearer <this token>'",
+    )
+    drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="after SIGTERM, /readyz says 503 (draining) for this long before the "
+        "sockets close with 1012: time for the load balancer to stop sending new clients",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of reverse proxies whose X-Forwarded-For names "
+        "the client (audit rows record that address); JSON list, e.g. '[\"10.0.0.0/8\"]'",
+    )
+
+    # -- identity (docs/operations.md, "Identity") -----------------------------------------
+    jwt_issuer: str = Field("collab", min_length=1, description="the 'iss' tokens must carry")
+    jwt_audience: str = Field(
+        "collab", min_length=1, description="the 'aud' tokens must carry (one of theirs)"
+    )
+    jwt_jwks_url: str | None = Field(
+        None,
+        description="JWKS URL of an external identity provider: RS256/ES256 tokens are "
+        "verified with its keys (fetched, cached, refetched for an unknown key id)",
+    )
+    jwt_leeway_seconds: float = Field(
+        30.0, ge=0, le=300, description="clock skew allowed on exp, iat and nbf"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names it
+        return value

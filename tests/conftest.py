@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -119,7 +119,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         port = sock.getsockname()[1]
         task = asyncio.create_task(server.serve(sockets=[sock]))
         running.append((server, task))
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             async with asyncio.timeout(20):
                 while not server.started:
                     if task.done():

@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.harness import ServerProcess
 from persistence.content import sqlite_search
@@ -224,7 +224,7 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def timed(call: Callable[[], httpx.Response], requests: int) -> dict[str, float]:
+def timed(call: Callable[[], httpx2.Response], requests: int) -> dict[str, float]:
     for _ in range(5):  # warm-up
         response = call()
         assert response.status_code == 200, response.text
@@ -256,15 +256,15 @@ LISTS = {
 
 
 def _getter(
-    http: httpx.Client, path: str, params: dict[str, str], headers: dict[str, str]
-) -> Callable[[], httpx.Response]:
-    def get() -> httpx.Response:
+    http: httpx2.Client, path: str, params: dict[str, str], headers: dict[str, str]
+) -> Callable[[], httpx2.Response]:
+    def get() -> httpx2.Response:
         return http.get(path, params=params, headers=headers)
 
     return get
 
 
-def measure(http: httpx.Client, tokens: dict[str, str], requests: int) -> dict[str, Any]:
+def measure(http: httpx2.Client, tokens: dict[str, str], requests: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for who, token in tokens.items():
         headers = {"Authorization": f"Bearer {token}"}
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seeded {args.records} records x 6 collections in {took:.1f} s")
         with (
             ServerProcess(data_dir, cpu=cpu, env=SECURE_ENV) as server,
-            httpx.Client(base_url=server.http_url, timeout=30) as http,
+            httpx2.Client(base_url=server.http_url, timeout=30) as http,
         ):
             tokens = {"analyst": analyst_token, "admin": admin_token}
             load_before = os.getloadavg()[0]

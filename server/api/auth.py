@@ -5,6 +5,8 @@
   token itself; HttpOnly, SameSite=Strict, Secure on https) for browsers, whose WebSockets
   then authenticate with the cookie.
 * ``DELETE /api/session``: ends the session: its token and cookie are refused from then on.
+  ``DELETE /api/session?all=true`` ends every session of the caller (every token issued
+  until now, on every node within 5 s; open sockets are closed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.api.common import ApiError, audit, authenticated, collab_of, lower_headers
+from server.api.common import (
+    ApiError,
+    audit,
+    authenticated,
+    collab_of,
+    lower_headers,
+    request_scheme,
+)
 from server.identity.authentication import find_token
 
 
@@ -48,7 +57,7 @@ async def open_session(request: Request) -> Response:
         max_age=max(1, int(principal.expires_at - time.time())),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request_scheme(request) == "https",
         path="/",
     )
     audit(request, principal, "login", "session", principal.session_id)
@@ -60,12 +69,18 @@ async def close_session(request: Request) -> Response:
     principal = await authenticated(request)
     collab = collab_of(request)
     headers = lower_headers(request.headers)
+    everywhere = request.query_params.get("all", "false")
+    if everywhere not in ("true", "false"):
+        raise ApiError(400, "invalid query parameter", "all must be true or false")
     identity = collab.authn.identify(headers, request.url.query)
     if identity is not None:
         await collab.authn.end_session(identity)
+    if everywhere == "true":
+        await collab.authn.revoke_user(principal.user_id)
     response = Response(status_code=204)
     response.delete_cookie(collab.settings.session_cookie, path="/")
-    audit(request, principal, "logout", "session", principal.session_id)
+    changes = {"allSessions": True} if everywhere == "true" else None
+    audit(request, principal, "logout", "session", principal.session_id, changes)
     return response
 
 

@@ -34,6 +34,8 @@ from server.errors import (
 )
 from server.identity.authentication import Principal, origin_allowed
 from server.identity.rights import Right
+from server.ops import counters
+from server.ops.proxies import client_address, forwarded_scheme
 
 if TYPE_CHECKING:
     from server.api.ports import ApiCollab
@@ -98,7 +100,22 @@ def collab_of(request: Request) -> ApiCollab:
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client is not None else None
+    """The client's address: the peer's, or the one a trusted proxy forwarded
+    (``COLLAB_TRUSTED_PROXIES``, :mod:`server.ops.proxies`)."""
+    peer = request.client.host if request.client is not None else None
+    trusted = collab_of(request).settings.trusted_proxies
+    if not trusted:
+        return peer
+    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
+
+def request_scheme(request: Request) -> str:
+    """``http`` or ``https`` as the client used it: the request's own, or what a trusted
+    proxy says in ``X-Forwarded-Proto`` (``COLLAB_TRUSTED_PROXIES``)."""
+    peer = request.client.host if request.client is not None else None
+    trusted = collab_of(request).settings.trusted_proxies
+    forwarded = forwarded_scheme(peer, request.headers.get("x-forwarded-proto"), trusted)
+    return forwarded or request.url.scheme
 
 
 async def authenticated(request: Request) -> Principal:
@@ -317,6 +334,7 @@ def exception_handlers() -> dict[
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        counters.refused_with(exc.status, exc.title, exc.detail)
         if exc.status >= 500:
             # The detail sent is generic; the cause (a driver's text) is logged here.
             log.error("%s %s: %s (%r)", request.method, request.url.path, exc, exc.__cause__)
@@ -326,6 +344,7 @@ def exception_handlers() -> dict[
 
     async def mapped(request: Request, exc: Exception) -> Response:
         found = problem(exc)
+        counters.refused(exc)
         if isinstance(exc, UnavailableError):
             log.warning("%s %s: %s", request.method, request.url.path, exc)
         elif found.status >= 500:

@@ -65,7 +65,14 @@ def _write_private(path: Path, text: str) -> None:
 
 def token_service(settings: Settings) -> TokenService:
     public_key = settings.jwt_public_key.get_secret_value() if settings.jwt_public_key else None
-    return TokenService(secret=token_secret(settings), public_key=public_key)
+    return TokenService(
+        secret=token_secret(settings),
+        public_key=public_key,
+        jwks_url=settings.jwt_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway=settings.jwt_leeway_seconds,
+    )
 
 
 async def open_stores(settings: Settings) -> RelationalStores:
@@ -112,6 +119,31 @@ async def list_users(settings: Settings, role: str | None) -> list[User]:
             offset += len(page.items)
             if not page.items or offset >= page.total:
                 return users
+
+
+async def user_by_email(settings: Settings, email: str) -> User:
+    """The user ``email`` (its own connection to the stores); LookupError if there is none."""
+    async with await open_stores(settings) as stores:
+        return await find_user(stores, email)
+
+
+async def change_user(settings: Settings, email: str, change: str, role: str | None) -> User:
+    """``set-role`` (to ``role``), ``suspend`` or ``reactivate`` the user ``email``; the
+    servers see it within their cache TTL (open sockets too: their guard re-checks).
+    LookupError for an unknown user, ValueError for an unknown role."""
+    async with await open_stores(settings) as stores:
+        user = await stores.users.get_by_email(email)
+        if user is None:
+            raise LookupError(f"no user with email {email!r}")
+        if change == "set-role":
+            if role not in ROLES:
+                raise ValueError(f"role must be one of {', '.join(ROLES)}")
+            return await stores.users.update(user.id, UserChanges(role=role))
+        if change == "suspend":
+            return await stores.users.suspend(user.id)
+        if change == "reactivate":
+            return await stores.users.reactivate(user.id)
+    raise ValueError(f"unknown change {change!r}")
 
 
 async def issue_token(

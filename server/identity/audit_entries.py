@@ -45,6 +45,7 @@ class AuditContext:
     user_id: uuid.UUID
     ip: str | None = None
     user_agent: str | None = None
+    request_id: str | None = None  # carried into each entry's changes as "requestId"
 
     def __post_init__(self) -> None:
         try:
@@ -66,6 +67,11 @@ class AuditContext:
         message = None
         if error is not None:
             message = error.replace("\0", "")[:MAX_ERROR_MESSAGE] or "failed"
+        if self.request_id is not None:
+            if changes is None:
+                changes = {"requestId": self.request_id}
+            elif isinstance(changes, dict) and "requestId" not in changes:
+                changes = {**changes, "requestId": self.request_id}
         return AuditEntry(
             user_id=self.user_id,
             action=action,

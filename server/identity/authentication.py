@@ -46,11 +46,17 @@ from server.errors import AuthError, PermissionDenied, ServiceUnavailable
 from server.identity.audit import AuditContext
 from server.identity.rights import Subject
 from server.identity.tokens import Identity, TokenService
+from server.ops import context
 
 log = logging.getLogger(__name__)
 
 SESSION_TTL: Final = 24 * 3600.0
 VOUCHED_MAX: Final = 50_000  # sessions remembered for an outage of the session store
+# ``session:user~{userId}`` holds the moment before which the user's tokens are revoked
+# (session ids are hex, so no session is named so); kept 30 days (the longest the session
+# store keeps anything): tokens must not live longer than that (docs/operations.md).
+REVOKED_PREFIX: Final = "user~"
+REVOCATION_TTL: Final = 30 * 86400.0
 DEV_EMAIL: Final = "dev@localhost"
 
 
@@ -68,6 +74,8 @@ class Principal:
     ip: str | None = None
     user_agent: str | None = None
     user_uuid: uuid.UUID | None = field(default=None, repr=False, compare=False)
+    request_id: str | None = field(default=None, compare=False)  # X-Request-ID, see ops
+    issued_at: float = 0.0  # the token's iat (0: insecure-dev)
 
     @property
     def subject(self) -> Subject:
@@ -76,7 +84,7 @@ class Principal:
     @property
     def context(self) -> AuditContext:
         """Who acts and from where, for the audit trail's entries."""
-        return AuditContext(self.uuid, self.ip, self.user_agent)
+        return AuditContext(self.uuid, self.ip, self.user_agent, self.request_id)
 
     @property
     def uuid(self) -> uuid.UUID:
@@ -161,6 +169,7 @@ class Authenticator:
         self._ttl = cache_ttl
         self._clock = clock
         self._user_cache: dict[str, tuple[float, User | None]] = {}
+        self._revoked: dict[str, tuple[float, float]] = {}  # user -> (until, revoked before)
         self._session_cache: dict[str, float] = {}
         # Sessions the store said were live, most recent last: (user id, when), at most
         # VOUCHED_MAX of them. Used only while the store is unavailable (see the module doc).
@@ -197,13 +206,24 @@ class Authenticator:
                 raise AuthError("authentication required")
             return _principal(self.dev_user, "dev", None, 0.0, ip, user_agent)
         user = await self.user(identity.user_id)
+        if user is None and identity.email is not None:
+            user = await self.user_by_email(identity.email)
         if user is None:
             raise AuthError("the token's user does not exist")
         if user.status != "active":
             raise PermissionDenied(f"user account is {user.status}")
         await self._check_session(identity, ip, user_agent)
+        revoked = await self.revoked_before(str(user.id))
+        if revoked and identity.issued_at <= revoked:
+            raise AuthError("the sessions of this user were revoked; sign in again")
         return _principal(
-            user, identity.session_id, identity.documents, identity.expires_at, ip, user_agent
+            user,
+            identity.session_id,
+            identity.documents,
+            identity.expires_at,
+            ip,
+            user_agent,
+            identity.issued_at,
         )
 
     async def authenticate(
@@ -235,6 +255,48 @@ class Authenticator:
 
     def forget_user(self, user_id: str) -> None:
         self._user_cache.pop(user_id, None)
+
+    async def user_by_email(self, email: str) -> User | None:
+        """The stored user with this email (an external identity provider's token names
+        its user so), cached like :meth:`user`."""
+        key = "email:" + email.strip().lower()
+        now = self._clock()
+        hit = self._user_cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        user = await self._users.get_by_email(email)
+        if len(self._user_cache) > 50_000:
+            self._user_cache.clear()
+        self._user_cache[key] = (now + self._ttl, user)
+        return user
+
+    async def revoke_user(self, user_id: str) -> float:
+        """End every session of the user: tokens issued until now are refused from now on
+        (on every node within the cache TTL, open sockets closed by the guard). Returns the
+        moment of the revocation (seconds since the epoch)."""
+        now = time.time()
+        self._revoked[user_id] = (self._clock() + self._ttl, now)
+        await revoke_sessions(self._sessions, user_id, now)
+        return now
+
+    async def revoked_before(self, user_id: str) -> float:
+        """Tokens of the user issued at or before this moment are refused (0.0: none).
+        Cached for the cache TTL; while the session store is unavailable, the last value
+        this node read holds."""
+        now = self._clock()
+        hit = self._revoked.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            record = await self._sessions.get(REVOKED_PREFIX + user_id)
+        except StorageUnavailable:
+            return hit[1] if hit is not None else 0.0
+        value = record.get("revokedBefore") if record is not None else None
+        moment = float(value) if isinstance(value, int | float) else 0.0
+        if len(self._revoked) > 50_000:
+            self._revoked.clear()
+        self._revoked[user_id] = (now + self._ttl, moment)
+        return moment
 
     async def end_session(self, identity: Identity) -> None:
         """Log out: the session is refused from now on, even with an unexpired token."""
@@ -317,6 +379,16 @@ class Authenticator:
         ) from exc
 
 
+async def revoke_sessions(sessions: SessionStore, user_id: str, now: float) -> None:
+    """Record that every token of ``user_id`` issued at or before ``now`` is revoked (the
+    operator command writes it for the servers to read; StorageError when it cannot)."""
+    await sessions.put(
+        REVOKED_PREFIX + user_id,
+        {"userId": user_id, "revokedBefore": now, "revokedAt": _now_iso()},
+        ttl=REVOCATION_TTL,
+    )
+
+
 def _principal(
     user: User,
     session_id: str,
@@ -324,6 +396,7 @@ def _principal(
     expires_at: float,
     ip: str | None,
     user_agent: str | None,
+    issued_at: float = 0.0,
 ) -> Principal:
     return Principal(
         str(user.id),
@@ -336,6 +409,8 @@ def _principal(
         _ip(ip),
         (user_agent or "")[:512] or None,
         user.id,
+        context.request_id.get(),
+        issued_at,
     )
 
 

@@ -22,6 +22,7 @@ from protocol.events import AppEvent, encode_event
 from protocol.ysync import AppEventMessage, encode
 from server.errors import UNEXPECTED, ServerShuttingDown, SlowConsumer, classify, close_reason
 from server.identity.authentication import Principal
+from server.ops import counters
 from server.realtime.transport import FanoutWriter, binary_frame
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class Connection:
         """
         kind = classify(exc)
         reason = close_reason(exc)
+        counters.refused(exc)
         if kind is UNEXPECTED:
             log.error("conn %s room %s: internal error", self.id, self.room_name, exc_info=exc)
         elif isinstance(exc, ServerShuttingDown):
@@ -164,6 +166,7 @@ class Connection:
         if self._closing is not None:
             return
         self._closing = _Close(code, reason)
+        counters.closes[code] += 1
         # Fired once, then dropped: the close chain holds the room, and a closed connection
         # may live on in a reference cycle with its transport until a full collection.
         on_close, self.on_close = self.on_close, None

@@ -5,7 +5,8 @@ Every ``interval`` seconds the guard asks, for each user with open connections, 
 account is still active and the token unexpired, and for each document they are in, what
 their right is now (through the same cached lookups the admission uses, so the delay is at
 most the cache TTL plus the interval: under 5 s with the defaults). A user who lost the view
-right, was suspended or removed, or whose token expired is disconnected (4403 / 4401); one
+right, was suspended or removed, whose token expired or whose sessions were revoked is
+disconnected (4403 / 4401); one
 who lost the edit right becomes read-only (and is told, with the y-protocols
 permission-denied message); one who gained it can write again.
 """
@@ -87,16 +88,21 @@ class Guard:
                 if user.status != "active":
                     _close_all(conns, PermissionDenied(f"user account is {user.status}"))
                     continue
+                revoked = await self._authn.revoked_before(user_id)
                 subject = principal.subject
                 if user.role != principal.role:
                     subject = type(subject)(user_id, user.role, True)
             else:
                 subject = principal.subject
+                revoked = 0.0
             rights: dict[str, Right] = {}
             frozen: dict[str, bool] = {}
             for conn in conns:
                 if conn.principal is not None and 0 < conn.principal.expires_at < now:
                     conn.fail(AuthError("token expired; reconnect with a new one"))
+                    continue
+                if conn.principal is not None and revoked and conn.principal.issued_at <= revoked:
+                    conn.fail(AuthError("your sessions were revoked; sign in again"))
                     continue
                 document_id = conn.room_name.partition("/")[0]
                 if document_id not in rights:

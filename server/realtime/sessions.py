@@ -19,6 +19,7 @@ from persistence.errors import StorageError
 from server.errors import AuthError, CollabError, RateLimited, UnsupportedData, classify
 from server.identity.authentication import Authenticator, origin_allowed
 from server.identity.tokens import Identity
+from server.ops.context import REQUEST_ID_HEADER, accept_request_id
 from server.realtime.connection import Connection
 from server.realtime.limits import MessageLimiter
 from server.realtime.registry import RoomRegistry
@@ -66,6 +67,7 @@ class Admission:
     identity: Identity | None = None
     ip: str | None = None
     user_agent: str | None = None
+    request_id: str | None = None  # the upgrade's X-Request-ID (or a new one)
 
 
 def admit(
@@ -119,7 +121,8 @@ def admit(
             "(with jitter, see docs/protocol.md)",
             retry_after=wait,
         )
-    return Admission(room, events, identity, client, headers.get("user-agent"))
+    request_id = accept_request_id(headers.get(REQUEST_ID_HEADER))
+    return Admission(room, events, identity, client, headers.get("user-agent"), request_id)
 
 
 class Session:

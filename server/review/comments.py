@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,7 @@ class CommentService:
         self._ports = ports
         self._text = LiveText(ports.registry)
         self.stored = 0
+        self.operations: Counter[str] = Counter()  # create, edit, resolve, reopen, delete
 
     # -- rights -----------------------------------------------------------------------------
 
@@ -354,6 +356,7 @@ class CommentService:
     # -- side effects -----------------------------------------------------------------------
 
     def _audit(self, actor: Principal, op: str, comment: Comment, via: str) -> None:
+        self.operations[op] += 1  # read by /metrics
         self._ports.audit.record(
             actor.context.entry(
                 "comment",

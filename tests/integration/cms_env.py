@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 from persistence.relational import AccessQuery, AuditEntry, AuditQuery, DataAccessEntry, User
 from tests.conftest import LiveServer
@@ -28,7 +28,7 @@ INJECTIONS = ["' OR '1'='1", '{"$ne": null}', ".*", "%", "_", "\\", "x') --", "$
 @dataclass
 class Env:
     server: LiveServer
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     users: dict[str, User]
     tokens: dict[str, str]
 
@@ -38,16 +38,16 @@ class Env:
     def uid(self, who: str) -> str:
         return str(self.users[who].id)
 
-    async def post(self, who: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
+    async def post(self, who: str, path: str, body: Any = None, **params: Any) -> httpx2.Response:
         return await self.http.post(path, json=body, params=params, headers=self.auth(who))
 
-    async def get(self, who: str, path: str, **params: Any) -> httpx.Response:
+    async def get(self, who: str, path: str, **params: Any) -> httpx2.Response:
         return await self.http.get(path, params=params, headers=self.auth(who))
 
-    async def patch(self, who: str, path: str, body: Any) -> httpx.Response:
+    async def patch(self, who: str, path: str, body: Any) -> httpx2.Response:
         return await self.http.patch(path, json=body, headers=self.auth(who))
 
-    async def delete(self, who: str, path: str, **params: Any) -> httpx.Response:
+    async def delete(self, who: str, path: str, **params: Any) -> httpx2.Response:
         return await self.http.delete(path, params=params, headers=self.auth(who))
 
     async def created(self, who: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -78,11 +78,11 @@ class Env:
 async def cms_env(server: LiveServer) -> AsyncIterator[Env]:
     users = {who: await server.add_user(f"{who}@example.com", role) for who, role in ROLES.items()}
     tokens = {who: server.token(user) for who, user in users.items()}
-    async with httpx.AsyncClient(base_url=f"{server.http_url}/api", timeout=20) as http:
+    async with httpx2.AsyncClient(base_url=f"{server.http_url}/api", timeout=20) as http:
         yield Env(server, http, users, tokens)
 
 
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+def problem(response: httpx2.Response, status: int) -> dict[str, Any]:
     """Assert a problem+json response of ``status``; returns its body."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -91,7 +91,7 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def field_of(response: httpx.Response) -> str:
+def field_of(response: httpx2.Response) -> str:
     """The field a 422 names."""
     body = problem(response, 422)
     errors = body.get("errors") or []

@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from persistence.relational import AuditQuery
@@ -27,9 +27,11 @@ async def _server(start_server: StartServer) -> tuple[LiveServer, dict[str, Any]
     return server, users
 
 
-async def _call(server: LiveServer, user: Any, method: str, path: str, **kw: Any) -> httpx.Response:
+async def _call(
+    server: LiveServer, user: Any, method: str, path: str, **kw: Any
+) -> httpx2.Response:
     headers = {"Authorization": f"Bearer {server.token(user)}"}
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         return await http.request(method, path, headers=headers, **kw)
 
 

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from loadtests.client import YClient
@@ -29,8 +29,10 @@ def _auth(server: LiveServer, user: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.token(user)}"}
 
 
-async def _call(server: LiveServer, user: Any, method: str, path: str, **kw: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+async def _call(
+    server: LiveServer, user: Any, method: str, path: str, **kw: Any
+) -> httpx2.Response:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         return await http.request(method, path, headers=_auth(server, user), **kw)
 
 

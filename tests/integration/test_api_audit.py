@@ -3,7 +3,7 @@ section in batches), and admins and managers query it over REST."""
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from persistence.relational import AccessQuery, AuditQuery
@@ -41,7 +41,7 @@ async def test_joins_and_edits_are_audited_and_queryable(start_server: StartServ
     assert len(joins.items) == 2
     assert {e.access_type for e in joins.items} == {"join"}
 
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         as_admin = {"Authorization": f"Bearer {server.token(admin)}"}
         page = (await http.get("/api/audit?action=edit", headers=as_admin)).json()
         assert [item["resourceId"] for item in page["items"]] == ["audited"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from persistence.relational import AuditQuery, User
@@ -40,13 +40,13 @@ def read_only(client: YClient) -> bool | None:
     return bool(joined[0].get("readOnly")) if joined else None
 
 
-def rest(server: LiveServer, user: User) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+def rest(server: LiveServer, user: User) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
         base_url=server.http_url, headers={"Authorization": f"Bearer {server.token(user)}"}
     )
 
 
-async def _status(http: httpx.AsyncClient) -> str:
+async def _status(http: httpx2.AsyncClient) -> str:
     status: str = (await http.get("/api/documents/plan")).json()["status"]
     return status
 

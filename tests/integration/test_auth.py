@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 import websockets
@@ -103,7 +103,7 @@ async def test_every_attack_case_is_refused(start_server: StartServer) -> None:
     assert await close_code(server, "anything/else", server.token(stranger)) == 4403
 
     # REST says the same things.
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         assert (await http.get("/api/me")).status_code == 401
         response = await http.get("/api/me", headers={"Authorization": f"Bearer {forged}"})
         assert response.status_code == 401
@@ -189,7 +189,7 @@ async def test_rate_limits(start_server: StartServer) -> None:
     )
     user = await server.add_user("fast@example.com", "analyst")
     token = server.token(user)
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         headers = {"Authorization": f"Bearer {token}"}
         statuses = [(await http.get("/api/me", headers=headers)).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
@@ -236,7 +236,7 @@ async def test_insecure_dev_needs_no_token_and_says_so(
 ) -> None:
     server = await start_server(insecure_dev=True)
     assert "INSECURE DEVELOPMENT MODE" in caplog.text
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         me = (await http.get("/api/me")).json()
     assert me["email"] == "dev@localhost"
     assert me["role"] == "admin"
@@ -247,15 +247,15 @@ async def test_logout_ends_the_session(start_server: StartServer) -> None:
     user = await server.add_user("leaving@example.com", "analyst")
     token = server.token(user)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         opened = await http.post("/api/session", headers=headers)
         assert opened.status_code == 201
         cookie = opened.cookies[server.settings.session_cookie]
         assert "httponly" in opened.headers["set-cookie"].lower()
     jar = {server.settings.session_cookie: cookie}
-    async with httpx.AsyncClient(base_url=server.http_url, cookies=jar) as browser:
+    async with httpx2.AsyncClient(base_url=server.http_url, cookies=jar) as browser:
         assert (await browser.get("/api/me")).status_code == 200
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         assert (await http.delete("/api/session", headers=headers)).status_code == 204
         assert (await http.get("/api/me", headers=headers)).status_code == 401
     # The socket's token is genuine, so the upgrade happens; the ended session closes it.

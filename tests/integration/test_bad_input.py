@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import httpx
+import httpx2
 import pycrdt
 import pytest
 import websockets
@@ -93,7 +93,7 @@ async def test_invalid_room_name_gets_problem_json(start_server: StartServer) ->
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
         "Sec-WebSocket-Version": "13",
     }
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         response = await http.get(f"{server.http_url}/ws/bad%20name", headers=headers)
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"

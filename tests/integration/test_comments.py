@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from crdt.anchors import Anchor, Resolved, resolve_anchor
@@ -76,11 +76,11 @@ def anchor_of(comment: dict[str, Any]) -> Anchor:
 
 async def setup(
     server: LiveServer, sections: list[dict[str, str]] | None = None, **lists: list[User]
-) -> tuple[User, httpx.AsyncClient]:
+) -> tuple[User, httpx2.AsyncClient]:
     """An owner, a document ``plan`` with its sections and permission lists, and a REST
     client acting as the owner."""
     owner = await server.add_user(f"owner-{uuid.uuid4().hex[:6]}@example.com", "analyst", "Olga")
-    http = httpx.AsyncClient(
+    http = httpx2.AsyncClient(
         base_url=server.http_url, headers={"Authorization": f"Bearer {server.token(owner)}"}
     )
     created = await http.post(
@@ -96,8 +96,8 @@ async def setup(
     return owner, http
 
 
-def as_user(server: LiveServer, user: User) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+def as_user(server: LiveServer, user: User) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
         base_url=server.http_url, headers={"Authorization": f"Bearer {server.token(user)}"}
     )
 

@@ -3,7 +3,7 @@ origins listed by name, never ``*`` with credentials, nothing for other origins.
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from tests.conftest import LiveServer, StartServer
 
@@ -27,7 +27,7 @@ async def signed_in(start_server: StartServer, origins: list[str]) -> tuple[Live
 
 async def test_a_listed_origin_gets_preflights_and_credentials(start_server: StartServer) -> None:
     server, token = await signed_in(start_server, [APP])
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         answer = await http.options("/api/documents", headers=preflight(APP))
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == APP
@@ -47,7 +47,7 @@ async def test_an_unlisted_origin_gets_no_cors_and_changes_nothing(
     start_server: StartServer,
 ) -> None:
     server, token = await signed_in(start_server, [APP])
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         answer = await http.options("/api/documents", headers=preflight(OTHER))
         assert answer.status_code == 400
         assert "access-control-allow-origin" not in answer.headers
@@ -66,7 +66,7 @@ async def test_an_unlisted_origin_gets_no_cors_and_changes_nothing(
 
 async def test_star_never_comes_with_credentials(start_server: StartServer) -> None:
     server, token = await signed_in(start_server, ["*", APP])
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         answer = await http.options("/api/me", headers=preflight(OTHER, "GET"))
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == "*"
@@ -87,7 +87,7 @@ async def test_no_cors_without_allowed_origins_and_outside_the_api(
     start_server: StartServer,
 ) -> None:
     server, _ = await signed_in(start_server, [])
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         answer = await http.options("/api/documents", headers=preflight(APP))
         assert answer.status_code == 400
         assert "access-control-allow-origin" not in answer.headers

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from persistence.coordinator.redis import RedisCoordinator
@@ -35,7 +35,7 @@ async def test_reads_are_cached_and_never_stale_after_a_write(
 
     server.collab.hooks.after_store.subscribe(on_stored)
     coordinator = RedisCoordinator.from_url(redis.url)
-    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, headers=headers) as http:
 
         async def read() -> dict[str, Any]:
             response = await http.get("/api/documents/doc")

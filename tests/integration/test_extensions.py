@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from server.hooks import (
@@ -88,7 +88,7 @@ async def test_permission_changes_and_creations_reach_the_hook(start_server: Sta
     owner = await server.add_user("olga@example.com", "analyst", "Olga")
     kim = await server.add_user("kim@example.com", "viewer", "Kim")
     headers = {"Authorization": f"Bearer {server.token(owner)}"}
-    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, headers=headers) as http:
         created = await http.post(
             "/api/documents",
             json={"documentId": "plan", "title": "Plan", "permissions": {"view": [str(kim.id)]}},

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from loadtests.client import YClient
@@ -64,7 +64,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
             "permissions": {"view": [ids["viewer"]]},
         }
         headers = {"Authorization": f"Bearer {tokens['editor']}"}
-        created = httpx.post(f"{server.http_url}/api/documents", json=body, headers=headers)
+        created = httpx2.post(f"{server.http_url}/api/documents", json=body, headers=headers)
         assert created.status_code == 201, created.text
         yield Hostile(server, tokens)
 
@@ -72,7 +72,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
 async def _probe_health(url: str, done: asyncio.Event) -> list[float]:
     """Ask /healthz back to back until ``done``; every answer must come within the bound."""
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT) as http:
+    async with httpx2.AsyncClient(timeout=HEALTH_TIMEOUT) as http:
         while not done.is_set():
             started = time.perf_counter()
             response = await http.get(f"{url}/healthz")
@@ -122,7 +122,7 @@ async def test_viewer_update_bombs_are_dropped_unread(hostile: Hostile) -> None:
         await viewer.send_raw(UPDATE_HEADER_BOMB)
         await viewer.wait_for(lambda: bool(viewer.denied))
         assert not viewer.closed.is_set()
-        async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT) as http:
+        async with httpx2.AsyncClient(timeout=HEALTH_TIMEOUT) as http:
             assert (await http.get(f"{hostile.server.http_url}/healthz")).status_code == 200
         await viewer.send_raw(STATE_VECTOR_BOMB)
         assert await viewer.wait_closed(CLOSE_TIMEOUT) == 1007

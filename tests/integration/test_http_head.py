@@ -7,7 +7,7 @@ import asyncio
 import base64
 import os
 
-import httpx
+import httpx2
 import pytest
 
 from server.realtime.http_head import MAX_REQUEST_LINE_BYTES
@@ -109,7 +109,7 @@ async def test_headers_under_the_cap_in_time_still_work(server: LiveServer) -> N
         await asyncio.wait_for(_read_all(reader, timeout=60), HEAD_TIMEOUT * 3)
     assert not reader.at_eof()
     writer.close()
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         assert (await http.get(f"{server.http_url}/healthz")).status_code == 200
 
 

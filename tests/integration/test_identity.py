@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-import httpx
+import httpx2
 import pycrdt
 import pytest
 
@@ -35,7 +35,7 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def make_document(server: LiveServer, token: str, body: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         response = await http.post(
             "/api/documents", headers={"Authorization": f"Bearer {token}"}, json=body
         )
@@ -122,7 +122,7 @@ async def test_nested_rest_bodies_get_422(
 ) -> None:
     caplog.set_level(logging.WARNING)
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         created = await http.post("/api/documents", json={"documentId": "doc", "title": "D"})
         assert created.status_code == 201, created.text
         for body in ('{"title": ' + nested(2500) + "}", nested(2500)):
@@ -149,7 +149,7 @@ async def test_a_viewer_joining_an_unknown_section_gets_4404_and_creates_nothing
     await client.connect()
     assert await client.wait_closed() == 4404
     await client.close()
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         auth = {"Authorization": f"Bearer {server.token(owner)}"}
         document = (await http.get("/api/documents/doc", headers=auth)).json()
         assert [s["id"] for s in document["content"]["sections"]] == ["s"]
@@ -249,7 +249,7 @@ async def test_relayed_awareness_carries_the_verified_identity(start_server: Sta
             await watcher.wait_for(relayed_as)
         await eve.set_awareness(json.dumps(forged))
 
-        async with httpx.AsyncClient(base_url=server.http_url) as http:
+        async with httpx2.AsyncClient(base_url=server.http_url) as http:
             auth = {"Authorization": f"Bearer {server.token(owner)}"}
 
             async def listed() -> bool:

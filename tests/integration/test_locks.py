@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 import pycrdt
 import pytest
 
@@ -118,7 +118,7 @@ async def cast(start_server: StartServer) -> Cast:
     vic = await server.add_user("vic@example.com", "viewer", "Vic")
     ada = await server.add_user("ada@example.com", "admin", "Ada")
     people = Cast(server, owner, bob, carol, vic, ada)
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         response = await http.post(
             "/api/documents",
             headers=people.auth(owner),
@@ -264,7 +264,7 @@ async def test_rest_locks_expire_and_socket_locks_are_renewed(
     async with (
         c.client(c.carol, "plan/intro") as carol,
         c.client(c.bob, "plan/risks") as bob,
-        httpx.AsyncClient(base_url=c.server.http_url) as http,
+        httpx2.AsyncClient(base_url=c.server.http_url) as http,
     ):
         # A socket lock outlives several TTLs while its owner stays connected.
         await send_event(bob, "lock", section="risks")
@@ -306,7 +306,7 @@ async def test_rest_lock_listing_and_force_unlock(start_server: StartServer) -> 
     path = "/api/documents/plan/sections/intro/lock"
     async with (
         c.client(c.carol, "plan/risks") as watcher,
-        httpx.AsyncClient(base_url=c.server.http_url) as http,
+        httpx2.AsyncClient(base_url=c.server.http_url) as http,
     ):
         # A viewer may not lock.
         assert (await http.post(path, headers=c.auth(c.vic))).status_code == 403
@@ -397,7 +397,7 @@ async def test_a_lock_taken_on_one_node_is_enforced_on_another(
             # Each node lists the users of both (presence lives in the shared Redis too).
             other_user = node_b.collab.authn.dev_user
             assert other_user is not None
-            async with httpx.AsyncClient(base_url=node_b.http_url) as http:
+            async with httpx2.AsyncClient(base_url=node_b.http_url) as http:
 
                 async def both_present() -> bool:
                     response = await http.get("/api/documents/shared/presence")

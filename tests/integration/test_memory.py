@@ -11,7 +11,7 @@ import gc
 import weakref
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pycrdt
 import pytest
 
@@ -80,7 +80,7 @@ async def test_fresh_reads_of_unloaded_documents_leave_no_document(
     server = await start_server(room_idle_seconds=0)
     registry = server.collab.registry
     await _write_and_unload(server.ws_url, registry, "fresh")
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         first = await http.get("/api/documents/fresh", params={"fresh": "1"})
         assert first.status_code == 200, first.text
         before = _docs_alive()
@@ -106,7 +106,7 @@ async def test_a_leave_during_the_unload_does_not_unload_twice(
     while the room was being unloaded and start a second unload, whose bookkeeping failed
     and shut the whole server down."""
     size = 1 << 20
-    async with httpx.AsyncClient(base_url=idle_server.http_url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=idle_server.http_url, timeout=30) as http:
         await bench_memory.write_room(idle_server.ws_url, http, "twice/s", size)
         unloaded = (await bench_memory.health(http))["rooms_unloaded_total"]
         await bench_memory.join_and_leave(idle_server.ws_url, http, "twice/s", size, unloaded)

@@ -7,7 +7,7 @@ import uuid
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from persistence.relational import User
@@ -47,8 +47,8 @@ async def ask(client: YClient, kind: str, **fields: Any) -> AppEvent:
     return found
 
 
-def rest(server: LiveServer, user: User) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+def rest(server: LiveServer, user: User) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
         base_url=server.http_url, headers={"Authorization": f"Bearer {server.token(user)}"}
     )
 

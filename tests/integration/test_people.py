@@ -3,7 +3,7 @@ view the document), for the editor's @mention autocomplete."""
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from tests.conftest import StartServer
 
@@ -18,7 +18,7 @@ async def test_people_are_the_active_users_who_may_view(start_server: StartServe
     auth = {"Authorization": f"Bearer {server.token(ada)}"}
     as_bo = {"Authorization": f"Bearer {server.token(bo)}"}
     as_cy = {"Authorization": f"Bearer {server.token(cy)}"}
-    async with httpx.AsyncClient(base_url=server.http_url + "/api") as http:
+    async with httpx2.AsyncClient(base_url=server.http_url + "/api") as http:
         created = await http.post(
             "/documents",
             headers=auth,

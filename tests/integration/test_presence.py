@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from loadtests.client import YClient
@@ -47,7 +47,7 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
-async def presence_of(server: LiveServer, http: httpx.AsyncClient, token: str) -> dict[str, Any]:
+async def presence_of(server: LiveServer, http: httpx2.AsyncClient, token: str) -> dict[str, Any]:
     response = await http.get(
         "/api/documents/deck/presence", headers={"Authorization": f"Bearer {token}"}
     )
@@ -63,7 +63,7 @@ async def test_presence_listing_and_events_across_sections(start_server: StartSe
     stranger = await server.add_user("stranger@example.com", "analyst", "Sam")
     owner_id, bob_id = str(owner.id), str(bob.id)
     owner_token, bob_token = server.token(owner), server.token(bob)
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         created = await http.post(
             "/api/documents",
             headers={"Authorization": f"Bearer {owner_token}"},

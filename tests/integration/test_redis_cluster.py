@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from loadtests.client import YClient
@@ -119,7 +119,7 @@ async def test_locks_presence_and_sessions_cross_nodes(
             assert room_b is not None
             assert room_b.locked_by == str(owner.id)
 
-            async with httpx.AsyncClient(base_url=node_b.http_url) as http:
+            async with httpx2.AsyncClient(base_url=node_b.http_url) as http:
                 response = await http.get("/api/documents/cl-lock/presence")
                 assert response.status_code == 200
                 users = {user["userId"] for user in response.json()["users"]}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from protocol.events import decode_event
@@ -66,7 +66,7 @@ async def test_signed_in_users_reconnect_through_a_redis_outage(
         assert _clean(reason), reason
         assert _clean(detail), detail
         # REST says the same, with Retry-After, and no driver text.
-        async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+        async with httpx2.AsyncClient(base_url=server.http_url, timeout=30) as http:
             response = await http.get(
                 "/api/me", headers={"Authorization": f"Bearer {server.token(bob)}"}
             )
@@ -89,7 +89,7 @@ async def test_a_logout_on_this_node_holds_during_an_outage(
     async with YClient(server.ws_url, "plan/intro", token=token):
         pass  # the session is verified and remembered
     redis.kill()
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, timeout=30) as http:
         logout = await http.delete("/api/session", headers={"Authorization": f"Bearer {token}"})
     assert logout.status_code == 503  # the store could not record it...
     assert _clean(logout.text), logout.text

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import websockets
 
@@ -22,7 +22,7 @@ async def test_content_is_frozen_while_in_review(start_server: StartServer) -> N
     server = await start_server(insecure_dev=False)
     owner = await server.add_user("owner@example.com", "manager")
     headers = {"Authorization": f"Bearer {server.token(owner)}"}
-    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, headers=headers) as http:
         created = await http.post(
             "/api/documents",
             json={
@@ -67,7 +67,7 @@ def acked(client: YClient) -> int:
     return max((int(e.get("updates")) for e in events if e.type == "ack"), default=0)
 
 
-async def _create(http: httpx.AsyncClient, document_id: str) -> None:
+async def _create(http: httpx2.AsyncClient, document_id: str) -> None:
     created = await http.post(
         "/api/documents",
         json={
@@ -87,7 +87,7 @@ async def test_no_edit_is_acknowledged_once_the_review_answer_is_out(
     server = await start_server(insecure_dev=False)
     owner = await server.add_user("owner@example.com", "manager")
     headers = {"Authorization": f"Bearer {server.token(owner)}"}
-    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url, headers=headers) as http:
         await _create(http, "atomic")
         async with YClient(
             server.ws_url, "atomic/s", token=server.token(owner), query="events=1"
@@ -128,7 +128,7 @@ async def test_another_node_acknowledges_no_edit_after_the_review_answer(
     a = ServerProcess(tmp_path / "data", env=env).start()
     b = ServerProcess(tmp_path / "data", env=env).start()
     try:
-        async with httpx.AsyncClient(base_url=a.http_url) as http:
+        async with httpx2.AsyncClient(base_url=a.http_url) as http:
             await _create(http, "nodes")
             async with YClient(b.ws_url, "nodes/s", query="events=1") as editor:
                 await editor.insert(2, "+")

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
+import httpx2
 import pycrdt
 
 from loadtests.client import YClient
@@ -182,7 +182,7 @@ async def test_compaction_keeps_content(start_server: StartServer) -> None:
 
 async def test_healthz(start_server: StartServer) -> None:
     server = await start_server()
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         response = await http.get(server.http_url + "/healthz")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
@@ -244,7 +244,7 @@ async def test_healthz_totals_survive_room_unloads(start_server: StartServer) ->
         async with YClient(server.ws_url, "count/s") as peer:
             await peer.wait_for(lambda: str(peer.text) == "a")
     await asyncio.wait_for(unloaded, 10)
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         stats = (await http.get(server.http_url + "/healthz")).json()
     assert stats["rooms"] == 0
     # The section's edit and the outline's creation entries, both rooms now unloaded.
@@ -262,7 +262,7 @@ async def test_rooms_unloading_at_once_unload_once(tmp_path: Path) -> None:
             async with YClient(server.ws_url, room, query="events=1") as client:
                 await client.insert(0, "x")
                 await client.wait_for(lambda c=client: _acked(c) >= 2)  # type: ignore[misc]
-        async with httpx.AsyncClient(base_url=server.http_url) as http:
+        async with httpx2.AsyncClient(base_url=server.http_url) as http:
             assert (await http.get("/healthz")).status_code == 200
         assert not [line for line in server.lines if "Traceback" in line]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from loadtests.client import YClient
@@ -26,15 +26,15 @@ async def _server(start_server: StartServer, **kw: Any) -> tuple[LiveServer, dic
     return server, tokens
 
 
-async def _get(server: LiveServer, token: str, **params: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+async def _get(server: LiveServer, token: str, **params: Any) -> httpx2.Response:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         return await http.get(
             "/api/search", params=params, headers={"Authorization": f"Bearer {token}"}
         )
 
 
 async def _create(server: LiveServer, token: str, **body: Any) -> None:
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         created = await http.post(
             "/api/documents", json=body, headers={"Authorization": f"Bearer {token}"}
         )
@@ -165,5 +165,5 @@ async def test_bad_searches_are_refused_clearly(
 
 async def test_search_needs_a_user(start_server: StartServer) -> None:
     server, _ = await _server(start_server)
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         assert (await http.get("/api/search", params={"q": "plan"})).status_code == 401

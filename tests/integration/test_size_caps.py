@@ -4,7 +4,7 @@ and readable. REST writes past them get 413."""
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from protocol.events import AppEvent, decode_event
@@ -41,7 +41,7 @@ async def test_a_section_fed_past_its_cap_is_refused_and_stays_readable(
         assert not writer.closed.is_set()
     async with YClient(server.ws_url, "big/s") as reader:
         assert str(reader.text) == "ok " + kept
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         response = await http.get("/api/documents/big", params={"fresh": "1"})
     assert response.status_code == 200
     assert response.json()["content"]["sections"][0]["content"] == "ok " + kept
@@ -64,7 +64,7 @@ async def test_a_document_fed_past_its_cap_is_refused(start_server: StartServer)
 
 async def test_rest_writes_past_the_caps_get_413(start_server: StartServer) -> None:
     server = await start_server(max_section_bytes=4 * KIB, max_document_bytes=6 * KIB)
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         too_big = await http.post(
             "/api/documents",
             json={"title": "Huge", "sections": [{"title": "A", "content": "a" * (5 * KIB)}]},

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from loadtests.client import YClient
 from persistence.content.sqlite import SqliteContentStore
@@ -73,7 +73,7 @@ async def test_failing_snapshots_back_off_show_in_healthz_and_recover(
     )
     async with (
         YClient(server.ws_url, "stuck/s") as writer,
-        httpx.AsyncClient(base_url=server.http_url) as http,
+        httpx2.AsyncClient(base_url=server.http_url) as http,
     ):
         await writer.insert(0, "first")
         await server.collab.snapshots.flush()

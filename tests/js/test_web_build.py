@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from server.api.web import STATIC_DIR
@@ -35,7 +35,7 @@ def test_a_rebuild_reproduces_the_committed_assets(js_node_modules: Path, tmp_pa
 
 async def test_the_page_and_its_assets_are_served(start_server: StartServer) -> None:
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx2.AsyncClient(base_url=server.http_url) as http:
         for path in ("/", "/d/q3-plan", "/d/q3-plan/market"):
             page = await http.get(path)
             assert page.status_code == 200

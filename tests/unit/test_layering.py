@@ -222,14 +222,14 @@ def test_no_import_circle_in_the_project() -> None:
 # presence and review are features over the rooms; api is HTTP over the features; the top
 # wires everything (docs/architecture.md, "Layers").
 SERVER_LAYERS: list[set[str]] = [
-    {"server", "errors", "settings", "shutdown", "keyed"},
+    {"server", "errors", "settings", "shutdown", "keyed", "ops"},
     {"identity"},
     {"hooks"},
     {"realtime"},
     {"documents"},
     {"presence", "review", "search", "cms", "admin"},
     {"api"},
-    {"app", "services", "stores", "cli", "__main__"},
+    {"app", "assembly", "services", "stores", "cli", "__main__"},
 ]
 
 
