@@ -2,8 +2,9 @@
 ``deploy/nginx.conf`` (rendered for this test's ports) in front of two ``collab serve``
 nodes on one throwaway Redis and PostgreSQL.
 
-A browser-like client, from another address (127.0.0.2), signs in through the proxy (its
-Origin matches the Host nginx passes on), edits over WebSocket through it, and its address
+A browser-like client, from another address (127.0.0.2), gets the editor's page and signs
+in through the proxy (its Origin matches the Host nginx passes on), edits over WebSocket
+through it, and its address
 (not the proxy's) lands in the audit rows, through ``COLLAB_TRUSTED_PROXIES``. Killing one
 node moves its clients to the other with nothing lost; a rolling restart (SIGTERM) says
 not-ready first, then closes with 1012, and loses no acknowledged edit.
@@ -128,6 +129,10 @@ async def _signed_in(topology: Topology) -> str:
     """Sign in as a browser does: trade the token for the session cookie."""
     token = topology.token()
     async with topology.browser() as http:
+        page = await http.get("/")  # the web editor, through the proxy
+        assert page.status_code == 200, page.text
+        assert "text/html" in page.headers["content-type"]
+        assert "/static/" in page.text  # its assets are referenced from the same origin
         assert (await http.get("/metrics")).status_code == 404  # not exposed by the proxy
         response = await http.post("/api/session", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 201, response.text
