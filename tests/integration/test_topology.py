@@ -160,10 +160,12 @@ async def test_a_client_through_nginx_edits_is_audited_and_survives_a_killed_nod
     cookie = await _signed_in(topology)
     assert await _audited(topology, "login") == [CLIENT_ADDRESS]
     writer = topology.socket("plan/intro", cookie)
-    reader = topology.socket("plan/intro", cookie)
     await writer.connect()
+    await asyncio.wait_for(writer.synced.wait(), WAIT)
+    victim, survivor = await _node_of(topology)  # the writer's node: its only socket yet
+    reader = topology.socket("plan/intro", cookie)
     await reader.connect()
-    await asyncio.wait_for(asyncio.gather(writer.synced.wait(), reader.synced.wait()), WAIT)
+    await asyncio.wait_for(reader.synced.wait(), WAIT)
     for n in range(10):
         await writer.insert(len(writer.text), f"<{n}>")
     await wait_acked(writer, 11)  # the sync step 2 answer plus ten edits
@@ -173,7 +175,6 @@ async def test_a_client_through_nginx_edits_is_audited_and_survives_a_killed_nod
     await eventually(
         lambda: _audit_has(topology, "edit", CLIENT_ADDRESS), WAIT, "an edit audit row"
     )
-    victim, survivor = await _node_of(topology)
     victim.kill()
     await asyncio.wait_for(writer.closed.wait(), WAIT)
     # The client reconnects through the proxy with its document: it lands on the survivor.
