@@ -10,6 +10,7 @@ import pytest
 
 from server.api.ports import ApiCollab
 from server.app import Collab
+from tests.unit.sources import python_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", sorted(ALLOWED_LOCAL))
 def test_package_imports_point_one_way(package: str) -> None:
-    files = sorted((ROOT / package).rglob("*.py"))
+    files = python_sources(package)
     assert files, f"no sources found for {package}"
     for path in files:
         imported = _imports(path)
@@ -188,7 +189,7 @@ def test_find_circle_finds_one() -> None:
 
 def _import_graph(packages: list[str]) -> dict[str, set[str]]:
     """Module -> the modules of ``packages`` it imports (itself left out)."""
-    files = [path for package in packages for path in sorted((ROOT / package).rglob("*.py"))]
+    files = [path for package in packages for path in python_sources(package)]
     modules = {_module_name(path) for path in files}
     return {
         _module_name(path): _local_imports(path, modules) - {_module_name(path)} for path in files
@@ -276,7 +277,7 @@ MAX_TOP_LEVEL_FILES = 6
 def test_persistence_modules_stay_under_600_lines() -> None:
     long = {
         str(path.relative_to(ROOT)): n
-        for path in sorted((ROOT / "persistence").rglob("*.py"))
+        for path in python_sources("persistence")
         if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not long, f"split by responsibility past {MAX_MODULE_LINES} lines: {long}"
@@ -316,7 +317,7 @@ def test_features_are_handed_their_collaborators_not_the_app() -> None:
     offenders = {
         str(path.relative_to(ROOT))
         for folder in FEATURES
-        for path in sorted((ROOT / folder).rglob("*.py"))
+        for path in python_sources(folder)
         if any(name in path.read_text() for name in ("ApiCollab", "server.app", "Collab)"))
     }
     assert not offenders, f"features that reach for the app: {sorted(offenders)}"
@@ -326,7 +327,7 @@ def test_features_keep_no_registry_of_apps() -> None:
     """Services are held by the app that made them, not looked up in module-level tables."""
     offenders = {
         str(path.relative_to(ROOT))
-        for path in sorted((ROOT / "server").rglob("*.py"))
+        for path in python_sources("server")
         if "WeakKeyDictionary" in path.read_text()
     }
     assert not offenders, f"module-level service registries: {sorted(offenders)}"

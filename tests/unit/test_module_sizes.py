@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.sources import python_sources
+
 ROOT = Path(__file__).resolve().parents[2]
 MAX_MODULE_LINES = 600
 
 
 @pytest.mark.parametrize("package", ["protocol", "crdt", "server", "loadtests"])
 def test_modules_stay_under_600_lines(package: str) -> None:
-    paths = sorted((ROOT / package).rglob("*.py"))
+    paths = python_sources(package)
     assert paths, f"no modules found under {package}/"
     long = {
         str(path.relative_to(ROOT)): n
