@@ -14,12 +14,10 @@ its node still has entries in. Nodes are distinct processes, each with its own n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from crdt.ids import check_document_id
-from persistence.coordinator.redis_collab import decode_cursor, decode_presence
+from persistence.coordinator.redis_collab import decode_cursor, decode_presence, encode_presence
 from persistence.coordinator.redis_link import RedisLink
 from persistence.coordinator.redis_replies import pairs, section_field
 from persistence.coordinator.values import (
@@ -35,32 +33,10 @@ from persistence.coordinator.values import (
     encode_json,
     ttl_ms,
 )
+from persistence.keyed import KeyedLocks
 
-_MAX_ENTRY_BYTES: Final = 1024
 # How many documents one heartbeat refreshes at once.
 _REFRESH_CONCURRENCY: Final = 32
-
-
-class _PairLocks:
-    """One asyncio.Lock per (node, document) in use; forgotten when nobody holds it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, node_id: str, document_id: str) -> AsyncIterator[None]:
-        key = (node_id, document_id)
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 class ClusterKeys:
@@ -85,7 +61,7 @@ class RedisClusterPresence:
     def __init__(self, link: RedisLink) -> None:
         self._link = link
         self._keys = ClusterKeys(link)
-        self._pairs = _PairLocks()
+        self._pairs: KeyedLocks[tuple[str, str]] = KeyedLocks()
 
     async def _node_alive(
         self, node_id: str, ttl: float, document_id: str
@@ -108,18 +84,8 @@ class RedisClusterPresence:
         ttl = check_join(document_id, section_id, user_id, node_id, connection_id, ttl)
         now = self._link.clock()
         entry = Presence(document_id, section_id, user_id, node_id, connection_id, now)
-        value = encode_json(
-            {
-                "section": section_field(section_id),
-                "user": user_id,
-                "node": node_id,
-                "connection": connection_id,
-                "joined_at": now,
-            },
-            "presence entry",
-            _MAX_ENTRY_BYTES,
-        )
-        async with self._pairs.hold(node_id, document_id):
+        value = encode_presence(entry)
+        async with self._pairs.hold((node_id, document_id)):
             # The index first: a heartbeat running meanwhile extends this document too.
             await self._node_alive(node_id, ttl, document_id)
             await self._link.run(
@@ -133,7 +99,7 @@ class RedisClusterPresence:
     async def leave(self, document_id: str, node_id: str, connection_id: str) -> bool:
         check_document_id(document_id)
         check_connection(node_id, connection_id)
-        async with self._pairs.hold(node_id, document_id):
+        async with self._pairs.hold((node_id, document_id)):
             removed, left = await self._link.run(
                 "DOC_LEAVE",
                 "presence leave",
@@ -153,7 +119,7 @@ class RedisClusterPresence:
         gate = asyncio.Semaphore(_REFRESH_CONCURRENCY)
 
         async def refresh(document_id: str) -> None:
-            async with gate, self._pairs.hold(node_id, document_id):
+            async with gate, self._pairs.hold((node_id, document_id)):
                 kept = await self._link.run(
                     "DOC_REFRESH",
                     "heartbeat",
@@ -182,7 +148,7 @@ class RedisClusterPresence:
         raw: Any = await self._link.run("NODE_DROP", "drop node", self._keys.node(node_id), [])
         removed = 0
         for document_id in (doc.decode() for doc in raw):
-            async with self._pairs.hold(node_id, document_id):
+            async with self._pairs.hold((node_id, document_id)):
                 removed += int(
                     await self._link.run(
                         "DOC_DROP", "drop node", self._keys.document(document_id), [node_id]

@@ -38,6 +38,21 @@ _MAX_ENTRY_BYTES: Final = 1024
 # -- presence and cursors --------------------------------------------------------------------
 
 
+def encode_presence(entry: Presence) -> bytes:
+    """A presence entry as stored (:func:`decode_presence` reads it back)."""
+    return encode_json(
+        {
+            "section": section_field(entry.section_id),
+            "user": entry.user_id,
+            "node": entry.node_id,
+            "connection": entry.connection_id,
+            "joined_at": entry.joined_at,
+        },
+        "presence entry",
+        _MAX_ENTRY_BYTES,
+    )
+
+
 def decode_presence(document_id: str, raw: object) -> Presence:
     entry = decode_object(text(raw, "presence entry"), "presence entry")
     try:
@@ -83,17 +98,7 @@ class RedisPresence:
         ttl = check_join(document_id, section_id, user_id, node_id, connection_id, ttl)
         now = self._link.clock()
         entry = Presence(document_id, section_id, user_id, node_id, connection_id, now)
-        value = encode_json(
-            {
-                "section": section_field(section_id),
-                "user": user_id,
-                "node": node_id,
-                "connection": connection_id,
-                "joined_at": now,
-            },
-            "presence entry",
-            _MAX_ENTRY_BYTES,
-        )
+        value = encode_presence(entry)
         args = [self._link.prefix, node_id, connection_id, value, repr(now), ttl_ms(ttl)]
         args += [ttl_ms(NODE_INDEX_TTL), document_id]
         await self._link.run(

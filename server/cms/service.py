@@ -37,6 +37,7 @@ from persistence.content.ports import (
 )
 from persistence.coordinator.ports import StatsCounters
 from persistence.errors import DocumentNotFound, StorageConflict
+from persistence.keyed import Hold, KeyedLocks
 from persistence.relational import NewNotification, User
 from persistence.relational.review_ports import ApprovalStore
 from server.cms.schema import Flag, Number, Refs, check_record_id, jsonable, patch_value
@@ -49,7 +50,6 @@ from server.identity.rights import (
     DocumentFacts,
     Right,
 )
-from server.keyed import Hold, KeyedLocks
 
 MAX_TEXT_QUERY: Final = 200
 
@@ -189,7 +189,7 @@ class CmsService:
 
     def lock(self, record_id: str) -> Hold[str]:
         """The lock serialising read-modify-write changes of one record on this node
-        (``async with``; :mod:`server.keyed`)."""
+        (``async with``; :mod:`persistence.keyed`)."""
         return self._locks.hold(record_id)
 
     # -- references ------------------------------------------------------------------------------

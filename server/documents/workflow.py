@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from persistence.errors import StorageConflict
+from persistence.keyed import Hold, KeyedLocks
 from server.documents.snapshots import new_document
 from server.errors import ConflictError, NotFoundError
 from server.hooks import PermissionChange
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE
-from server.keyed import Hold, KeyedLocks
 
 if TYPE_CHECKING:
     from persistence.content.ports import ContentStore

@@ -6,7 +6,7 @@ Clients that joined with ``?events=1``, in any room of the document, send
 the database stored the change (never before), or a non-fatal ``error`` event
 (:func:`server.errors.failure_event`: the HTTP-style ``code`` of the one error table). The
 room's event hook is synchronous, so each request runs in a task; the requests of one
-connection run one after the other, in the order they arrived (``server/keyed.py``).
+connection run one after the other, in the order they arrived (``persistence/keyed.py``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pydantic import ValidationError
 
+from persistence.keyed import Hold, KeyedLocks
 from protocol.events import AppEvent
 from server.errors import UNEXPECTED, AuthError, RateLimited, classify, failure_event, invalid_body
 from server.hooks import ConnectionView, RoomView
-from server.keyed import Hold, KeyedLocks
 from server.review.bodies import CreateBody, EditBody, SocketEditBody, TargetBody
 from server.review.comment_views import fit_event
 

@@ -223,7 +223,7 @@ def test_no_import_circle_in_the_project() -> None:
 # presence and review are features over the rooms; api is HTTP over the features; the top
 # wires everything (docs/architecture.md, "Layers").
 SERVER_LAYERS: list[set[str]] = [
-    {"server", "errors", "settings", "shutdown", "keyed", "ops"},
+    {"server", "errors", "settings", "shutdown", "ops"},
     {"identity"},
     {"hooks"},
     {"realtime"},

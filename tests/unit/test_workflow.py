@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from persistence.keyed import Hold, KeyedLocks
 from server.documents.workflow import TRANSITIONS, check_transition
 from server.errors import ConflictError, problem
-from server.keyed import Hold, KeyedLocks
 
 
 def test_allowed_transitions_pass() -> None:

@@ -1,9 +1,12 @@
 """Per-key serialization: the one shape of "one at a time, in order, per key".
 
-The document lock of the status workflow (``documents/workflow.py``: saves, status changes,
-restores and approval decisions of one document run one at a time) and the comment socket
-lanes (``review/lanes.py``: one connection's requests run in the order they arrived) are both
-a :class:`KeyedLocks`.
+The document lock of the status workflow (``server/documents/workflow.py``: saves, status
+changes, restores and approval decisions of one document run one at a time), the comment
+socket lanes (``server/review/lanes.py``: one connection's requests run in the order they
+arrived), the CMS record locks (``server/cms/service.py``) and the presence writes per
+(node, document) on Redis Cluster (``coordinator/redis_cluster_presence.py``) are all a
+:class:`KeyedLocks`. It lives in ``persistence/``, the lowest package that may use asyncio,
+so that the adapters and the server share it.
 
 A hold is counted from the moment :meth:`KeyedLocks.hold` is called, before it is entered:
 a caller that queues work in a task (the lanes) sees the queue length at once
