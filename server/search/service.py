@@ -24,8 +24,9 @@ from persistence.content.search import (
     SearchScope,
     search_terms,
 )
+from server.cms.tables import KINDS
 from server.errors import InvalidError
-from server.identity.rights import DOCUMENTS
+from server.identity.rights import DOCUMENTS, RESOURCE_TYPE
 
 if TYPE_CHECKING:
     from persistence.content.ports import ContentStore
@@ -35,12 +36,8 @@ if TYPE_CHECKING:
 # The resource type of each collection: its name in the API's answers, in ``type=`` and in
 # the ``permissions`` table.
 RESOURCE_TYPES: Final[Mapping[str, str]] = {
-    DOCUMENTS: "business_document",
-    "projects": "project",
-    "market_research": "market_research",
-    "strategic_plans": "strategic_plan",
-    "sales_opportunities": "sales_opportunity",
-    "knowledge_articles": "knowledge_article",
+    DOCUMENTS: RESOURCE_TYPE,
+    **{name: kind.resource_type for name, kind in KINDS.items()},
 }
 COLLECTION_OF: Final[Mapping[str, str]] = {kind: name for name, kind in RESOURCE_TYPES.items()}
 assert set(RESOURCE_TYPES) == set(SEARCHABLE), "every searchable collection has a type"
