@@ -357,7 +357,7 @@ class Collab:
                     f"document {document_id} does not exist"
                     + ("" if self.settings.create_on_join else " (creation on join is off)")
                 )
-            await self.workflow.create(document_id, principal)
+            await self.workflow.create_on_join(document_id, principal)
         right = await self.access.right(principal.subject, document_id)
         if right < Right.VIEW:
             raise PermissionDenied(f"you may not view document {document_id}")

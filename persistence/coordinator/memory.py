@@ -86,9 +86,11 @@ class MemoryPresence:
         return removed
 
     def drop_orphan_cursors(self, document_id: str) -> None:
+        cursors = self.cursors.get(document_id)
+        if not cursors:
+            return
         entries = self.entries.get(document_id, {})
         pairs = {(entry.section_id, entry.user_id) for entry in entries.values()}
-        cursors = self.cursors.get(document_id, {})
         for pair in [pair for pair in cursors if pair not in pairs]:
             del cursors[pair]
 
@@ -113,9 +115,12 @@ class MemoryPresence:
         now = self._shared.now()
         self._revive(node_id, now, ttl)
         entry = Presence(document_id, section_id, user_id, node_id, connection_id, now)
-        self.entries.setdefault(document_id, {})[node_id, connection_id] = entry
+        entries = self.entries.setdefault(document_id, {})
+        replaced = entries.get((node_id, connection_id))
+        entries[node_id, connection_id] = entry
         self._node_docs.setdefault(node_id, set()).add(document_id)
-        self.drop_orphan_cursors(document_id)
+        if replaced is not None:  # only a moved connection can leave a cursor orphaned
+            self.drop_orphan_cursors(document_id)
         return entry
 
     async def leave(self, document_id: str, node_id: str, connection_id: str) -> bool:

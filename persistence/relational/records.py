@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import ipaddress
 import json
 import uuid
@@ -134,10 +135,19 @@ def check_ip(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError("ip_address must be a string")
+    canonical = _canonical_ip(value.strip())
+    if canonical is None:
+        raise ValueError(f"{value!r} is not an IP address")
+    return canonical
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(text: str) -> str | None:
+    """Cached: every row and context of a connection's life parses the same address."""
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
+        return None
 
 
 def check_limit(limit: object) -> int:

@@ -257,20 +257,24 @@ class Snapshotter:
         not loaded are read from the room store into temporary documents, closed after."""
         with contextlib.ExitStack() as temporary:
             outline_doc = await self._doc(str(RoomName(document_id)), temporary)
-            sections = Outline(outline_doc.doc).sections()
+            sections = [] if outline_doc is None else Outline(outline_doc.doc).sections()
             pairs = []
             for section in sections:
                 doc = await self._doc(str(RoomName(document_id, section.id)), temporary)
-                pairs.append((section, section_text(doc.doc)))
+                pairs.append((section, "" if doc is None else section_text(doc.doc)))
         return render_business_content(pairs)
 
-    async def _doc(self, room: str, temporary: contextlib.ExitStack) -> RoomDoc:
+    async def _doc(self, room: str, temporary: contextlib.ExitStack) -> RoomDoc | None:
+        """The room's document, live or loaded; None for a room never written (a new
+        document's: nothing to build a document for)."""
         live = self._live_doc(room)
         if live is not None:
             return live
-        stored = await self._rooms.load(room)
+        updates = (await self._rooms.load(room)).updates()
+        if not updates:
+            return None
         doc = temporary.enter_context(RoomDoc())
-        doc.load(stored.updates())
+        doc.load(updates)
         return doc
 
     async def _store(self, document_id: str, content: BusinessContent) -> None:

@@ -11,6 +11,7 @@ approval flow alike.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,6 +81,7 @@ class Workflow:
     def __init__(self, ports: WorkflowPorts) -> None:
         self._ports = ports
         self._locks: KeyedLocks[str] = KeyedLocks()
+        self._first_joins: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def serialized(self, document_id: str) -> Hold[str]:
         """The document's lock (``async with``): mutations that cut revisions (save, status,
@@ -137,6 +139,23 @@ class Workflow:
             )
         )
         return dict(stored)
+
+    async def create_on_join(self, document_id: str, principal: Principal) -> None:
+        """Create the record of a document that its first joiner opens (``principal`` owns
+        it). Concurrent first joins of one document, a herd, share one creation: the others
+        wait for it rather than each render and insert a record that then conflicts. Its
+        error, if any, is every waiter's; a waiter cancelled does not cancel it."""
+        pending = self._first_joins.get(document_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self.create(document_id, principal))
+            self._first_joins[document_id] = pending
+            pending.add_done_callback(lambda done: self._first_joined(document_id, done))
+        await asyncio.shield(pending)
+
+    def _first_joined(self, document_id: str, done: asyncio.Future[dict[str, Any]]) -> None:
+        del self._first_joins[document_id]
+        if not done.cancelled():
+            done.exception()  # retrieved here: the waiters, if any are left, re-raise it
 
     async def set_status(
         self, actor: Principal, document_id: str, target: str

@@ -27,6 +27,7 @@ hijacking): requests from the server's own origin and from clients that send no 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -414,9 +415,10 @@ def _principal(
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip(value: str | None) -> str | None:
     """The peer's address if it is an IP address (test clients and unix sockets give
-    other strings), else None."""
+    other strings), else None. Cached: a herd of reconnects comes from few addresses."""
     if not value:
         return None
     try:

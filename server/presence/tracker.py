@@ -30,8 +30,9 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from persistence.coordinator.ports import Coordinator
@@ -90,6 +91,30 @@ def cursor_of(state: str | None) -> Any:
     return value.get("cursor") if isinstance(value, dict) else None
 
 
+@dataclass(slots=True)
+class _Here:
+    """One user's connections to one document on this node, and how many are in each
+    section (so that a join learns in O(1) whether the user is already there)."""
+
+    connections: dict[str, str | None] = field(default_factory=dict)
+    sections: Counter[str | None] = field(default_factory=Counter)
+
+    def add(self, connection_id: str, section_id: str | None) -> None:
+        self.remove(connection_id)
+        self.connections[connection_id] = section_id
+        self.sections[section_id] += 1
+
+    def remove(self, connection_id: str) -> bool:
+        """Forget the connection; whether it was here."""
+        if connection_id not in self.connections:
+            return False
+        section_id = self.connections.pop(connection_id)
+        self.sections[section_id] -= 1
+        if not self.sections[section_id]:
+            del self.sections[section_id]
+        return True
+
+
 class PresenceTracker:
     """This node's presence and cursors in the coordinator.
 
@@ -116,8 +141,8 @@ class PresenceTracker:
         self._on_change = on_change
         self._clock = clock
         self.members: dict[str, _Member] = {}
-        # (document, user) -> {connection: section}, as of the operations done so far.
-        self._present: dict[tuple[str, str], dict[str, str | None]] = {}
+        # (document, user) -> their connections here, as of the operations done so far.
+        self._present: dict[tuple[str, str], _Here] = {}
         self._ops: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._states: dict[str, str | None] = {}
         self._dirty: dict[str, None] = {}
@@ -199,10 +224,12 @@ class PresenceTracker:
         self._refreshed = self._clock()
         member.joined = True
         key = (member.document_id, member.user_id)
-        others = dict(self._present.get(key, {}))
-        self._present.setdefault(key, {})[connection_id] = member.section_id
+        here = self._present.setdefault(key, _Here())
+        others = bool(here.connections)
+        in_section = member.section_id in here.sections
+        here.add(connection_id, member.section_id)
         if others:
-            if member.section_id not in others.values():
+            if not in_section:
                 self._report("moved", member)
             return
         remote = [
@@ -217,13 +244,12 @@ class PresenceTracker:
 
     async def _leave(self, connection_id: str, member: _Member) -> None:
         key = (member.document_id, member.user_id)
-        here = self._present.get(key, {})
-        was_joined = connection_id in here  # False: its join was skipped
-        here.pop(connection_id, None)
-        if not here:
-            self._present.pop(key, None)
+        here = self._present.get(key)
+        was_joined = here is not None and here.remove(connection_id)  # False: join skipped
+        if here is not None and not here.connections:
+            del self._present[key]
         await self._presence.leave(member.document_id, self.node_id, connection_id)
-        if here or not was_joined:
+        if (here is not None and here.connections) or not was_joined:
             return
         entries = await self._presence.members(member.document_id)
         if not any(entry.user_id == member.user_id for entry in entries):
