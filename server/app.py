@@ -35,9 +35,9 @@ from server.ops import context
 from server.ops.health import Readiness
 from server.ops.observe import PROBE_DOCUMENT, check_dependencies, metrics_of
 from server.realtime.connection import Connection
+from server.realtime.direct import DIRECT_HANDLER, FanoutWriter
 from server.realtime.hub import Hub
 from server.realtime.sessions import WS_PREFIX, Admission, Refusal, Session
-from server.realtime.transport import DIRECT_HANDLER, FanoutWriter
 from server.review.counters import review_counters
 from server.services import open_services
 from server.settings import Settings
@@ -173,7 +173,7 @@ def create_app(
 
 
 class DirectWebSockets:
-    """The direct path's handler (see :mod:`server.realtime.transport`): rooms under ``/ws/``."""
+    """The direct path's handler (see :mod:`server.realtime.direct`): rooms under ``/ws/``."""
 
     def __init__(self, collab: Collab) -> None:
         self._collab = collab

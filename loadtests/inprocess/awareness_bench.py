@@ -25,8 +25,8 @@ from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.ysync import AwarenessMessage, Limits, encode
 from server.identity.authentication import Principal
 from server.realtime.connection import Connection
+from server.realtime.direct import FanoutWriter
 from server.realtime.rooms import Room
-from server.realtime.transport import FanoutWriter
 
 
 class CountingWriter:

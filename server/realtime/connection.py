@@ -1,7 +1,7 @@
 """One client socket, as its room sees it: frames go out, and it can be closed.
 
 Sending never awaits the client. On our uvicorn protocol a frame is written to the socket's
-transport at once (:class:`server.realtime.transport.FanoutWriter`) and the transport's buffer is
+transport at once (:class:`server.realtime.direct.FanoutWriter`) and the transport's buffer is
 the
 outbox; on any other ASGI server frames go through a queue drained by a writer task. Either
 way, a client whose backlog passes ``max_buffered_bytes`` is closed with 1013 and resyncs when
@@ -23,7 +23,7 @@ from protocol.ysync import AppEventMessage, encode
 from server.errors import UNEXPECTED, ServerShuttingDown, SlowConsumer, classify, close_reason
 from server.identity.authentication import Principal
 from server.ops import counters
-from server.realtime.transport import FanoutWriter, binary_frame
+from server.realtime.direct import FanoutWriter, binary_frame
 
 log = logging.getLogger(__name__)
 

@@ -66,6 +66,7 @@ SERVER_EDGE = {
     "server/app.py",
     "server/cli.py",
     "server/realtime/transport.py",
+    "server/realtime/direct.py",
     "server/realtime/http_head.py",
     "server/realtime/sessions.py",
     "server/realtime/connection.py",

@@ -12,8 +12,8 @@ from protocol.events import decode_event
 from protocol.ysync import AppEventMessage, AwarenessMessage
 from server.identity.authentication import Principal
 from server.realtime.connection import Connection
+from server.realtime.direct import FanoutWriter
 from server.realtime.rooms import Room
-from server.realtime.transport import FanoutWriter
 from tests.unit.test_room_fanout import RecordingWriter, _awareness, _next_turn, _room
 
 

@@ -12,8 +12,8 @@ from protocol import awareness as awareness_codec
 from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.ysync import AwarenessMessage, Limits, decode, encode
 from server.realtime.connection import Connection
+from server.realtime.direct import FanoutWriter
 from server.realtime.rooms import Room
-from server.realtime.transport import FanoutWriter
 
 _HEADER_BYTES = {**dict.fromkeys(range(126), 2), 126: 4, 127: 10}
 
