@@ -75,6 +75,15 @@ class WakeChannels:
             batch, self._pending = self._pending, {}
             try:
                 with self._link.edge("journal wake"):
+                    if len(batch) == 1:  # the usual case when quiet: no pipeline's overhead
+                        ((group, documents),) = batch.items()
+                        _ = await self._link.client.xadd(
+                            self.key(group),
+                            {"d": " ".join(sorted(documents))},
+                            maxlen=WAKE_MAX_LEN,
+                            approximate=True,
+                        )
+                        continue
                     pipe = self._link.client.pipeline(transaction=False)
                     for group, documents in batch.items():
                         _ = pipe.xadd(

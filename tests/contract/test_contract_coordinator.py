@@ -532,9 +532,9 @@ async def test_wake_groups_name_the_documents_appended_to(harness: Harness) -> N
     group = journal.wake_group("wd")
     if group is None:  # one tail covers every document: no wake groups
         assert journal.wake_group("other") is None
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no wake groups"):
             await journal.wake_position(0)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no wake groups"):
             await journal.woken(0, "0-0", timeout=0)
         return
     assert all(isinstance(journal.wake_group(f"wd{i}"), int) for i in range(50))
