@@ -118,6 +118,10 @@ class RedisJournal:
         if origin is not None:
             check_token(origin, "origin")
         if self._guarded and not force:
+            # On a cluster, wake the followers as the append goes out and again once it
+            # returned: the first lets them read the entry without waiting for the append's
+            # WAIT (it may come before the entry: the second, never).
+            self._woke(document_id)
             entry = await self._link.run_replicated(
                 "JOURNAL_APPEND",
                 "journal append",
@@ -136,6 +140,7 @@ class RedisJournal:
         if self._max_len is None:
             # A journal entry (a drained spool's): acknowledged by replicas on a cluster.
             command = ("XADD", key, "*", *(part for pair in fields.items() for part in pair))
+            self._woke(document_id)  # as above: now and once it returned
             appended = await self._link.replicated("journal append", key, command)
             self._woke(document_id)
             return text(appended, "entry id")
