@@ -184,8 +184,9 @@ class ChangeJournal(Protocol):
     * ``wake_group`` says how a follower of many documents waits: None (a single server,
       memory) means one blocking ``tail`` covers any number of documents. Otherwise (Redis
       Cluster, where a blocking read cannot span slots) the document belongs to one of a
-      fixed number of wake groups: every ``append`` is followed (best effort, shortly
-      after it returned) by a wake-up of its group naming the document. ``wake_position``
+      fixed number of wake groups: every ``append`` wakes its group, naming the
+      document, best effort and at the latest shortly after it returned (an earlier
+      wake-up may come before the entry can be read). ``wake_position``
       is the end of a group's wake-ups now; ``woken(group, after, timeout=...)`` waits up
       to ``timeout`` seconds for wake-ups after ``after`` and returns the new position and
       the documents woken (possibly with documents the caller does not follow). A follower

@@ -3,14 +3,15 @@
 On Redis Cluster an ``XREAD`` cannot span slots, and every document's stream has a slot of
 its own, so a follower that blocked on the documents' streams would hold one blocked
 connection per document. Instead each document belongs to one of ``WAKE_GROUPS`` groups
-(its stream's slot modulo the count), and each group has a wake-up stream: after every
-append (once it returned) the document id is added to its group's wake stream. A follower
+(its stream's slot modulo the count), and each group has a wake-up stream: every append
+adds the document id to its group's wake stream (a journal append as it goes out and once
+it returned, :class:`~persistence.coordinator.redis_journal.RedisJournal`). A follower
 blocks on the wake streams of the groups it has documents in, a fixed number of reads
 whatever the number of documents, and then reads the woken documents' own streams without
 blocking (``docs/redis.md``, "Following the streams").
 
-The wake is a hint, not the record: it is written after the append, outside its script (a
-different slot), best effort and without ``WAIT``. A node that dies between the two, or a
+The wake is a hint, not the record: it is written outside the append's script (a different
+slot), best effort and without ``WAIT``. A node that dies between the two, or a
 failover that loses a wake entry, delays an update (the follower's periodic sweep reads it)
 but never loses it: the document's own stream is what is read.
 
