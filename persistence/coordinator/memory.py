@@ -334,10 +334,16 @@ class MemoryJournal:
         stream = self._streams.get(document_id)
         return stream.entries[-1][1].id if stream and stream.entries else FIRST_ENTRY_ID
 
-    def tail_group(self, document_id: str) -> int:
-        """Every document in one group: one tail waits on all of them."""
+    def wake_group(self, document_id: str) -> int | None:
+        """No wake groups: one tail waits on every document."""
         check_document_id(document_id)
-        return 0
+        return None
+
+    async def wake_position(self, group: int) -> str:
+        raise ValueError("no wake groups in memory: tail the documents instead")
+
+    async def woken(self, group: int, after: str, *, timeout: float) -> tuple[str, list[str]]:
+        raise ValueError("no wake groups in memory: tail the documents instead")
 
     async def tail(
         self, positions: Mapping[str, str], *, timeout: float, count: int = 100

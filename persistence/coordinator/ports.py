@@ -181,10 +181,19 @@ class ChangeJournal(Protocol):
       the given ids of several documents at once and returns them (up to ``count`` per
       document; an empty list on timeout). It sees every append that returned before or
       while it waits. Cancel-safe; ``aclose`` ends a waiting tail with StorageClosed.
-    * ``tail_group`` says which documents one ``tail`` can wait on at the cost of one read:
-      those of the same group (every document on a single server; one cluster slot on Redis
-      Cluster, where a tail spanning groups reads each group). A follower of many documents
-      tails one group per read.
+    * ``wake_group`` says how a follower of many documents waits: None (a single server,
+      memory) means one blocking ``tail`` covers any number of documents. Otherwise (Redis
+      Cluster, where a blocking read cannot span slots) the document belongs to one of a
+      fixed number of wake groups: every ``append`` wakes its group, naming the
+      document, best effort and at the latest shortly after it returned (an earlier
+      wake-up may come before the entry can be read). ``wake_position``
+      is the end of a group's wake-ups now; ``woken(group, after, timeout=...)`` waits up
+      to ``timeout`` seconds for wake-ups after ``after`` and returns the new position and
+      the documents woken (possibly with documents the caller does not follow). A follower
+      then reads the woken documents with ``tail(..., timeout=0)``. A wake-up can be lost
+      (a crash between an append and its wake-up, a failover): a follower must also read
+      all its documents now and then (the server's follower sweeps every second). Calling
+      either for a journal whose ``wake_group`` is None raises ValueError.
     * ``trim`` deletes exactly the entries with ids <= ``up_to_id`` (call it only once a
       snapshot covering them is stored) and returns how many; later entries are untouched.
     * ``freeze`` makes every later ``append`` of the document raise DocumentFrozen, on every
@@ -219,7 +228,11 @@ class ChangeJournal(Protocol):
 
     async def trim(self, document_id: str, up_to_id: str) -> int: ...
 
-    def tail_group(self, document_id: str) -> int: ...
+    def wake_group(self, document_id: str) -> int | None: ...
+
+    async def wake_position(self, group: int) -> str: ...
+
+    async def woken(self, group: int, after: str, *, timeout: float) -> tuple[str, list[str]]: ...
 
 
 class DocumentCache(Protocol):

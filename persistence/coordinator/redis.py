@@ -165,8 +165,10 @@ class RedisCoordinator:
     ) -> RedisCoordinator:
         """A coordinator on the Redis Cluster one of whose nodes ``url`` names (the client
         discovers the others, and follows MOVED / ASK redirections and failovers). No I/O
-        yet. ``max_connections`` is per cluster node: the follower of the change streams
-        holds one blocked connection per cluster slot it tails. A command failing on a
+        yet. ``max_connections`` is per cluster node: the follower of the change and signal
+        streams holds at most one blocked connection per wake group it has documents in
+        (:data:`~persistence.coordinator.redis_wakes.WAKE_GROUPS` per stream kind, spread
+        over the masters), whatever the number of documents. A command failing on a
         connection error, a timeout or ``CLUSTERDOWN`` / ``TRYAGAIN`` is retried after the
         client refreshed its view of the slots, with exponential backoff (10 ms doubling,
         capped at 500 ms, with jitter); a failover (about the cluster's node timeout plus an
@@ -237,6 +239,8 @@ class RedisCoordinator:
 
     async def aclose(self) -> None:
         """Close the pool (connections in use are closed too). Idempotent."""
+        await self.journal.aclose()
+        await self.signals.aclose()
         await self._link.aclose()
 
     async def __aenter__(self) -> RedisCoordinator:

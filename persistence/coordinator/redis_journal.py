@@ -1,6 +1,8 @@
 """The change stream of the Redis coordinator: ``collab:{documentId}:changes``.
 
 XADD to append, XRANGE to read, XREAD BLOCK to tail, XTRIM MINID to trim (``docs/redis.md``).
+On Redis Cluster each append also wakes the document's group
+(:mod:`~persistence.coordinator.redis_wakes`), which is what the followers block on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, Final
 from crdt.ids import check_document_id
 from persistence.coordinator.redis_link import RedisLink
 from persistence.coordinator.redis_replies import key_bytes, section_field, text
+from persistence.coordinator.redis_wakes import WAKE_GROUPS, WakeChannels
 from persistence.coordinator.values import (
     FIRST_ENTRY_ID,
     JournalEntry,
@@ -46,15 +49,18 @@ class RedisJournal:
         stream: str = "changes",
         max_len: int | None = None,
         guarded: bool = False,
+        wake_groups: int = WAKE_GROUPS,
     ) -> None:
         """``stream`` names the key family (``collab:{documentId}:{stream}``); ``max_len``
         caps each stream (approximately, XADD MAXLEN ~) for streams that are not a journal
         (``signals``: awareness and events crossing nodes). ``guarded``: appends check the
-        document's freeze flag ``collab:{documentId}:frozen`` in the same script."""
+        document's freeze flag ``collab:{documentId}:frozen`` in the same script.
+        ``wake_groups``: on a cluster, how many wake-up streams the documents share."""
         self._link = link
         self._stream = stream
         self._max_len = max_len
         self._guarded = guarded
+        self._wakes = WakeChannels(link, stream, wake_groups) if link.cluster else None
 
     def _key(self, document_id: str) -> str:
         return self._link.tagged("collab", check_document_id(document_id), self._stream)
@@ -62,10 +68,32 @@ class RedisJournal:
     def _frozen_key(self, document_id: str) -> str:
         return self._link.tagged("collab", check_document_id(document_id), "frozen")
 
-    def tail_group(self, document_id: str) -> int:
-        """Documents of one group can be tailed by one blocking read: the cluster slot of
-        the document's stream (0 for every document on a single server)."""
-        return self._link.slot(self._key(document_id))
+    def wake_group(self, document_id: str) -> int | None:
+        """On a cluster, the document's wake group (its stream's slot modulo the number of
+        groups); None on a single server, where one ``tail`` blocks on every document."""
+        key = self._key(document_id)
+        return None if self._wakes is None else self._wakes.group_of(key)
+
+    def _wake_channels(self) -> WakeChannels:
+        if self._wakes is None:
+            raise ValueError("no wake groups on a single Redis: tail the documents instead")
+        return self._wakes
+
+    async def wake_position(self, group: int) -> str:
+        return await self._wake_channels().position(group)
+
+    async def woken(self, group: int, after: str, *, timeout: float) -> tuple[str, list[str]]:
+        after = "-".join(map(str, parse_entry_id(after)))
+        return await self._wake_channels().woken(group, after, self._xread, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Stop sending wake-ups (the coordinator is closing)."""
+        if self._wakes is not None:
+            await self._wakes.aclose()
+
+    def _woke(self, document_id: str) -> None:
+        if self._wakes is not None:
+            self._wakes.note(self._wakes.group_of(self._key(document_id)), document_id)
 
     async def freeze(self, document_id: str) -> None:
         key = self._frozen_key(document_id)
@@ -90,6 +118,10 @@ class RedisJournal:
         if origin is not None:
             check_token(origin, "origin")
         if self._guarded and not force:
+            # On a cluster, wake the followers as the append goes out and again once it
+            # returned: the first lets them read the entry without waiting for the append's
+            # WAIT (it may come before the entry: the second, never).
+            self._woke(document_id)
             entry = await self._link.run_replicated(
                 "JOURNAL_APPEND",
                 "journal append",
@@ -98,6 +130,7 @@ class RedisJournal:
             )
             if entry is None:
                 raise DocumentFrozen(f"document {document_id} is frozen (in review)")
+            self._woke(document_id)
             return text(entry, "entry id")
         fields: dict[str | bytes, str | bytes] = {
             "section": section_field(section_id),
@@ -107,7 +140,10 @@ class RedisJournal:
         if self._max_len is None:
             # A journal entry (a drained spool's): acknowledged by replicas on a cluster.
             command = ("XADD", key, "*", *(part for pair in fields.items() for part in pair))
-            return text(await self._link.replicated("journal append", key, command), "entry id")
+            self._woke(document_id)  # as above: now and once it returned
+            appended = await self._link.replicated("journal append", key, command)
+            self._woke(document_id)
+            return text(appended, "entry id")
         with self._link.edge("journal append"):
             entry_id = await self._link.client.xadd(
                 key,
@@ -115,6 +151,7 @@ class RedisJournal:
                 maxlen=self._max_len,
                 approximate=True,
             )
+        self._woke(document_id)
         return text(entry_id, "entry id")
 
     @staticmethod
@@ -188,8 +225,8 @@ class RedisJournal:
         """Streams of several cluster slots: one XREAD per slot (a multi-key command must stay
         in one slot). First without blocking, all at once; if nothing came, blocking reads
         of every slot until the first returns (the others are cancelled, which costs their
-        connections: the cluster follower tails one slot per read, ``tail_group``)."""
-        replies = await asyncio.gather(*(self._xread(group, count, None) for group in groups))
+        connections: the cluster follower blocks on wake streams instead, ``wake_group``)."""
+        replies = await self._xread_now(groups, count)
         if any(replies) or block is None:
             return list(replies)
         reads = [asyncio.ensure_future(self._xread(group, count, block)) for group in groups]
@@ -204,12 +241,24 @@ class RedisJournal:
             read.result()  # raises what the read raised (StorageClosed, StorageUnavailable)
         return [read.result() for read in done]
 
+    async def _xread_now(self, groups: list[dict[str, str]], count: int) -> list[Any]:
+        """What a non-blocking XREAD of each group would return, read with one XRANGE per
+        stream, all in one pipeline (one connection per cluster node, whatever the number
+        of slots; XRANGE names its key where the cluster client finds it without asking
+        the server, which it must do for each XREAD)."""
+        keys = [key for streams in groups for key in streams]
+        with self._link.edge("journal read many"):
+            pipe = self._link.client.pipeline(transaction=False)
+            for streams in groups:
+                for key, position in streams.items():
+                    _ = pipe.xrange(key, min="(" + position, count=count)
+            replies = await pipe.execute()
+        return [[[key, rows] for key, rows in zip(keys, replies, strict=True) if rows]]
+
     async def _xread(self, streams: dict[str, str], count: int, block: int | None) -> Any:
         """One XREAD; a blocked one ends at once with StorageClosed when ``aclose`` runs."""
         with self._link.edge("journal tail"):
-            read = asyncio.ensure_future(
-                self._link.client.xread(streams, count=count, block=block)  # type: ignore[arg-type]
-            )
+            read = asyncio.ensure_future(self._xread_command(streams, count, block))
             closing = asyncio.ensure_future(self._link.closing.wait())
             try:
                 await asyncio.wait({read, closing}, return_when=asyncio.FIRST_COMPLETED)
@@ -220,6 +269,16 @@ class RedisJournal:
             if not read.cancelled():
                 return read.result()
         raise StorageClosed("the coordinator is closed")
+
+    async def _xread_command(self, streams: dict[str, str], count: int, block: int | None) -> Any:
+        """XREAD; on a cluster sent to the node serving the streams' slot, which the client
+        would otherwise ask the server for with ``COMMAND GETKEYS`` before each XREAD (a
+        redirection during a resharding is still followed)."""
+        args: list[Any] = ["XREAD", "COUNT", count]
+        if block is not None:
+            args += ["BLOCK", block]
+        args += ["STREAMS", *streams.keys(), *streams.values()]
+        return await self._link.on_slot_of(next(iter(streams)), args)
 
     async def trim(self, document_id: str, up_to_id: str) -> int:
         key = self._key(document_id)

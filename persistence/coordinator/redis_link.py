@@ -139,6 +139,17 @@ class RedisLink:
             return int(self.client.keyslot(key))
         return 0
 
+    async def on_slot_of(self, key: str, command: Sequence[Any]) -> Any:
+        """Run ``command`` (its keys all in ``key``'s slot). On a cluster it is sent to the
+        node serving that slot without the client first asking the server where the keys
+        of a command like XREAD are (``COMMAND GETKEYS``, a round trip per command); a
+        redirection during a resharding is still followed."""
+        if not isinstance(self.client, RedisCluster):
+            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+        _ = await self.client.initialize()  # no-op once done
+        node = self.client.get_node_from_key(key)
+        return await self.client.execute_command(*command, target_nodes=node)
+
     async def replicated(self, what: str, key: str, command: Sequence[Any]) -> Any:
         """Run ``command`` (a raw command whose keys are all in ``key``'s slot); on a cluster
         with ``wait_replicas``, send ``WAIT`` after it on the same connection and raise

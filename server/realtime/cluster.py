@@ -2,9 +2,11 @@
 
 Every node appends the updates of its clients to the document's change stream
 ``collab:{documentId}:changes`` before it broadcasts them (the room store does that). Each node
-also *follows* the streams of the documents it has rooms of: one ``XREAD BLOCK`` over all of
-them (on Redis Cluster one per slot, on the shard serving it: a read cannot span slots), from
-the position it had when it loaded the first room of the document. An entry from
+also *follows* the streams of the documents it has rooms of, from the position it had when it
+loaded the first room of the document: one ``XREAD BLOCK`` over all of them on a single
+Redis; on Redis Cluster, where a read cannot span slots, one blocking read per wake group
+and non-blocking reads of the woken documents, with a sweep every second
+(:mod:`server.realtime.follow`). An entry from
 another node is applied to the local room and relayed to the local clients (it is durable
 already); the node's own entries are skipped. A stream read from a position cannot miss an
 entry, across reconnects and Redis restarts too, so nodes converge.
@@ -40,6 +42,7 @@ from protocol.awareness import AwarenessEntry, AwarenessUpdate
 from protocol.errors import ProtocolError
 from protocol.events import AppEvent, decode_event, encode_event
 from server.hooks import Hooks, RoomView
+from server.realtime.follow import StreamFollower
 from server.realtime.registry import RoomRegistry
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,6 @@ log = logging.getLogger(__name__)
 USER_CHANNEL: Final = "__users"  # a reserved document id: events for users, wherever they are
 AWARENESS: Final = 1
 EVENT: Final = 2
-TAIL_TIMEOUT: Final = 5.0
-MAX_BACKOFF: Final = 2.0
 
 
 class Cluster:
@@ -82,7 +83,10 @@ class Cluster:
         self._changes_at: dict[str, str] = {}
         self._signals_at: dict[str, str] = {}
         self._pending: dict[str, list[bytes]] = defaultdict(list)
-        self._wakeups: list[asyncio.Event] = []
+        self.followers = (
+            StreamFollower(journal, self._changes_at, self._on_change, self._prune),
+            StreamFollower(signals, self._signals_at, self._on_signal, self._prune),
+        )
         self._outbox: asyncio.Queue[tuple[str, str | None, bytes]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.applied = 0
@@ -97,8 +101,7 @@ class Cluster:
         # Signals addressed to users (notifications) travel on a channel every node follows.
         self._signals_at[USER_CHANNEL] = f"{int(time.time() * 1000)}-0"
         self._tasks = [
-            tasks.create_task(self._follow(self._journal, self._changes_at, self._on_change)),
-            tasks.create_task(self._follow(self._signals, self._signals_at, self._on_signal)),
+            *(tasks.create_task(follower.run()) for follower in self.followers),
             tasks.create_task(self._publish()),
         ]
 
@@ -134,8 +137,8 @@ class Cluster:
         if document_id not in self._changes_at:
             self._changes_at[document_id] = changes
             self._signals_at[document_id] = signals
-            for wakeup in self._wakeups:
-                wakeup.set()
+            for follower in self.followers:
+                follower.added(document_id)
 
     def after_load(self, room: RoomView) -> None:
         for update in self._pending.pop(room.key, []):
@@ -144,106 +147,15 @@ class Cluster:
     def _prune(self) -> None:
         """Stop following documents this node has no room of any more."""
         loaded = {r.name.document_id for r in self._registry.rooms()}
+        pruned = False
         for document_id in list(self._changes_at):
             if document_id not in loaded and not self._registry.is_loading_document(document_id):
                 del self._changes_at[document_id]
                 self._signals_at.pop(document_id, None)
-
-    async def _follow(
-        self,
-        stream: ChangeJournal,
-        positions: dict[str, str],
-        handle: Callable[[JournalEntry], None],
-    ) -> None:
-        """Follow the documents of ``positions`` (added to while it runs): one reader per
-        tail group of the stream (one for everything on a single Redis; one per cluster
-        slot on Redis Cluster, where a blocking read cannot span slots). A reader ends when
-        its group has no document left; the next document of that group starts a new one."""
-        wakeup = asyncio.Event()
-        self._wakeups.append(wakeup)
-        readers: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
-        followed: dict[int, set[str]] = {}
-        async with asyncio.TaskGroup() as group_tasks:
-            while True:
-                wakeup.clear()
-                groups: dict[int, set[str]] = {}
-                for document_id in list(positions):
-                    groups.setdefault(stream.tail_group(document_id), set()).add(document_id)
-                for group, documents in groups.items():
-                    reader = readers.get(group)
-                    if reader is None or reader[0].done():
-                        changed = asyncio.Event()
-                        task = group_tasks.create_task(
-                            self._follow_group(stream, positions, handle, group, changed)
-                        )
-                        readers[group] = (task, changed)
-                    elif followed.get(group) != documents:
-                        reader[1].set()  # only this group's read starts again
-                followed = groups
-                for group in [g for g, (task, _) in readers.items() if task.done()]:
-                    del readers[group]
-                await wakeup.wait()
-
-    async def _follow_group(
-        self,
-        stream: ChangeJournal,
-        positions: dict[str, str],
-        handle: Callable[[JournalEntry], None],
-        group: int,
-        wakeup: asyncio.Event,
-    ) -> None:
-        backoff = 0.05
-        down_since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            wakeup.clear()  # before the positions are read: a later change wakes the read
-            mine = {d: p for d, p in positions.items() if stream.tail_group(d) == group}
-            if not mine:
-                return
-            read = await self._read_or_change(stream, mine, wakeup)
-            if read.cancelled():
-                continue  # a document was added: follow it too
-            try:
-                entries = read.result()
-            except StorageClosed:
-                return
-            except StorageError as exc:
-                if down_since is None:
-                    down_since = loop.time()
-                    log.warning("cluster: cannot follow the streams: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            if down_since is not None:
-                log.info("cluster: following again after %.1f s", loop.time() - down_since)
-                down_since = None
-            backoff = 0.05
-            for entry in entries:
-                if entry.document_id in positions:
-                    positions[entry.document_id] = entry.id
-                try:
-                    handle(entry)
-                except Exception:
-                    log.exception("cluster: entry %s of %s failed", entry.id, entry.document_id)
-            if not entries:
-                self._prune()
-
-    async def _read_or_change(
-        self, stream: ChangeJournal, positions: dict[str, str], wakeup: asyncio.Event
-    ) -> asyncio.Future[list[JournalEntry]]:
-        """Tail the streams until entries come or the set of documents changes (then the
-        returned read is cancelled)."""
-        read = asyncio.ensure_future(stream.tail(dict(positions), timeout=TAIL_TIMEOUT, count=500))
-        changed = asyncio.ensure_future(wakeup.wait())
-        try:
-            await asyncio.wait({read, changed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            changed.cancel()
-            if not read.done():
-                read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await read
-        return read
+                pruned = True
+        if pruned:
+            for follower in self.followers:
+                follower.refresh()
 
     def _on_change(self, entry: JournalEntry) -> None:
         key = _room_key(entry)

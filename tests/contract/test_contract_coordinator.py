@@ -527,6 +527,37 @@ async def test_tail_can_be_cancelled(harness: Harness) -> None:
     assert len(await journal.tail({"d": "0-0"}, timeout=1.0)) == 1
 
 
+async def test_wake_groups_name_the_documents_appended_to(harness: Harness) -> None:
+    journal = harness.coordinator.journal
+    group = journal.wake_group("wd")
+    if group is None:  # one tail covers every document: no wake groups
+        assert journal.wake_group("other") is None
+        with pytest.raises(ValueError, match="no wake groups"):
+            await journal.wake_position(0)
+        with pytest.raises(ValueError, match="no wake groups"):
+            await journal.woken(0, "0-0", timeout=0)
+        return
+    assert all(isinstance(journal.wake_group(f"wd{i}"), int) for i in range(50))
+    assert len({journal.wake_group(f"wd{i}") for i in range(50)}) > 1  # documents spread
+    start = await journal.wake_position(group)
+    waiting = asyncio.create_task(harness.peer().journal.woken(group, start, timeout=10.0))
+    await journal.append("wd", "s", b"hello", origin="node-a")
+    async with asyncio.timeout(DEADLINE):
+        position, woken = await waiting
+    assert "wd" in woken
+    assert position != start
+    assert await journal.woken(group, position, timeout=0.05) == (position, [])
+    # Signals wake their own groups too.
+    signals = harness.coordinator.signals
+    signal_group = signals.wake_group("wd")
+    assert signal_group is not None
+    signal_start = await signals.wake_position(signal_group)
+    await signals.append("wd", None, b"\x01sig", origin="node-a")
+    async with asyncio.timeout(DEADLINE):
+        _, woken = await signals.woken(signal_group, signal_start, timeout=DEADLINE)
+    assert woken == ["wd"]
+
+
 async def test_trim_deletes_only_entries_up_to_the_id(harness: Harness) -> None:
     journal = harness.coordinator.journal
     ids = [await journal.append("d", "s", bytes([i])) for i in range(5)]
