@@ -26,6 +26,7 @@ from server.ops import counters
 from server.realtime.transport import FanoutWriter, binary_frame
 
 log = logging.getLogger(__name__)
+_traffic = counters.traffic
 
 _ids = itertools.count(1)
 
@@ -128,12 +129,15 @@ class Connection:
         if fast is not None:
             if not fast.write(frame.wire, self._max_buffered):
                 self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
+                return
+            _traffic.bytes_out += len(frame.payload)
             return
         assert self._outbox is not None
         self._queued_bytes += len(frame.payload)
         if self._queued_bytes > self._max_buffered:
             self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
             return
+        _traffic.bytes_out += len(frame.payload)
         self._outbox.put_nowait(frame.payload)
 
     def send_event(self, event: AppEvent) -> None:

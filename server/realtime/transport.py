@@ -27,6 +27,8 @@ from websockets.datastructures import Headers
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 
+from server.ops import counters
+
 DIRECT_HANDLER: Final = "collab.direct_websocket"
 # Messages a client may send while its room is still loading.
 MAX_PENDING_FRAMES: Final = 256
@@ -118,6 +120,7 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
     _direct: DirectSession | None = None
     _direct_pending: list[bytes | None] | None = None
     paused = False  # the transport passed its high-water mark (see FanoutWriter.write)
+    _client_closed = False  # counted in counters.client_closes
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -214,12 +217,28 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         if event.fin:
             self.send_receive_event_to_app()
 
+    def handle_close(self, event: Any) -> None:
+        self._count_client_close()
+        super().handle_close(event)
+
+    def _count_client_close(self) -> None:
+        """A direct socket the client closes (its close frame, or the link lost without
+        one) is counted by its code; the closes we start are counted where they start."""
+        if self.close_sent or self._client_closed:
+            return
+        if self._direct is None and self._direct_pending is None:
+            return  # the ASGI route: its endpoint counts
+        self._client_closed = True
+        received = self.conn.close_rcvd
+        counters.client_closed(received.code if received is not None else None)
+
     def handle_parser_exception(self) -> None:
         if self.conn.close_sent is not None:
             log.warning("closing %d: %s", self.conn.close_sent.code, self.conn.close_sent.reason)
         super().handle_parser_exception()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._count_client_close()
         super().connection_lost(exc)
         # The session (and through it the room) is let go of: the protocol object may live on
         # in reference cycles until a full collection, its room must not.
