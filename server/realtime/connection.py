@@ -165,12 +165,14 @@ class Connection:
             self.send_event(error_event(kind.close_code, kind.title, reason, fatal=True))
         self.close(kind.close_code, reason)
 
-    def close(self, code: int, reason: str = "") -> None:
-        """Close the socket with ``code``; the connection leaves its room at once. Idempotent."""
+    def close(self, code: int, reason: str = "", *, gone: bool = False) -> None:
+        """Close the socket with ``code``; the connection leaves its room at once. Idempotent.
+        ``gone``: the client closed it already (counted as the client's close, not ours)."""
         if self._closing is not None:
             return
         self._closing = _Close(code, reason)
-        counters.closes[code] += 1
+        if not gone:
+            counters.closes[code] += 1
         # Fired once, then dropped: the close chain holds the room, and a closed connection
         # may live on in a reference cycle with its transport until a full collection.
         on_close, self.on_close = self.on_close, None

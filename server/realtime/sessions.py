@@ -201,4 +201,5 @@ class Session:
         """The socket is gone (the peer closed it, or it broke): leave the room and run the
         connection's close chain, as a close by the server does. Idempotent."""
         self.registry.leave(self.room, self.conn)
-        self.conn.close(1000, "")  # a no-op on the wire: the socket is already gone
+        # A no-op on the wire (the socket is already gone), and not counted as our close.
+        self.conn.close(1000, "", gone=True)

@@ -163,6 +163,7 @@ def _exported_names() -> set[str]:
     from server.ops.metrics import CollabCollector, Sources
 
     counters.closes[1012] += 0
+    counters.client_closes[1000] += 0
     counters.refusals[(401, "unauthenticated")] += 0
     counters.refusals[(429, "too many requests")] += 0
     counters.auth_failures["expired"] += 0
