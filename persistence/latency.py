@@ -23,7 +23,7 @@ from itertools import pairwise
 from time import perf_counter
 from typing import Final
 
-from persistence.errors import StorageError
+from persistence.errors import StorageConflict, StorageError
 
 # Seconds: from half a millisecond (a Redis call on loopback, a fan-out to a few clients)
 # to ten seconds (a stalled fsync, a dependency timing out).
@@ -84,11 +84,14 @@ class DependencyCalls:
     def timed(self) -> Iterator[None]:
         """Time the block as one call: its latency whatever happens, and an error if it
         raises a :class:`~persistence.errors.StorageError` (the adapters' translation of the
-        driver's errors: a ValueError for a caller's bad value, or a cancellation, is not
-        the service's failure)."""
+        driver's errors) other than a :class:`~persistence.errors.StorageConflict` (a
+        duplicate key is an answer, often expected). A ValueError for a caller's bad value,
+        or a cancellation, is not the service's failure either."""
         start = perf_counter()
         try:
             yield
+        except StorageConflict:
+            raise
         except StorageError:
             self.errors += 1
             raise

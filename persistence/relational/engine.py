@@ -327,10 +327,11 @@ class SqlDatabase:
                     async with conn.begin():
                         result = await fn(conn)
             except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+                classified = classify(exc, what)
                 if calls is not None:
                     calls.latency.observe(time.perf_counter() - started)
-                    calls.errors += 1
-                classified = classify(exc, what)
+                    if classified is not None and not isinstance(classified[0], StorageConflict):
+                        calls.errors += 1  # the server failed (see DependencyCalls.timed)
                 if classified is None:
                     _raise_value_error(exc, what)
                     raise

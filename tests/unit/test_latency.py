@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from persistence.errors import StorageUnavailable
+from persistence.errors import StorageConflict, StorageUnavailable
 from persistence.latency import LATENCY_BUCKETS, DependencyCalls, Histogram
 
 
@@ -59,10 +59,12 @@ def test_a_timed_call_counts_its_latency_and_storage_errors_only() -> None:
         pass
     with pytest.raises(StorageUnavailable), calls.timed():
         raise StorageUnavailable("down")
-    # A caller's bad value is not the service failing.
+    # A caller's bad value, or a duplicate key, is not the service failing.
     with pytest.raises(ValueError, match="bad"), calls.timed():
         raise ValueError("bad")
-    assert calls.latency.count == 3
+    with pytest.raises(StorageConflict), calls.timed():
+        raise StorageConflict("exists")
+    assert calls.latency.count == 4
     assert calls.errors == 1
     assert calls.latency.sum >= 0.0
 
