@@ -222,15 +222,20 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         super().handle_close(event)
 
     def _count_client_close(self) -> None:
-        """A direct socket the client closes (its close frame, or the link lost without
-        one) is counted by its code; the closes we start are counted where they start."""
-        if self.close_sent or self._client_closed:
+        """A direct socket the client closes (its close frame came first, or the link was
+        lost with no close frame either way) is counted by its code; the closes we start
+        (ours, or the sans-I/O connection's on a protocol error) are counted elsewhere."""
+        if self._client_closed or (self._direct is None and self._direct_pending is None):
+            return  # counted already, or the ASGI route (its endpoint counts)
+        conn = self.conn
+        if conn.close_rcvd_then_sent:
+            code: int | None = conn.close_rcvd.code if conn.close_rcvd is not None else None
+        elif conn.close_sent is None and conn.close_rcvd is None and not self.close_sent:
+            code = None  # lost: 1006
+        else:
             return
-        if self._direct is None and self._direct_pending is None:
-            return  # the ASGI route: its endpoint counts
         self._client_closed = True
-        received = self.conn.close_rcvd
-        counters.client_closed(received.code if received is not None else None)
+        counters.client_closed(code)
 
     def handle_parser_exception(self) -> None:
         if self.conn.close_sent is not None:
