@@ -23,7 +23,7 @@ from itertools import pairwise
 from time import perf_counter
 from typing import Final
 
-from persistence.errors import StorageConflict, StorageError
+from persistence.errors import StorageClosed, StorageConflict, StorageError
 
 # Seconds: from half a millisecond (a Redis call on loopback, a fan-out to a few clients)
 # to ten seconds (a stalled fsync, a dependency timing out).
@@ -85,12 +85,13 @@ class DependencyCalls:
         """Time the block as one call: its latency whatever happens, and an error if it
         raises a :class:`~persistence.errors.StorageError` (the adapters' translation of the
         driver's errors) other than a :class:`~persistence.errors.StorageConflict` (a
-        duplicate key is an answer, often expected). A ValueError for a caller's bad value,
-        or a cancellation, is not the service's failure either."""
+        duplicate key is an answer, often expected) or a
+        :class:`~persistence.errors.StorageClosed` (a call after our own close). A ValueError
+        for a caller's bad value, or a cancellation, is not the service's failure either."""
         start = perf_counter()
         try:
             yield
-        except StorageConflict:
+        except (StorageConflict, StorageClosed):
             raise
         except StorageError:
             self.errors += 1

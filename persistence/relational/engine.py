@@ -330,7 +330,9 @@ class SqlDatabase:
                 classified = classify(exc, what)
                 if calls is not None:
                     calls.latency.observe(time.perf_counter() - started)
-                    if classified is not None and not isinstance(classified[0], StorageConflict):
+                    if classified is not None and not isinstance(
+                        classified[0], StorageConflict | StorageClosed
+                    ):
                         calls.errors += 1  # the server failed (see DependencyCalls.timed)
                 if classified is None:
                     _raise_value_error(exc, what)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from persistence.errors import StorageConflict, StorageUnavailable
+from persistence.errors import StorageClosed, StorageConflict, StorageUnavailable
 from persistence.latency import LATENCY_BUCKETS, DependencyCalls, Histogram
 
 
@@ -64,7 +64,9 @@ def test_a_timed_call_counts_its_latency_and_storage_errors_only() -> None:
         raise ValueError("bad")
     with pytest.raises(StorageConflict), calls.timed():
         raise StorageConflict("exists")
-    assert calls.latency.count == 4
+    with pytest.raises(StorageClosed), calls.timed():
+        raise StorageClosed("closed by us")
+    assert calls.latency.count == 5
     assert calls.errors == 1
     assert calls.latency.sum >= 0.0
 
