@@ -31,7 +31,7 @@ from server.hooks import (
     Hooks,
 )
 from server.identity.rights import DOCUMENTS
-from server.ops import context
+from server.ops import context, counters
 from server.ops.health import Readiness
 from server.ops.observe import PROBE_DOCUMENT, check_dependencies, metrics_of
 from server.realtime.connection import Connection
@@ -239,6 +239,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    if not conn.closing:  # the client closed it (or the link was lost)
+                        counters.client_closed(message.get("code"))
                     break
                 if session is not None:
                     session.on_frame(message.get("bytes"))

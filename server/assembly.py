@@ -378,6 +378,7 @@ class Collab:
                 deleted=edit.deleted,
                 ip=principal.ip,
                 user_agent=principal.user_agent,
+                request_id=principal.request_id,
             )
 
     def shutdown_sockets(self) -> None:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from bson import ObjectId
 from bson.errors import InvalidBSON, InvalidDocument
@@ -70,6 +70,7 @@ from persistence.errors import (
     StorageCorrupted,
     StorageUnavailable,
 )
+from persistence.latency import DEPENDENCIES
 
 DUPLICATE_KEY = 11000
 # Server-side "document too large" codes: BSONObjectTooLarge, and the update results that
@@ -81,10 +82,20 @@ INDEX_CONFLICT_CODES = frozenset({85, 86})
 
 # -- error translation -----------------------------------------------------------------------
 
+_CALLS: Final = DEPENDENCIES["mongo"]
+
 
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Translate the driver's exceptions raised in the block into persistence errors."""
+    """Translate the driver's exceptions raised in the block into persistence errors. Every
+    operation of the adapter passes here once: it is timed as one MongoDB call
+    (``collab_dependency_call_seconds``), and counted as an error if it raises one."""
+    with _CALLS.timed(), _translating(what):
+        yield
+
+
+@contextmanager
+def _translating(what: str) -> Iterator[None]:
     try:
         yield
     except mongo_errors.DocumentTooLarge as exc:

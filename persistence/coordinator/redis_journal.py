@@ -257,7 +257,7 @@ class RedisJournal:
 
     async def _xread(self, streams: dict[str, str], count: int, block: int | None) -> Any:
         """One XREAD; a blocked one ends at once with StorageClosed when ``aclose`` runs."""
-        with self._link.edge("journal tail"):
+        with self._link.edge("journal tail", blocking=block is not None):
             read = asyncio.ensure_future(self._xread_command(streams, count, block))
             closing = asyncio.ensure_future(self._link.closing.wait())
             try:

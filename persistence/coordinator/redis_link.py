@@ -21,6 +21,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from persistence.coordinator import redis_cluster_lua, redis_lua
 from persistence.errors import StorageClosed, StorageCorrupted, StorageError, StorageUnavailable
+from persistence.latency import DEPENDENCIES
 
 Clock = Callable[[], float]
 REPLICA_RECHECK: Final = 1.0  # seconds between two ROLE questions to one master
@@ -47,6 +48,7 @@ _SCRIPTS: Final = (
     "NOTIFY_PUSH",
     "JOURNAL_APPEND",
 )
+_CALLS: Final = DEPENDENCIES["redis"]
 _CLUSTER_SCRIPTS: Final = (
     "DOC_JOIN", "DOC_LEAVE", "DOC_REFRESH", "DOC_DROP", "DOC_READ", "DOC_CURSOR_SET",
     "NODE_ALIVE", "NODE_DROP",
@@ -201,12 +203,25 @@ class RedisLink:
         return min(self.wait_replicas, cached[0])
 
     @contextmanager
-    def edge(self, what: str) -> Iterator[None]:
-        """:func:`translate_errors` for one operation; StorageClosed once the link is closed."""
+    def edge(self, what: str, *, blocking: bool = False) -> Iterator[None]:
+        """:func:`translate_errors` for one operation; StorageClosed once the link is closed.
+
+        Every operation of the adapter passes here once: it is timed as one Redis call
+        (``collab_dependency_call_seconds``), and counted as an error if it raises. A
+        ``blocking`` read (``XREAD BLOCK``) waits for data, not for Redis: only its errors
+        are counted."""
         if self.closed:
             raise StorageClosed("the coordinator is closed")
-        with translate_errors(what):
-            yield
+        if not blocking:
+            with _CALLS.timed(), translate_errors(what):
+                yield
+            return
+        try:
+            with translate_errors(what):
+                yield
+        except StorageError:
+            _CALLS.errors += 1
+            raise
 
     async def run(self, script: str, what: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one of the registered Lua scripts inside :meth:`edge`."""

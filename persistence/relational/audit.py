@@ -52,6 +52,7 @@ def _access_entry(row: sa.Row[Any]) -> DataAccessEntry:
         access_type=row.access_type,
         data_sensitivity=row.data_sensitivity,
         accessed_at=required(row, "accessed_at"),
+        request_id=row.request_id,
     )
 
 

@@ -45,6 +45,7 @@ from persistence.errors import (
     StorageError,
     StorageUnavailable,
 )
+from persistence.latency import DEPENDENCIES
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -276,6 +277,9 @@ class SqlDatabase:
         self.options = options
         self.dialect: str = engine.dialect.name
         self._closed = False
+        # Each transaction on PostgreSQL is one timed call (collab_dependency_call_seconds);
+        # the embedded SQLite file is not a dependency.
+        self._calls = DEPENDENCIES["postgres"] if self.dialect == POSTGRES else None
 
     def insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT construct (it has ``on_conflict_do_update/nothing``)."""
@@ -312,22 +316,34 @@ class SqlDatabase:
         retry: bool,
     ) -> T:
         attempt = 0
+        calls = self._calls
         while True:
             self._check_open()
+            started = time.perf_counter()
             try:
                 async with self.engine.connect() as conn:
                     if write:
                         conn = await conn.execution_options(collab_write=True)
                     async with conn.begin():
-                        return await fn(conn)
+                        result = await fn(conn)
             except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
                 classified = classify(exc, what)
+                if calls is not None:
+                    calls.latency.observe(time.perf_counter() - started)
+                    if classified is not None and not isinstance(
+                        classified[0], StorageConflict | StorageClosed
+                    ):
+                        calls.errors += 1  # the server failed (see DependencyCalls.timed)
                 if classified is None:
                     _raise_value_error(exc, what)
                     raise
                 error, retryable = classified
                 if not (retry and retryable) or attempt >= self.options.retries:
                     raise error from exc
+            else:
+                if calls is not None:
+                    calls.latency.observe(time.perf_counter() - started)
+                return result
             delay = self.options.retry_backoff * 2**attempt * (0.5 + random.random())
             attempt += 1
             log.warning("%s failed transiently; retry %d in %.3fs", what, attempt, delay)

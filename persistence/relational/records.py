@@ -377,12 +377,14 @@ class DataAccessEntry:
     data_sensitivity: str | None = None
     accessed_at: datetime = field(default_factory=utc_now)
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    request_id: str | None = None  # the X-Request-ID of the request that read it
 
     def __post_init__(self) -> None:
         check_uuid(self.user_id, "user_id")
         check_text(self.document_id, "document_id", 255)
         check_text(self.access_type, "access_type", 50)
         check_optional_text(self.data_sensitivity, "data_sensitivity", 50)
+        check_optional_text(self.request_id, "request_id", 128)
         _set(self, "accessed_at", check_moment(self.accessed_at, "accessed_at"))
         check_uuid(self.id, "id")
 

@@ -192,6 +192,8 @@ data_access_logs = sa.Table(
     sa.Column("access_type", sa.String(50), nullable=False),
     _now("accessed_at"),
     sa.Column("data_sensitivity", sa.String(50)),
+    # Not in the schema document: the request that read the document (migration 0004).
+    sa.Column("request_id", sa.String(128)),
     sa.Index("idx_user_access", "user_id", "accessed_at"),
 )
 

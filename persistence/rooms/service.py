@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any, Final
 
 from crdt.document import merge_updates
@@ -73,6 +74,7 @@ from persistence.errors import (
     StorageMisconfigured,
     StorageUnavailable,
 )
+from persistence.latency import JOURNAL_COMMITS
 from persistence.rooms.ports import StoredRoom
 from persistence.rooms.service_lanes import Op, OpKind, RoomLanes
 from persistence.rooms.service_outage import OutageRelay
@@ -346,6 +348,7 @@ class ServiceRoomStore:
         if relay is not None and relay.diverts(key):
             await relay.add(key, update)
             return
+        started = perf_counter()
         try:
             entry_id = await self._journal.append(
                 room.document_id, room.section_id, update, origin=self._origin
@@ -356,6 +359,7 @@ class ServiceRoomStore:
             relay.journal_failed(exc)
             await relay.add(key, update)
             return
+        JOURNAL_COMMITS["redis"].observe(perf_counter() - started)
         if not self._follow:
             self._saw(key, parse_entry_id(entry_id))
 

@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from persistence.errors import StorageClosed
+from persistence.latency import JOURNAL_COMMITS
 from persistence.rooms.ports import StoredRoom
 from persistence.rooms.sqlite_writer import SqliteWriter
 
@@ -44,7 +45,9 @@ class SqliteRoomStore:
     async def open(cls, path: Path) -> SqliteRoomStore:
         """Open (creating if needed) the database file; StorageUnavailable if it cannot be
         opened, StorageCorrupted if it is not a database."""
-        writer, _ = await SqliteWriter.open(path, _create_schema, what="sqlite")
+        writer, _ = await SqliteWriter.open(
+            path, _create_schema, what="sqlite", commit_latency=JOURNAL_COMMITS["sqlite"]
+        )
         return cls(writer)
 
     @property

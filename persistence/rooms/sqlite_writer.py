@@ -33,6 +33,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from typing import Any, TypeVar
 
 from persistence.errors import (
@@ -42,6 +43,7 @@ from persistence.errors import (
     StorageError,
     StorageUnavailable,
 )
+from persistence.latency import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class SqliteWriter:
         executor: concurrent.futures.ThreadPoolExecutor,
         loop: asyncio.AbstractEventLoop,
         what: str,
+        commit_latency: Histogram | None = None,
     ) -> None:
         self._conn = conn
         self._executor = executor
@@ -89,12 +92,20 @@ class SqliteWriter:
         self._in_flight = False
         self._closing = False
         self._closed = False
+        self._commit_latency = commit_latency
+        self._batch_started = 0.0
         self.commits = 0
         """Transactions committed so far (group commit makes it far fewer than the calls)."""
 
     @classmethod
     async def open(
-        cls, path: Path, prepare: Work[T], *, what: str, exclusive: bool = False
+        cls,
+        path: Path,
+        prepare: Work[T],
+        *,
+        what: str,
+        exclusive: bool = False,
+        commit_latency: Histogram | None = None,
     ) -> tuple[SqliteWriter, T]:
         """Open (creating it and its folder if needed) the file at ``path`` in WAL mode with
         ``synchronous=FULL``, run ``prepare`` on it (the schema, a first read) and return
@@ -104,6 +115,8 @@ class SqliteWriter:
 
         StorageUnavailable if the file cannot be opened or is locked, StorageCorrupted if it
         is not a database (any error of ``prepare`` is translated the same way).
+        ``commit_latency`` gets the duration of each committed transaction, from the moment
+        it was handed to the thread to the moment its result is back on the event loop.
         """
         loop = asyncio.get_running_loop()
         executor = concurrent.futures.ThreadPoolExecutor(1, f"collab-{what}")
@@ -117,7 +130,7 @@ class SqliteWriter:
         except OSError as exc:
             executor.shutdown(wait=False)
             raise StorageUnavailable(f"cannot open {path}: {exc}") from exc
-        return cls(conn, executor, loop, what), prepared
+        return cls(conn, executor, loop, what, commit_latency), prepared
 
     def submit(
         self, work: Work[T], committed: Callable[[T], None] | None = None
@@ -157,6 +170,8 @@ class SqliteWriter:
             return
         batch, self._queue = self._queue, []
         self._in_flight = True
+        if self._commit_latency is not None:
+            self._batch_started = perf_counter()
         if batch[-1].work is None:
             self._closed = True  # nothing can be queued after the close
         done = self._executor.submit(self._run_batch, batch)
@@ -170,6 +185,9 @@ class SqliteWriter:
         self._in_flight = False
         exc = done.exception()
         results: list[object] = [exc] * len(batch) if exc is not None else done.result()
+        latency = self._commit_latency
+        if latency is not None and not isinstance(results[0], BaseException):
+            latency.observe(perf_counter() - self._batch_started)
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 if not call.future.done():

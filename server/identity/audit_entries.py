@@ -87,10 +87,12 @@ class AuditContext:
     def access(
         self, document_id: str, access_type: str, sensitivity: str | None = None
     ) -> DataAccessEntry:
-        """A data-access entry (``join``, ``read``, ``export``) of this user."""
+        """A data-access entry (``join``, ``read``, ``export``) of this user, with the
+        request id."""
         return DataAccessEntry(
             user_id=self.user_id,
             document_id=document_id,
             access_type=access_type,
             data_sensitivity=sensitivity,
+            request_id=self.request_id,
         )

@@ -41,6 +41,7 @@ class _Tally:
     last_at: float
     ip: str | None
     user_agent: str | None
+    request_id: str | None
 
 
 class EditTally:
@@ -53,8 +54,9 @@ class EditTally:
     none: a quiet tally does not wake up). ``aclose`` emits what is pending; counts after it
     are ignored. The entry's ``changes``: ``section`` (None for the outline room),
     ``updates``, ``inserted`` / ``deleted`` (characters), ``first_at`` / ``last_at`` (ISO
-    8601, UTC); its ``created_at`` is the last edit's time, its IP and user agent the last
-    ones given.
+    8601, UTC) and ``requestId`` (the request id of the socket's upgrade, when known); its
+    ``created_at`` is the last edit's time, its IP, user agent and request id the last ones
+    given.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class EditTally:
         deleted: int,
         ip: str | None = None,
         user_agent: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         """One update by ``user_id`` in room ``document_id[/section_id]``. O(1), never raises."""
         if self._closed:
@@ -98,7 +101,7 @@ class EditTally:
             if not self._counts:
                 self._opened = self._clock()
                 self._pending.set()
-            self._counts[key] = _Tally(1, inserted, deleted, now, now, ip, user_agent)
+            self._counts[key] = _Tally(1, inserted, deleted, now, now, ip, user_agent, request_id)
             return
         tally.updates += 1
         tally.inserted += inserted
@@ -108,6 +111,8 @@ class EditTally:
             tally.ip = ip
         if user_agent is not None:
             tally.user_agent = user_agent
+        if request_id is not None:
+            tally.request_id = request_id
 
     async def start(self) -> None:
         """Start the background task that emits each window when it ends (idempotent)."""
@@ -161,6 +166,7 @@ class EditTally:
                         "deleted": tally.deleted,
                         "first_at": _iso(tally.first_at),
                         "last_at": _iso(tally.last_at),
+                        **({"requestId": tally.request_id} if tally.request_id else {}),
                     },
                     ip_address=tally.ip,
                     user_agent=tally.user_agent,

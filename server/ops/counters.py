@@ -1,7 +1,9 @@
-"""Plain counters for what no component counted yet: socket closes by code, refusals by
-status and title. One dictionary increment where a socket closes or a request is refused,
-never per frame; read by :mod:`server.ops.metrics` at scrape time. Process-wide (every app
-of the process adds to them), like the process's CPU and memory."""
+"""Plain counters for what no component counted yet: socket closes by code (by the server,
+and by clients), refusals by status and title, and the sockets' traffic. A dictionary
+increment where a socket closes or a request is refused; for the traffic, an integer added
+to a slot where a message is already handled (:class:`Traffic`). Read by
+:mod:`server.ops.metrics` at scrape time. Process-wide (every app of the process adds to
+them), like the process's CPU and memory."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from collections import Counter
 from server.errors import classify, title_of
 
 closes: Counter[int] = Counter()  # sockets this process closed, by close code
+# Sockets the client closed (its close frame's code; 1006 when the connection was lost
+# without one), by code.
+client_closes: Counter[int] = Counter()
 refusals: Counter[tuple[int, str]] = Counter()  # errors answered, by HTTP status and title
 auth_failures: Counter[str] = Counter()  # 401 and 403, by reason (a short fixed label)
 
@@ -32,6 +37,27 @@ _AUTH_REASONS = (
     ("the authorization header", "bad_header"),
     ("origin", "origin"),
 )
+
+
+class Traffic:
+    """What the WebSockets carried: messages received, and payload bytes in and out (the
+    y-protocols messages, without the WebSocket framing). Slots, so that counting is one
+    attribute store where the message is handled anyway."""
+
+    __slots__ = ("bytes_in", "bytes_out", "frames_in")
+
+    def __init__(self) -> None:
+        self.frames_in = 0  # complete messages received (text ones too, which are refused)
+        self.bytes_in = 0
+        self.bytes_out = 0  # written (or queued) to a client, each recipient counted
+
+
+traffic = Traffic()
+
+
+def client_closed(code: int | None) -> None:
+    """Count a socket the client closed (``code`` None: lost without a close frame)."""
+    client_closes[1006 if code is None else code] += 1
 
 
 def auth_reason(status: int, title: str, detail: str) -> str:

@@ -2,24 +2,34 @@
 
 A custom collector (:class:`CollabCollector`) asks each component for its ``stats()`` when
 ``/metrics`` is scraped and turns them into metric families with the prefix ``collab_``:
-serving a frame, an edit or a request does no work for the metrics (the components count
-in plain integers, as they did before there were metrics). Every family carries the label
-``node``. docs/operations.md lists them.
+serving a frame, an edit or a request does no work for the metrics beyond the plain integer
+increments of the code that handles it (the components count as they did before there were
+metrics; the sockets' traffic in :data:`server.ops.counters.traffic`). The latencies are
+fixed-bucket histograms (:mod:`persistence.latency`) that the timed code fills itself: one
+clock read per update received and one per fan-out, two per journal commit and per call to
+a service. Every family carries the label ``node``. docs/operations.md lists them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from persistence.latency import DEPENDENCIES, FANOUT, JOURNAL_COMMITS, Histogram
 from server.ops import counters
 from server.ops.health import Readiness
 
@@ -117,6 +127,53 @@ def _table(
             yield family
 
 
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def _histogram(
+    name: str, doc: str, node: str, rows: Iterable[tuple[tuple[str, ...], Histogram]], *labels: str
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(PREFIX + name, doc, labels=["node", *labels])
+    for values, histogram in rows:
+        buckets = [(_le(bound), float(n)) for bound, n in histogram.cumulative()]
+        family.add_metric([node, *values], buckets, histogram.sum)
+    return family
+
+
+def _latencies(node: str) -> Iterator[Metric]:
+    """The process's latency histograms (:mod:`persistence.latency`) and the errors of the
+    calls to each service."""
+    yield _histogram(
+        "journal_commit_seconds",
+        "durable journal writes: SQLite group commits, Redis stream appends",
+        node,
+        (((journal,), histogram) for journal, histogram in sorted(JOURNAL_COMMITS.items())),
+        "journal",
+    )
+    yield _histogram(
+        "fanout_seconds",
+        "from a client's update received to the last write of its fan-out",
+        node,
+        [((), FANOUT)],
+    )
+    yield _histogram(
+        "dependency_call_seconds",
+        "calls to Redis, PostgreSQL and MongoDB",
+        node,
+        (((name,), calls.latency) for name, calls in sorted(DEPENDENCIES.items())),
+        "dependency",
+    )
+    errors = CounterMetricFamily(
+        PREFIX + "dependency_call_errors",
+        "calls to Redis, PostgreSQL and MongoDB that failed",
+        labels=["node", "dependency"],
+    )
+    for name, calls in sorted(DEPENDENCIES.items()):
+        errors.add_metric([node, name], float(calls.errors))
+    yield errors
+
+
 def _dependencies(node: str, readiness: Readiness) -> Iterator[Metric]:
     """The configured services as the last readiness check saw them (``/readyz``, which
     probes ask every few seconds; nothing is checked for the scrape)."""
@@ -183,6 +240,7 @@ class CollabCollector(Collector):
             yield counter
         if sources.readiness is not None:
             yield from _dependencies(node, sources.readiness)
+        yield from _latencies(node)
         yield from self._process_metrics(node)
 
     def _counters(self, node: str) -> Iterator[Metric]:
@@ -194,6 +252,23 @@ class CollabCollector(Collector):
         for code, count in sorted(counters.closes.items()):
             closes.add_metric([node, str(code)], float(count))
         yield closes
+        client_closes = CounterMetricFamily(
+            PREFIX + "client_closes",
+            "WebSockets the client closed, by the code of its close frame (1006: lost)",
+            labels=["node", "code"],
+        )
+        for code, count in sorted(counters.client_closes.items()):
+            client_closes.add_metric([node, str(code)], float(count))
+        yield client_closes
+        traffic = counters.traffic
+        for name, value, doc in (
+            ("frames_in", traffic.frames_in, "WebSocket messages received"),
+            ("bytes_in", traffic.bytes_in, "payload bytes received on WebSockets"),
+            ("bytes_out", traffic.bytes_out, "payload bytes sent on WebSockets, per recipient"),
+        ):
+            counter = CounterMetricFamily(PREFIX + name, doc, labels=["node"])
+            counter.add_metric([node], float(value))
+            yield counter
         refusals = CounterMetricFamily(
             PREFIX + "refusals",
             "requests and sockets refused, by HTTP status and title",

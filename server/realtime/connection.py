@@ -26,6 +26,7 @@ from server.ops import counters
 from server.realtime.direct import FanoutWriter, binary_frame
 
 log = logging.getLogger(__name__)
+_traffic = counters.traffic
 
 _ids = itertools.count(1)
 
@@ -128,12 +129,15 @@ class Connection:
         if fast is not None:
             if not fast.write(frame.wire, self._max_buffered):
                 self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
+                return
+            _traffic.bytes_out += len(frame.payload)
             return
         assert self._outbox is not None
         self._queued_bytes += len(frame.payload)
         if self._queued_bytes > self._max_buffered:
             self.fail(SlowConsumer(f"more than {self._max_buffered} bytes unsent"))
             return
+        _traffic.bytes_out += len(frame.payload)
         self._outbox.put_nowait(frame.payload)
 
     def send_event(self, event: AppEvent) -> None:
@@ -161,12 +165,14 @@ class Connection:
             self.send_event(error_event(kind.close_code, kind.title, reason, fatal=True))
         self.close(kind.close_code, reason)
 
-    def close(self, code: int, reason: str = "") -> None:
-        """Close the socket with ``code``; the connection leaves its room at once. Idempotent."""
+    def close(self, code: int, reason: str = "", *, gone: bool = False) -> None:
+        """Close the socket with ``code``; the connection leaves its room at once. Idempotent.
+        ``gone``: the client closed it already (counted as the client's close, not ours)."""
         if self._closing is not None:
             return
         self._closing = _Close(code, reason)
-        counters.closes[code] += 1
+        if not gone:
+            counters.closes[code] += 1
         # Fired once, then dropped: the close chain holds the room, and a closed connection
         # may live on in a reference cycle with its transport until a full collection.
         on_close, self.on_close = self.on_close, None

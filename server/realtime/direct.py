@@ -46,6 +46,8 @@ try:
 except ImportError:  # pragma: no cover - the pure-Python fallback of websockets
     from websockets.utils import apply_mask
 
+from server.ops import counters
+
 DIRECT_HANDLER: Final = "collab.direct_websocket"
 # Messages a client may send while its room is still loading.
 MAX_PENDING_FRAMES: Final = 256
@@ -360,6 +362,7 @@ class DirectProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None  # the next ping, or its deadline
         self._ping_payload: bytes | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._client_closed = False  # counted in counters.client_closes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -433,7 +436,10 @@ class DirectProtocol(asyncio.Protocol):
             log.warning("closing %d: %s", exc.code, exc.reason)
             code, payload = exc.code, close_payload(exc.code, exc.reason)
         if not self.close_sent:
-            # Section 5.5.1: answer with the code received (none for an empty close).
+            # The client closed first (counted here; the closes we start are counted where
+            # they are decided). Section 5.5.1: answer with the code received.
+            counters.client_closed(code)
+            self._client_closed = True
             self.close_sent = True
             self.transport.write(server_frame(OP_CLOSE, b"" if code == 1005 else payload[:2]))
         self.transport.close()
@@ -503,6 +509,8 @@ class DirectProtocol(asyncio.Protocol):
         self._fail(1012, "server restarting")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.close_sent and not self._client_closed:
+            counters.client_closed(None)  # lost without a close frame either way: 1006
         self.disconnected = True
         self._state.connections.discard(self)
         for timer in (self._timer, self._close_timer):

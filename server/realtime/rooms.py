@@ -22,6 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 
 from crdt.document import CrdtDoc, RoomDoc, merge_updates
 from crdt.errors import CrdtError, InvalidUpdate
@@ -29,6 +30,7 @@ from crdt.ids import RoomName
 from crdt.origins import ClientOrigin, ServerOrigin
 from crdt.section import section_content
 from persistence.errors import DocumentFrozen, StorageError
+from persistence.latency import FANOUT
 from persistence.rooms.ports import RoomStore
 from protocol.errors import MalformedMessage, ProtocolError
 from protocol.events import AppEvent, decode_event
@@ -64,6 +66,7 @@ class _Step:
     action: Callable[[], None] | None = None
     ack: tuple[Connection, int] | None = None
     author: Connection | None = None  # the connection that sent the update, if any
+    received: float = 0.0  # perf_counter() when a client's update arrived (0: not a client's)
 
 
 def _send_ack(conn: Connection, updates: int) -> None:
@@ -189,6 +192,7 @@ class Room:
         # Every update message counts, refused ones too: an ack settles a prefix of what the
         # connection sent (stored, or refused for good with the reason it was told), so the
         # client's count never drifts from ours.
+        received = perf_counter()  # collab_fanout_seconds starts here: one read per update
         conn.updates_received += 1
         refusal = self._refusal(conn, len(update))
         if refusal is not None:
@@ -218,7 +222,7 @@ class Room:
             # completed): it goes to the sender too.
             self.state_bytes += len(update)
             sender = conn.id if effective == update else None
-            self._ship(update, effective, sender=sender, ack=ack, author=conn)
+            self._ship(update, effective, sender=sender, ack=ack, author=conn, received=received)
         elif ack is not None:
             # Nothing new (a duplicate), but the client still learns it is safely stored.
             self._after_durable(lambda: _send_ack(*ack))
@@ -278,15 +282,19 @@ class Room:
         sender: int | None = None,
         ack: tuple[Connection, int] | None = None,
         author: Connection | None = None,
+        received: float = 0.0,
     ) -> None:
         """Journal ``journaled``; once it is durable, in order, broadcast ``shown`` (to all but
         ``sender``; nothing when None) and acknowledge it to ``ack``'s connection.
-        ``author``: the connection it came from (None for the server's own edits)."""
+        ``author``: the connection it came from (None for the server's own edits);
+        ``received``: when its frame arrived (``perf_counter()``), for the fan-out latency."""
         if shown is not None:
             self.updates_applied += 1
         self.journal_length += 1
         durable = self._store.append(self.key, journaled)
-        self._pipeline.append(_Step(durable, update=shown, sender=sender, ack=ack, author=author))
+        self._pipeline.append(
+            _Step(durable, shown, sender, ack=ack, author=author, received=received)
+        )
         self._on_change.fire(self._changed)
         if not durable.done():
             durable.add_done_callback(self._drain)
@@ -453,7 +461,11 @@ class Room:
             merged = merge_updates(*(step.update for step in steps if step.update))
             self.updates_merged += len(steps)
             self.broadcast(Frame(encode_update(merged)))
+        # The fan-out of these updates is written: one clock read for all of them.
+        sent = perf_counter()
         for step in steps:
+            if step.received:
+                FANOUT.observe(sent - step.received)
             if step.ack is not None:
                 _send_ack(*step.ack)
 

@@ -8,6 +8,7 @@ name gets HTTP 400); a session then feeds each frame to the room, synchronously.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from server.errors import AuthError, CollabError, RateLimited, UnsupportedData, 
 from server.identity.authentication import Authenticator, origin_allowed
 from server.identity.tokens import Identity
 from server.ops.context import REQUEST_ID_HEADER, accept_request_id
+from server.ops.counters import traffic as _traffic
 from server.realtime.connection import Connection
 from server.realtime.limits import MessageLimiter
 from server.realtime.registry import RoomRegistry
@@ -126,9 +128,15 @@ def admit(
 
 
 class Session:
-    """A connection joined to its room."""
+    """A connection joined to its room.
 
-    __slots__ = ("conn", "limiter", "registry", "room", "user_id")
+    Made in the task that opened the socket, it keeps that task's log context (connection,
+    user, document, room, the upgrade's request id: :mod:`server.ops.context`) and handles
+    each frame in it: on the direct path frames arrive in the transport's callbacks, which
+    run in no task of the socket's. One ``Context.run`` per frame received, nothing per
+    frame sent."""
+
+    __slots__ = ("_context", "conn", "limiter", "registry", "room", "user_id")
 
     def __init__(
         self,
@@ -142,6 +150,7 @@ class Session:
         self.conn = conn
         self.limiter = limiter
         self.user_id = conn.principal.user_id if conn.principal is not None else ""
+        self._context = contextvars.copy_context()
 
     @classmethod
     async def open(
@@ -161,8 +170,15 @@ class Session:
         return cls(registry, room, conn, limiter)
 
     def on_frame(self, data: bytes | None) -> None:
-        """Handle one complete message (``None`` for a text message). Never raises: bad input
-        closes this connection with the code the error table gives."""
+        """Handle one complete message (``None`` for a text message), in the socket's log
+        context. Never raises: bad input closes this connection with the code the error
+        table gives."""
+        _traffic.frames_in += 1
+        if data is not None:
+            _traffic.bytes_in += len(data)
+        self._context.run(self._handle, data)
+
+    def _handle(self, data: bytes | None) -> None:
         conn = self.conn
         if conn.closing:
             return
@@ -185,4 +201,5 @@ class Session:
         """The socket is gone (the peer closed it, or it broke): leave the room and run the
         connection's close chain, as a close by the server does. Idempotent."""
         self.registry.leave(self.room, self.conn)
-        self.conn.close(1000, "")  # a no-op on the wire: the socket is already gone
+        # A no-op on the wire (the socket is already gone), and not counted as our close.
+        self.conn.close(1000, "", gone=True)

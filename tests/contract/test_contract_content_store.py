@@ -945,3 +945,16 @@ async def test_mongo_move_interrupted_between_copy_and_pull_completes() -> None:
         assert [item["version"] for item in listed] == [4, 3, 2, 1]
         assert (await store.get_revision("d1", "rev-1") or {}).get("content") == "body"
     await client.close()
+
+
+async def test_mongo_operations_are_timed_as_dependency_calls() -> None:
+    from persistence.latency import DEPENDENCIES
+
+    calls = DEPENDENCIES["mongo"]
+    client = AsyncMockClient()
+    async with MongoContentStore(client["collab_test"]) as store:
+        before, errors = calls.latency.count, calls.errors
+        assert await store.get("projects", "nowhere") is None
+        assert calls.latency.count == before + 1
+        assert calls.errors == errors
+    await client.close()

@@ -52,7 +52,7 @@ from persistence.relational.schema import users as users_table
 from tests.services.postgres import RELATIONAL_BACKENDS, T0, Relational
 
 # Every migration the package ships, oldest first: a fresh database gets them all.
-ALL_REVISIONS = ["0001", "0002", "0003"]
+ALL_REVISIONS = ["0001", "0002", "0003", "0004"]
 
 SCHEMA_INDEXES = {
     "audit_logs": {"idx_user_action_created", "idx_resource_created"},

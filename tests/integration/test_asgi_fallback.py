@@ -59,3 +59,21 @@ def test_bad_frame_closes_over_plain_asgi(client: TestClient) -> None:
 def test_bad_room_name_refused_over_plain_asgi(client: TestClient) -> None:
     with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws/bad name"):
         pass
+
+
+def test_traffic_is_counted_over_plain_asgi(client: TestClient) -> None:
+    from server.ops import counters
+
+    traffic = counters.traffic
+    frames, received, sent = traffic.frames_in, traffic.bytes_in, traffic.bytes_out
+    update = encode(SyncUpdate(_edit("counted")))
+    step1 = encode(SyncStep1(b"\x00"))
+    with client.websocket_connect("/ws/fallback/s3") as ws:
+        first = ws.receive_bytes()  # the server's sync step 1
+        ws.send_bytes(update)
+        ws.send_bytes(step1)
+        reply = ws.receive_bytes()  # its step 2: both messages were handled
+        assert isinstance(decode(reply), SyncStep2)
+        assert traffic.frames_in == frames + 2
+        assert traffic.bytes_in == received + len(update) + len(step1)
+        assert traffic.bytes_out >= sent + len(first) + len(reply)

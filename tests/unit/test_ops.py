@@ -163,6 +163,7 @@ def _exported_names() -> set[str]:
     from server.ops.metrics import CollabCollector, Sources
 
     counters.closes[1012] += 0
+    counters.client_closes[1000] += 0
     counters.refusals[(401, "unauthenticated")] += 0
     counters.refusals[(429, "too many requests")] += 0
     counters.auth_failures["expired"] += 0
@@ -199,9 +200,11 @@ def _exported_names() -> set[str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CollabCollector(sources))
     text = generate_latest(registry).decode()
-    return {
-        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
-    }
+    families = list(text_string_to_metric_families(text))
+    # A histogram is named by its family (``collab_fanout_seconds``) and queried through its
+    # samples (``_bucket``, ``_sum``, ``_count``).
+    histograms = {family.name for family in families if family.type == "histogram"}
+    return histograms | {sample.name for family in families for sample in family.samples}
 
 
 def test_the_dashboard_and_the_docs_name_only_exported_metrics() -> None:
