@@ -118,6 +118,11 @@ class Connection:
     def closing(self) -> bool:
         return self._closing is not None
 
+    @property
+    def direct(self) -> bool:
+        """Whether the socket is on the direct path (else the ASGI route)."""
+        return self._fast is not None
+
     def __repr__(self) -> str:
         return f"<Connection {self.id} room={self.room_name!r}>"
 

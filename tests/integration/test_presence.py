@@ -240,3 +240,26 @@ async def test_a_crashed_nodes_users_disappear_within_the_ttl() -> None:
     await node_a.drain()
     assert changes[-1] == PresenceChange("left", "doc", "intro", "ann", "Ann")
     assert [m.user_id for m in await coordinator.presence.members("doc")] == ["cy"]
+
+
+async def test_one_users_many_sockets_are_one_presence() -> None:
+    """A user with hundreds of sockets in a document (a load test's one user) joins once,
+    moves when a socket opens a section none of theirs is in, and leaves with the last."""
+    coordinator = MemoryCoordinator(clock=FakeClock())
+    changes: list[PresenceChange] = []
+    node = PresenceTracker(coordinator, "node", on_change=changes.append)
+    for n in range(300):
+        node.joined(str(n), "doc", "intro", "ann", "Ann")
+    node.joined("300", "doc", "risks", "ann", "Ann")
+    node.joined("301", "doc", "risks", "ann", "Ann")
+    await node.drain()
+    assert [(c.action, c.section_id) for c in changes] == [("joined", "intro"), ("moved", "risks")]
+    assert len(await coordinator.presence.members("doc")) == 302
+    for n in range(301):
+        node.left(str(n))
+    await node.drain()
+    assert [c.action for c in changes] == ["joined", "moved"]  # one socket is left
+    node.left("301")
+    await node.drain()
+    assert [c.action for c in changes] == ["joined", "moved", "left"]
+    assert await coordinator.presence.members("doc") == []
