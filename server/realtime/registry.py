@@ -61,6 +61,9 @@ class RoomRegistry:
         self._tasks = tasks
         self._limits = Limits(max_message_bytes=settings.max_message_bytes)
         self._rooms: dict[str, Room] = {}
+        # The same rooms by document (a document with hundreds of sections loaded asks who
+        # else of it is loaded on every load and unload: a scan of every room was O(rooms)).
+        self._by_document: dict[str, dict[str, Room]] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._unloading: dict[str, asyncio.Future[None]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
@@ -164,6 +167,7 @@ class RoomRegistry:
         else:
             future.set_result(room)
             self._rooms[key] = room
+            self._by_document.setdefault(name.document_id, {})[key] = room
             self.rooms_loaded += 1
             self._hooks.after_load(Loaded(room))
             return room
@@ -285,11 +289,16 @@ class RoomRegistry:
     def is_loading_document(self, document_id: str) -> bool:
         return any(key.partition("/")[0] == document_id for key in self._loading)
 
+    def _drop(self, room: Room) -> None:
+        del self._rooms[room.key]
+        of_document = self._by_document[room.name.document_id]
+        del of_document[room.key]
+        if not of_document:
+            del self._by_document[room.name.document_id]
+
     def _has_sections_loaded(self, document_id: str) -> bool:
-        return any(
-            r.name.document_id == document_id and not r.name.is_outline
-            for r in self._rooms.values()
-        )
+        loaded = self._by_document.get(document_id, {})
+        return len(loaded) > (1 if document_id in loaded else 0)  # the outline's key is the id
 
     def rooms(self) -> list[Room]:
         """Every loaded room."""
@@ -297,7 +306,7 @@ class RoomRegistry:
 
     def rooms_of(self, document_id: str) -> list[Room]:
         """The loaded rooms of a document (its outline and sections)."""
-        return [r for r in self._rooms.values() if r.name.document_id == document_id]
+        return list(self._by_document.get(document_id, {}).values())
 
     def live_doc(self, key: str) -> RoomDoc | None:
         """The in-memory document of a loaded room (None when not loaded or failed)."""
@@ -323,7 +332,7 @@ class RoomRegistry:
 
     def _on_room_failure(self, room: Room, exc: BaseException) -> None:
         if self._rooms.get(room.key) is room:
-            del self._rooms[room.key]
+            self._drop(room)
             self._retire(room)
         timer = self._unload_timers.pop(room.key, None)
         if timer is not None:
@@ -388,7 +397,7 @@ class RoomRegistry:
             log.warning("room %s: final compaction failed, journal kept: %s", room.key, exc)
         finally:
             if self._rooms.get(room.key) is room:
-                del self._rooms[room.key]
+                self._drop(room)
                 self._sizes.setdefault(room.name.document_id, {})[room.key] = (
                     room.measure_state() if room.failed is None else room.state_bytes
                 )
@@ -424,6 +433,7 @@ class RoomRegistry:
         for room in rooms:
             room.doc.close()
         self._rooms.clear()
+        self._by_document.clear()
 
     async def _close_room(self, room: Room) -> None:
         await room.flushed()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.sources import python_sources
+
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OURS = {"protocol", "crdt", "persistence", "server", "loadtests", "tests"}
@@ -37,7 +39,7 @@ def _third_party_imports(folder: str) -> dict[str, str]:
     """Top-level module -> a file importing it, for every import of ``folder`` (function
     bodies included) that is neither the standard library nor ours."""
     found: dict[str, str] = {}
-    for path in sorted((ROOT / folder).rglob("*.py")):
+    for path in python_sources(folder):
         if "node_modules" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
