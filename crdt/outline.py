@@ -155,8 +155,10 @@ class Outline:
         with self._doc.transaction():
             if section_id in self._sections:
                 raise SectionExistsError(section_id)
-            listed = self.sections()
-            order = self._order_at(listed, _insert_position(listed, after, before))
+            order = self._order_at_end() if after is None and before is None else None
+            if order is None:
+                listed = self.sections()
+                order = self._order_at(listed, _insert_position(listed, after, before))
             self._sections[section_id] = Map({TITLE_KEY: title, ORDER_KEY: order})
         return SectionInfo(section_id, title, order)
 
@@ -236,6 +238,19 @@ class Outline:
         entry = self._sections[section_id]
         assert isinstance(entry, Map), "checked by section()"
         return entry
+
+    def _order_at_end(self) -> float | None:
+        """An order after every entry's (listed or malformed: after a hidden one is after the
+        listed ones too), read without decoding whole entries: appending is what a first
+        join does, once per new section. None when floats leave no room (the caller
+        renumbers)."""
+        last: float | None = None
+        for value in self._sections.values():
+            order = value.get(ORDER_KEY) if isinstance(value, Map) else None
+            numeric = isinstance(order, int | float) and not isinstance(order, bool)
+            if numeric and math.isfinite(order) and (last is None or order > last):
+                last = float(order)
+        return _order_between(last, None)
 
     def _order_at(self, listed: list[SectionInfo], position: int) -> float:
         """The order that puts a section at `position` of `listed` (which excludes it).
