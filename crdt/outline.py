@@ -247,8 +247,9 @@ class Outline:
         last: float | None = None
         for value in self._sections.values():
             order = value.get(ORDER_KEY) if isinstance(value, Map) else None
-            numeric = isinstance(order, int | float) and not isinstance(order, bool)
-            if numeric and math.isfinite(order) and (last is None or order > last):
+            if isinstance(order, bool) or not isinstance(order, int | float):
+                continue
+            if math.isfinite(order) and (last is None or order > last):
                 last = float(order)
         return _order_between(last, None)
 
