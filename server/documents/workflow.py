@@ -115,14 +115,17 @@ class Workflow:
         try:
             stored = await ports.content.insert(DOCUMENTS, record)
         except StorageConflict:
+            ports.access.forget(document_id)
             if fields is not None:
                 raise
             existing = await ports.content.get(DOCUMENTS, document_id)
             if existing is None:
                 raise
             return dict(existing)
-        finally:
+        except BaseException:
             ports.access.forget(document_id)
+            raise
+        ports.access.remember(document_id, stored)
         context = principal.context
         ports.audit.record(
             context.entry(

@@ -335,6 +335,13 @@ class AccessControl:
         for key in [k for k in self._cache if k[-1] == document_id]:
             del self._cache[key]
 
+    def remember(self, document_id: str, record: Mapping[str, Any]) -> None:
+        """Cache the facts of a document record this node just stored (its creation): the
+        joins waiting on it need not read it back."""
+        facts = DocumentFacts.of(record)
+        self.forget(document_id)
+        self._cache["doc", document_id] = _Cached(facts, self._clock() + self._ttl)
+
     def forget_user(self, user_id: str) -> None:
         """Drop the cached grants of one user (after a grant or a revocation made here)."""
         for key in [k for k in self._cache if k[0] == "grants" and k[1] == user_id]:
