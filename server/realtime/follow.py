@@ -36,6 +36,36 @@ READ_COUNT: Final = 500  # entries per document per read
 SWEEP_BATCH: Final = 1_000  # documents per non-blocking read of a sweep
 
 
+class _Retry:
+    """A reading loop's backoff after storage errors (doubling from 50 ms to
+    :data:`MAX_BACKOFF`), and the warning when reading stops and resumes."""
+
+    __slots__ = ("_backoff", "_down_since", "_quiet")
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        """``quiet``: log the errors at debug level, not the outage and the recovery."""
+        self._backoff = 0.05
+        self._down_since: float | None = None
+        self._quiet = quiet
+
+    async def failed(self, exc: StorageError, what: str = "cannot follow the streams") -> None:
+        """Log the error (once per outage) and wait before the next attempt."""
+        if self._quiet:
+            log.debug("cluster: %s: %s", what, exc)
+        elif self._down_since is None:
+            self._down_since = asyncio.get_running_loop().time()
+            log.warning("cluster: %s: %s", what, exc)
+        await asyncio.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+    def succeeded(self) -> None:
+        if self._down_since is not None:
+            elapsed = asyncio.get_running_loop().time() - self._down_since
+            log.info("cluster: following again after %.1f s", elapsed)
+            self._down_since = None
+        self._backoff = 0.05
+
+
 class StreamFollower:
     """Follows ``stream`` for the documents of ``positions`` (a dict the owner adds to; call
     :meth:`added` after adding a document, :meth:`refresh` after removing some), calling
@@ -116,9 +146,7 @@ class StreamFollower:
     # -- one blocking tail over everything ------------------------------------------------
 
     async def _tail_directly(self) -> None:
-        backoff = 0.05
-        down_since: float | None = None
-        loop = asyncio.get_running_loop()
+        retry = _Retry()
         while True:
             self._direct_changed.clear()  # before the positions are read: a change wakes it
             mine = {d: p for d, p in self._positions.items() if self._group(d) is None}
@@ -132,16 +160,9 @@ class StreamFollower:
             except StorageClosed:
                 return
             except StorageError as exc:
-                if down_since is None:
-                    down_since = loop.time()
-                    log.warning("cluster: cannot follow the streams: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await retry.failed(exc)
                 continue
-            if down_since is not None:
-                log.info("cluster: following again after %.1f s", loop.time() - down_since)
-                down_since = None
-            backoff = 0.05
+            retry.succeeded()
             self._deliver(entries)
             if not entries:
                 self._prune()
@@ -171,7 +192,7 @@ class StreamFollower:
         """Block on the wake-ups of ``group`` while it has followed documents; hand the
         woken documents to the reader."""
         cursor: str | None = None
-        backoff = 0.05
+        retry = _Retry(quiet=True)
         while self._members.get(group):
             try:
                 if cursor is None:
@@ -182,11 +203,9 @@ class StreamFollower:
             except StorageClosed:
                 return
             except StorageError as exc:
-                log.debug("cluster: wake group %d: %s", group, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await retry.failed(exc, f"wake group {group}")
                 continue
-            backoff = 0.05
+            retry.succeeded()
             followed = [d for d in woken if d in self._positions]
             if followed:
                 self._mark(followed)
@@ -195,8 +214,7 @@ class StreamFollower:
         """Read the woken documents without blocking; every ``sweep`` seconds all of them."""
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + self.sweep
-        backoff = 0.05
-        down_since: float | None = None
+        retry = _Retry()
         while True:
             if not self._dirty:
                 with contextlib.suppress(TimeoutError):
@@ -229,16 +247,9 @@ class StreamFollower:
                 return
             except StorageError as exc:
                 self._mark(documents[done:])  # read them again
-                if down_since is None:
-                    down_since = loop.time()
-                    log.warning("cluster: cannot follow the streams: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await retry.failed(exc)
                 continue
-            if down_since is not None:
-                log.info("cluster: following again after %.1f s", loop.time() - down_since)
-                down_since = None
-            backoff = 0.05
+            retry.succeeded()
             if sweeping:
                 self._prune()
 
