@@ -4,7 +4,9 @@ The file is written through a :class:`~persistence.rooms.sqlite_writer.SqliteWri
 thread owns the connection, calls run in order, and whatever queues up while a transaction is
 being committed goes into the next one (group commit), so the cost of an fsync is shared by
 every update that arrived meanwhile instead of paid per keystroke. ``synchronous=FULL`` makes
-each commit durable before its futures resolve. SQLite errors map as in
+each commit durable before its futures resolve. Loads read through a second connection
+(:class:`~persistence.rooms.sqlite_writer.SqliteReader`), so that a join does not wait behind
+the journal's fsyncs. SQLite errors map as in
 :func:`persistence.rooms.sqlite_writer.translate`.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from persistence.errors import StorageClosed
 from persistence.latency import JOURNAL_COMMITS
 from persistence.rooms.ports import StoredRoom
-from persistence.rooms.sqlite_writer import SqliteWriter
+from persistence.rooms.sqlite_writer import SqliteReader, SqliteWriter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS room_snapshots (
@@ -37,9 +39,12 @@ CREATE INDEX IF NOT EXISTS room_journal_room_seq ON room_journal (room, seq);
 class SqliteRoomStore:
     """Rooms in a SQLite file. Open with :meth:`open`; close with :meth:`aclose`."""
 
-    def __init__(self, writer: SqliteWriter) -> None:
+    def __init__(self, writer: SqliteWriter, reader: SqliteReader) -> None:
         self._writer = writer
+        self._reader = reader
         self._closed = False
+        # Each room's last write not yet committed: a load waits for it (and no other).
+        self._writing: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
     async def open(cls, path: Path) -> SqliteRoomStore:
@@ -48,7 +53,12 @@ class SqliteRoomStore:
         writer, _ = await SqliteWriter.open(
             path, _create_schema, what="sqlite", commit_latency=JOURNAL_COMMITS["sqlite"]
         )
-        return cls(writer)
+        try:
+            reader = await SqliteReader.open(path, what="sqlite")
+        except BaseException:
+            await writer.aclose()
+            raise
+        return cls(writer, reader)
 
     @property
     def commits(self) -> int:
@@ -64,21 +74,39 @@ class SqliteRoomStore:
     # -- the port -------------------------------------------------------------------------
 
     async def load(self, room: str) -> StoredRoom:
+        # On the reader's connection: a room loading (a join) does not queue behind the
+        # journal's group commits, only behind the room's own writes issued before it.
         self._check_open()
-        return await self._writer.submit(lambda conn: _load(conn, room))
+        writing = self._writing.get(room)
+        if writing is not None:
+            await asyncio.wait([writing])  # its failure is its caller's; the file tells
+        return await self._reader.read(lambda conn: _load(conn, room))
 
     def append(self, room: str, update: bytes) -> asyncio.Future[None]:
         self._check_open()
-        return self._writer.submit(lambda conn: _append(conn, room, update))
+        return self._track(room, self._writer.submit(lambda conn: _append(conn, room, update)))
 
     def compact(self, room: str, state: bytes) -> asyncio.Future[None]:
         self._check_open()
-        return self._writer.submit(lambda conn: _compact(conn, room, state))
+        return self._track(room, self._writer.submit(lambda conn: _compact(conn, room, state)))
+
+    def _track(self, room: str, future: asyncio.Future[None]) -> asyncio.Future[None]:
+        self._writing[room] = future
+
+        def done(finished: asyncio.Future[None]) -> None:
+            if self._writing.get(room) is finished:
+                del self._writing[room]
+
+        future.add_done_callback(done)
+        return future
 
     async def aclose(self) -> None:
         """Wait for the queued writes, then close the file. Idempotent."""
         self._closed = True
-        await self._writer.aclose()
+        try:
+            await self._writer.aclose()
+        finally:
+            await self._reader.aclose()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -19,6 +19,9 @@ Guarantees of :class:`SqliteWriter`:
 * **Commit hooks run whatever the caller does.** A ``committed`` hook runs on the event loop
   once its transaction is committed, in submission order, before the future resolves, even
   if the caller cancelled its future (an adapter's in-memory counts follow the file).
+* **Reads beside the writer.** :class:`SqliteReader` is a second, read-only connection on a
+  thread of its own: a read there does not wait behind the writer's commits and sees every
+  transaction committed before it began (the room store's loads use it).
 * **Closing.** :meth:`SqliteWriter.aclose` waits for everything submitted before it, closes
   the connection (also after a failed last transaction) and stops the thread; it is
   idempotent. :meth:`SqliteWriter.submit` after it raises ``StorageClosed``.
@@ -232,6 +235,73 @@ class SqliteWriter:
         return [error] * n
 
 
+class SqliteReader:
+    """A second connection to a file a :class:`SqliteWriter` writes, on a thread of its own,
+    for reads that must not queue behind the writer's commits and their fsyncs (in WAL mode
+    readers and the writer do not block each other). Each read runs in one read
+    transaction and sees every transaction committed before it began: every write whose
+    future resolved. Open with :meth:`open` once the writer made the schema."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        what: str,
+    ) -> None:
+        self._conn = conn
+        self._executor = executor
+        self._what = what
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, *, what: str) -> SqliteReader:
+        """StorageUnavailable if the file cannot be opened, StorageCorrupted if it is not a
+        database."""
+        executor = concurrent.futures.ThreadPoolExecutor(1, f"collab-{what}-reader")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(executor, _connect_reader, path)
+        except sqlite3.Error as exc:
+            executor.shutdown(wait=False)
+            raise translate(exc) from exc
+        return cls(conn, executor, what)
+
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work`` in a read transaction on the reader's thread; its errors translated
+        by :func:`translate`. StorageClosed once :meth:`aclose` was called."""
+        if self._closed:
+            raise StorageClosed(f"the {self._what} is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, work)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _run(self, work: Work[T]) -> T:
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            return work(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    async def aclose(self) -> None:
+        """Let the running read finish, close the connection, stop the thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+        self._executor.shutdown(wait=True)
+
+
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    try:
+        conn.execute("PRAGMA query_only=1")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _connect(path: Path, prepare: Work[T], exclusive: bool) -> tuple[sqlite3.Connection, T]:
     path.parent.mkdir(parents=True, exist_ok=True)
     timeout = 0.0 if exclusive else 5.0
@@ -248,4 +318,4 @@ def _connect(path: Path, prepare: Work[T], exclusive: bool) -> tuple[sqlite3.Con
     return conn, prepared
 
 
-__all__ = ["SqliteWriter", "Work", "translate"]
+__all__ = ["SqliteReader", "SqliteWriter", "Work", "translate"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from persistence.errors import StorageClosed, StorageConflict, StorageUnavailable
-from persistence.rooms.sqlite_writer import SqliteWriter
+from persistence.errors import StorageClosed, StorageConflict, StorageError, StorageUnavailable
+from persistence.rooms.sqlite_writer import SqliteReader, SqliteWriter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,3 +146,36 @@ async def test_an_exclusive_file_cannot_be_opened_twice(tmp_path: Path) -> None:
     await first.aclose()
     second, _ = await SqliteWriter.open(path, lock, what="test", exclusive=True)
     await second.aclose()
+
+
+async def test_a_reader_reads_committed_rows_while_the_writer_is_busy(tmp_path: Path) -> None:
+    """The room store's loads: a read on the reader's connection answers while the writer's
+    thread is held in a transaction, and sees what was committed before it, not the held
+    transaction's rows."""
+    path = tmp_path / "w.sqlite3"
+    writer, _ = await SqliteWriter.open(path, _schema, what="test")
+    reader = await SqliteReader.open(path, what="test")
+    try:
+        await writer.submit(_insert("a", 1))
+        gate = threading.Event()
+
+        def held(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t (k, v) VALUES ('b', 2)")
+            gate.wait(WAIT)
+
+        blocked = writer.submit(held)
+        rows = await asyncio.wait_for(reader.read(_rows), WAIT)
+        assert rows == [("a", 1)]
+        assert not blocked.done()
+        gate.set()
+        await blocked
+        assert await reader.read(_rows) == [("a", 1), ("b", 2)]
+        with pytest.raises(StorageError):  # the reader's connection is read-only
+            await reader.read(_insert("c", 3))
+        assert await reader.read(_rows) == [("a", 1), ("b", 2)]
+    finally:
+        gate.set()
+        await reader.aclose()
+        await writer.aclose()
+    with pytest.raises(StorageClosed):
+        await reader.read(_rows)
