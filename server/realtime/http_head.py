@@ -19,17 +19,22 @@ WebSocket protocol (:class:`server.realtime.transport.FanoutProtocol`) as usual.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Final
 from urllib.parse import unquote
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from server.realtime.direct import DIRECT_HANDLER, DirectHandler, accept_key, upgrade
+from server.realtime.direct import (
+    DIRECT_HANDLER,
+    DirectHandler,
+    accept_key,
+    problem_response,
+    upgrade,
+)
 
 # A request line longer than this is refused with 414. websockets parses the upgrade request
 # again with the same per-line limit (``websockets.http11.MAX_LINE_LENGTH``).
@@ -194,7 +199,7 @@ class HeadLimitedProtocol(H11Protocol):
         if self.transport.is_closing():
             return
         log.debug("refusing a request head from %s: %d", self.client, status)
-        self.transport.write(problem_response(status))
+        self.transport.write(_refusal(status))
         self.transport.close()
 
 
@@ -209,22 +214,11 @@ def _may_open(head: bytes, max_bytes: int) -> bool:
     )
 
 
-def problem_response(status: HTTPStatus) -> bytes:
+def _refusal(status: HTTPStatus) -> bytes:
     """A complete HTTP/1.1 response carrying an RFC 9457 problem document, closing the
     connection."""
-    problem: dict[str, Any] = {
-        "type": "about:blank",
-        "title": status.phrase.lower(),
-        "status": int(status),
-    }
-    body = json.dumps(problem).encode()
-    head = (
-        f"HTTP/1.1 {int(status)} {status.phrase}\r\n"
-        "content-type: application/problem+json\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+    problem = {"type": "about:blank", "title": status.phrase.lower(), "status": int(status)}
+    return problem_response(int(status), problem)
 
 
 def head_limited_protocol(head_timeout: float, max_head_bytes: int) -> type[HeadLimitedProtocol]:
