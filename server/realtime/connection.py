@@ -1,9 +1,8 @@
 """One client socket, as its room sees it: frames go out, and it can be closed.
 
-Sending never awaits the client. On our uvicorn protocol a frame is written to the socket's
+Sending never awaits the client. On the direct path a frame is written to the socket's
 transport at once (:class:`server.realtime.direct.FanoutWriter`) and the transport's buffer is
-the
-outbox; on any other ASGI server frames go through a queue drained by a writer task. Either
+the outbox; on any other ASGI server frames go through a queue drained by a writer task. Either
 way, a client whose backlog passes ``max_buffered_bytes`` is closed with 1013 and resyncs when
 it reconnects.
 """

@@ -1,9 +1,9 @@
 """Admission and sessions: what happens to a WebSocket from its upgrade to its close.
 
-Both ways a socket can arrive share this module: the direct path of our uvicorn protocol
-(:mod:`server.realtime.direct`, no ASGI task per connection) and the plain ASGI endpoint (other
-ASGI servers, Starlette's TestClient). Admission decides before the upgrade (a bad room
-name gets HTTP 400); a session then feeds each frame to the room, synchronously.
+Both ways a socket can arrive share this module: the direct path of our own WebSocket
+protocol (:mod:`server.realtime.direct`, no ASGI task per connection) and the plain ASGI
+endpoint (other ASGI servers, Starlette's TestClient). Admission decides before the upgrade
+(a bad room name gets HTTP 400); a session then feeds each frame to the room, synchronously.
 """
 
 from __future__ import annotations
