@@ -98,6 +98,14 @@ def _unobserve(doc: pycrdt.Doc[Any], subscription: pycrdt.Subscription) -> None:
     doc.unobserve(subscription)
 
 
+def prepare_in_loop() -> None:
+    """Pay a document's one-off costs now, once, inside the running event loop: pycrdt takes
+    an anyio lock per document, and the first one created in a loop imports anyio's asyncio
+    backend (about 10 ms) that the first client of a node would otherwise wait for."""
+    with RoomDoc() as doc:
+        doc.full_state()
+
+
 class RoomDoc:
     """The CRDT state of one room (an outline ``D`` or a section ``D/S``).
 

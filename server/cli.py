@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from crdt.document import prepare_in_loop
 from persistence.errors import SchemaOutdated, StorageConflict, StorageError
 from persistence.relational import USER_STATUSES, User
 from server import shutdown
@@ -28,6 +28,7 @@ from server.identity import admin
 from server.identity.authentication import revoke_sessions
 from server.ops import logs
 from server.ops.health import Readiness
+from server.ops.process import descriptor_limit, reserve_descriptors, settle_heap
 from server.realtime.http_head import head_limited_protocol
 from server.realtime.transport import FanoutProtocol
 from server.services import open_coordinator
@@ -273,6 +274,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 LISTEN_BACKLOG = 8192
+# Below this open-file limit the server warns at start: each connection holds a descriptor.
+FEW_DESCRIPTORS = 4096
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
@@ -324,6 +327,7 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        prepare_in_loop()  # before the heap is frozen: what it imports is startup heap
         settle_heap()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -340,30 +344,19 @@ class _Server(uvicorn.Server):
         stop.start()
 
 
-# Allocations between young collections (CPython's default is 700): a join allocates a few
-# hundred objects, so the default runs a collection every few joins during a herd.
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def settle_heap() -> None:
-    """Once the app has started: move every object alive now (modules, classes, the
-    stores' machinery: most of the heap) out of the cyclic collector's sight, and collect
-    young objects less often.
-
-    A full collection walks every tracked object: with the startup heap in it, one took
-    100 to 200 ms during a connection herd, a pause every client of the node waited
-    through. Frozen objects are never freed by the collector (reference counting still
-    frees them); what is frozen here lives as long as the process.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
 def serve(settings: Settings) -> int:
     """Run uvicorn (uvloop, our fan-out WebSocket protocol) until SIGINT or SIGTERM."""
     logs.configure(settings.log_level, settings.log_format)
+    reserved = reserve_descriptors()  # before any thread starts: see server/ops/process.py
+    limit = descriptor_limit()
+    if limit < FEW_DESCRIPTORS:
+        log.warning(
+            "the open-file limit is %d: this node can hold fewer than %d connections "
+            "(raise it: ulimit -n, LimitNOFILE= in systemd, --ulimit nofile= in Docker)",
+            limit,
+            limit,
+        )
+    log.debug("descriptor table reserved: %d", reserved)
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:
@@ -373,6 +366,19 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
     config = uvicorn_config(app, settings)
     server = _Server(config, app.state.readiness, settings.drain_seconds)
+    # uvicorn restores the signal handlers it found and raises the signal that stopped it
+    # again once it has shut down: with the default handlers in place that kills the process
+    # (exit status -15 for SIGTERM) after an orderly drain. These handlers take it instead,
+    # and stop the server when the signal comes before uvicorn has put its own in place (a
+    # SIGTERM right after the line below would otherwise be recorded and never acted on).
+    stopped_by: list[int] = []
+
+    def stop_early(signum: int, frame: FrameType | None) -> None:
+        stopped_by.append(signum)
+        if not server.should_exit:
+            server.handle_exit(signum, frame)
+
+    previous = {sig: signal.signal(sig, stop_early) for sig in (signal.SIGINT, signal.SIGTERM)}
     shown = f"[{host}]" if ":" in host else host
     # Printed whatever the log level: operators and scripts (port 0) need this line.
     print(
@@ -380,14 +386,6 @@ def serve(settings: Settings) -> int:
         file=sys.stderr,
         flush=True,
     )
-    # uvicorn restores the signal handlers it found and raises the signal that stopped it
-    # again once it has shut down: with the default handlers in place that kills the process
-    # (exit status -15 for SIGTERM) after an orderly drain. These handlers take it instead.
-    stopped_by: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, _: stopped_by.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
     try:
         server.run(sockets=[sock])
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from server.cli import GC_YOUNG_THRESHOLD, settle_heap
+from server.ops.process import GC_YOUNG_THRESHOLD, settle_heap
 
 
 def test_settle_heap_freezes_what_is_alive_and_collects_young_objects_less_often() -> None:
