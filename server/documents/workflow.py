@@ -11,7 +11,6 @@ approval flow alike.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from persistence.errors import StorageConflict
 from persistence.keyed import Hold, KeyedLocks
 from server.documents.snapshots import new_document
 from server.errors import ConflictError, NotFoundError
+from server.flights import Flights
 from server.hooks import PermissionChange
 from server.identity.rights import DOCUMENTS, RESOURCE_TYPE
 
@@ -81,7 +81,7 @@ class Workflow:
     def __init__(self, ports: WorkflowPorts) -> None:
         self._ports = ports
         self._locks: KeyedLocks[str] = KeyedLocks()
-        self._first_joins: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._first_joins: Flights[str, dict[str, Any]] = Flights()
 
     def serialized(self, document_id: str) -> Hold[str]:
         """The document's lock (``async with``): mutations that cut revisions (save, status,
@@ -146,19 +146,10 @@ class Workflow:
     async def create_on_join(self, document_id: str, principal: Principal) -> None:
         """Create the record of a document that its first joiner opens (``principal`` owns
         it). Concurrent first joins of one document, a herd, share one creation: the others
-        wait for it rather than each render and insert a record that then conflicts. Its
-        error, if any, is every waiter's; a waiter cancelled does not cancel it."""
-        pending = self._first_joins.get(document_id)
-        if pending is None:
-            pending = asyncio.ensure_future(self.create(document_id, principal))
-            self._first_joins[document_id] = pending
-            pending.add_done_callback(lambda done: self._first_joined(document_id, done))
-        await asyncio.shield(pending)
-
-    def _first_joined(self, document_id: str, done: asyncio.Future[dict[str, Any]]) -> None:
-        del self._first_joins[document_id]
-        if not done.cancelled():
-            done.exception()  # retrieved here: the waiters, if any are left, re-raise it
+        wait for it rather than each render and insert a record that then conflicts (one
+        flight: its error, if any, is every waiter's; a waiter cancelled does not cancel
+        it)."""
+        await self._first_joins.run(document_id, lambda: self.create(document_id, principal))
 
     async def set_status(
         self, actor: Principal, document_id: str, target: str

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from persistence.content.ports import ContentStore
 from persistence.relational import Grant, PermissionStore
+from server.flights import Flights
 from server.identity.roles import BUILT_IN_RIGHTS, NO_RIGHTS, Right, RoleBook, RoleRights
 
 __all__ = [
@@ -212,7 +213,7 @@ class AccessControl:
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[tuple[str, ...], _Cached] = {}
-        self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
+        self._inflight: Flights[tuple[str, ...], Any] = Flights()
 
     async def document(self, document_id: str) -> DocumentFacts | None:
         """The document's facts, None when it has no record (not created yet)."""
@@ -348,26 +349,17 @@ class AccessControl:
             del self._cache[key]
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[Any]]) -> Any:
-        now = self._clock()
         hit = self._cache.get(key)
-        if hit is not None and hit.expires > now:
+        if hit is not None and hit.expires > self._clock():
             return hit.value
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            value = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        else:
-            future.set_result(value)
-            if len(self._cache) > 50_000:
-                self._cache.clear()
-            self._cache[key] = _Cached(value, now + self._ttl)
-            return value
-        finally:
-            del self._inflight[key]
+        return await self._inflight.run(key, lambda: self._load_into_cache(key, load))
+
+    async def _load_into_cache(
+        self, key: tuple[str, ...], load: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        now = self._clock()
+        value = await load()
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[key] = _Cached(value, now + self._ttl)
+        return value

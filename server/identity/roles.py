@@ -21,7 +21,6 @@ out). While the store is unavailable it keeps answering from the last table it r
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -31,6 +30,7 @@ from typing import Final
 
 from persistence.errors import StorageError
 from persistence.relational import RoleStore
+from server.flights import Flights
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class RoleBook:
         self._clock = clock
         self._table: Mapping[str, RoleRights] = BUILT_IN_RIGHTS
         self._expires = float("-inf")
-        self._loading: asyncio.Future[None] | None = None
+        self._loading: Flights[None, None] = Flights()
         self.loads = 0
 
     async def rights(self, role: str) -> RoleRights:
@@ -156,10 +156,9 @@ class RoleBook:
         self._expires = float("-inf")
 
     async def _reload(self) -> None:
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
-            return
-        self._loading = asyncio.get_running_loop().create_future()
+        await self._loading.run(None, self._read)  # one read for every asker (flights.py)
+
+    async def _read(self) -> None:
         try:
             assert self._store is not None
             roles = await self._store.list_all()
@@ -171,5 +170,3 @@ class RoleBook:
             log.warning("reading the roles failed (%s): using the last table read", exc)
         finally:
             self._expires = self._clock() + self._ttl
-            self._loading.set_result(None)
-            self._loading = None

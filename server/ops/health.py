@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from persistence.errors import StorageError
+from server.flights import Flights
 
 CHECK_TIMEOUT_SECONDS: Final = 1.0
 CACHE_SECONDS: Final = 1.0
@@ -83,7 +84,7 @@ class Readiness:
         self._clock = clock
         self._probes: dict[str, Probe] = {}
         self._cached: tuple[float, tuple[CheckResult, ...]] | None = None
-        self._running: asyncio.Task[tuple[CheckResult, ...]] | None = None
+        self._round: Flights[None, tuple[CheckResult, ...]] = Flights()
         # For /metrics: the last result of each dependency check, and failures by check.
         self.last: dict[str, CheckResult] = {}
         self.failures: Counter[str] = Counter()
@@ -123,9 +124,7 @@ class Readiness:
         if self._cached is not None and now - self._cached[0] < self._cache_seconds:
             return self._cached[1]
         # Concurrent probes of /readyz share one round of checks.
-        if self._running is None or self._running.done():
-            self._running = asyncio.ensure_future(self._run_checks())
-        results = await asyncio.shield(self._running)
+        results = await self._round.run(None, self._run_checks)
         self._cached = (self._clock(), results)
         return results
 

@@ -23,6 +23,7 @@ from persistence.errors import StorageError, StorageUnavailable
 from persistence.rooms.ports import RoomStore, StoredRoom
 from protocol.ysync import Limits
 from server.errors import RoomNotFound, RoomUnavailable, RoomUnavailableForNow
+from server.flights import Flights
 from server.hooks import Hooks, Loaded, Loading
 from server.realtime.connection import Connection
 from server.realtime.heap import HeapTrimmer
@@ -64,7 +65,8 @@ class RoomRegistry:
         # The same rooms by document (a document with hundreds of sections loaded asks who
         # else of it is loaded on every load and unload: a scan of every room was O(rooms)).
         self._by_document: dict[str, dict[str, Room]] = {}
-        self._loading: dict[str, asyncio.Future[Room]] = {}
+        self._loading: Flights[str, Room] = Flights()
+        self._waiting: collections.Counter[str] = collections.Counter()  # callers per load
         self._unloading: dict[str, asyncio.Future[None]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._compacting: set[str] = set()
@@ -151,28 +153,33 @@ class RoomRegistry:
     # -- loading --------------------------------------------------------------------------
 
     async def _load_once(self, name: RoomName) -> Room:
+        """The room loaded and registered, by one load however many ask at once
+        (server/flights.py: a joiner cancelled meanwhile does not stop it). A room whose
+        every joiner went away while it loaded is left to unload like any idle room."""
         key = str(name)
-        pending = self._loading.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
+        self._waiting[key] += 1
         try:
-            await self._hooks.before_load(Loading(name))
-            room = await self._load(name)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the other waiters get it through the future
-            raise
-        else:
-            future.set_result(room)
-            self._rooms[key] = room
-            self._by_document.setdefault(name.document_id, {})[key] = room
-            self.rooms_loaded += 1
-            self._hooks.after_load(Loaded(room))
-            return room
+            return await self._loading.run(key, lambda: self._load_and_register(name))
         finally:
-            del self._loading[key]
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+                room = self._rooms.get(key)
+                if room is not None:
+                    # Returning, the caller cancels this timer in the same step (_acquire).
+                    self._unload_when_idle(room)
+
+    async def _load_and_register(self, name: RoomName) -> Room:
+        await self._hooks.before_load(Loading(name))
+        room = await self._load(name)
+        key = str(name)
+        self._rooms[key] = room
+        self._by_document.setdefault(name.document_id, {})[key] = room
+        self.rooms_loaded += 1
+        self._hooks.after_load(Loaded(room))
+        if not self._waiting[key]:
+            self._unload_when_idle(room)  # nobody is left to join it
+        return room
 
     async def _read_doc(self, key: str) -> tuple[RoomDoc, StoredRoom]:
         """Rebuild a room's document from storage; RoomUnavailable if it cannot be read."""
@@ -284,7 +291,7 @@ class RoomRegistry:
         return self._rooms.get(key)
 
     def is_loading(self, key: str) -> bool:
-        return key in self._loading
+        return self._loading.in_flight(key)
 
     def is_loading_document(self, document_id: str) -> bool:
         return any(key.partition("/")[0] == document_id for key in self._loading)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pycrdt
+import pytest
 
+from crdt.document import CrdtDoc
+from crdt.ids import parse_room_name
 from loadtests.client import YClient
 from loadtests.harness import ServerProcess
 from protocol.events import decode_event
 from protocol.ysync import AppEventMessage, QueryAwareness, SyncUpdate
+from server.hooks import Loading
 from tests.conftest import StartServer
 
 
@@ -166,6 +172,62 @@ async def test_many_simultaneous_joins_load_the_room_once(start_server: StartSer
         assert server.collab.registry.rooms_loaded == 2
     finally:
         await asyncio.gather(*(client.close() for client in clients))
+
+
+async def _held_load(server: Any, key: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the loads of room ``key`` at the before-load hook: (started, release)."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(loading: Loading) -> None:
+        if str(loading.room) == key:
+            started.set()
+            await release.wait()
+
+    server.collab.hooks.before_load.subscribe(hold)
+    return started, release
+
+
+def _insert(text: str) -> Callable[[CrdtDoc], object]:
+    return lambda doc: doc.get("content", type=pycrdt.Text).insert(0, text)
+
+
+async def test_a_joiner_cancelled_while_the_room_loads_does_not_fail_the_others(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    registry = server.collab.registry
+    started, release = await _held_load(server, "held/s")
+    name = parse_room_name("held/s")
+    first = asyncio.create_task(registry.edit(name, _insert("a"), "test"))
+    await started.wait()
+    second = asyncio.create_task(registry.edit(name, _insert("b"), "test"))
+    await asyncio.sleep(0)  # the second waits on the first one's load
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    release.set()
+    assert await asyncio.wait_for(second, 10) is True
+    assert registry.rooms_loaded == 2  # the section and its outline, once each
+    room = registry.room("held/s")
+    assert room is not None
+    assert str(room.doc.doc.get("content", type=pycrdt.Text)) == "b"
+
+
+async def test_a_room_whose_every_joiner_left_while_it_loaded_unloads(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(room_idle_seconds=0)
+    registry = server.collab.registry
+    started, release = await _held_load(server, "gone/s")
+    unloaded = asyncio.create_task(registry.wait_unloaded("gone/s"))
+    joiner = asyncio.create_task(registry.edit(parse_room_name("gone/s"), _insert("x"), "test"))
+    await started.wait()
+    joiner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await joiner
+    release.set()  # the load goes on, and then the room goes, nobody being left to join it
+    await asyncio.wait_for(unloaded, 10)
+    assert registry.room("gone/s") is None
 
 
 async def test_compaction_keeps_content(start_server: StartServer) -> None:

@@ -218,13 +218,13 @@ def test_no_import_circle_in_the_project() -> None:
 
 # -- server/: layers, lowest first; a module imports only its own layer and those below ------
 
-# errors, settings and shutdown are vocabulary; identity says who someone is and what they
-# may do; hooks is the extension API the rooms fire into; realtime holds connections and
-# rooms; documents holds what the review features build on (revisions, the workflow);
-# presence and review are features over the rooms; api is HTTP over the features; the top
-# wires everything (docs/architecture.md, "Layers").
+# errors, settings and shutdown are vocabulary, flights a way of sharing work; identity says
+# who someone is and what they may do; hooks is the extension API the rooms fire into;
+# realtime holds connections and rooms; documents holds what the review features build on
+# (revisions, the workflow); presence and review are features over the rooms; api is HTTP
+# over the features; the top wires everything (docs/architecture.md, "Layers").
 SERVER_LAYERS: list[set[str]] = [
-    {"server", "errors", "settings", "shutdown", "ops"},
+    {"server", "errors", "settings", "shutdown", "flights", "ops"},
     {"identity"},
     {"hooks"},
     {"realtime"},
