@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -29,6 +30,23 @@ class Work:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+async def _abandoned_flight(
+    flights: Flights[str, object], work: Work, run: Callable[[], Awaitable[object]]
+) -> None:
+    """Start a flight of ``run`` with one caller, cancel the caller once the work started,
+    let the work finish and wait until the flight has landed (its callbacks run too)."""
+    caller = asyncio.create_task(flights.run("k", run))
+    await work.started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    flight = flights._flying["k"]
+    work.release.set()
+    # Done callbacks run in the order they were added: the flight's own first.
+    await asyncio.wait_for(asyncio.wait({flight}), 10)
+    assert not flights.in_flight("k")
 
 
 async def test_concurrent_callers_share_one_run() -> None:
@@ -82,16 +100,8 @@ async def test_the_work_finishes_when_every_caller_went_away() -> None:
         stored.append(await work())
         return stored[-1]
 
-    caller = asyncio.create_task(flights.run("k", work_that_stores))
-    await work.started.wait()
-    caller.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
-    flight = flights._flying["k"]  # to wait for it to land
-    work.release.set()
-    await asyncio.wait_for(asyncio.wait({flight}), 10)
+    await _abandoned_flight(flights, work, work_that_stores)
     assert stored == ["done"]
-    assert not flights.in_flight("k")
 
 
 async def test_an_error_reaches_every_caller_and_is_not_remembered() -> None:
@@ -115,16 +125,7 @@ async def test_an_error_nobody_waits_for_is_not_reported_as_unretrieved() -> Non
     try:
         flights: Flights[str, object] = Flights()
         failing = Work(error=LookupError("gone"))
-        caller = asyncio.create_task(flights.run("k", failing))
-        await failing.started.wait()
-        caller.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await caller
-        flight = flights._flying["k"]  # to wait for it to land
-        failing.release.set()
-        # Done callbacks run in the order they were added: the flight's own first.
-        await asyncio.wait_for(asyncio.wait({flight}), 10)
-        del caller, flight
+        await _abandoned_flight(flights, failing, failing)
         gc.collect()  # an unretrieved exception is reported when its task is collected
         assert reported == []
     finally:
