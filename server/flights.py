@@ -4,20 +4,20 @@ A herd of joins on one new room loads it once, creates its document once, reads 
 once; concurrent readiness probes share one round of checks. The rules, the same wherever
 the server shares work this way:
 
-- The work runs as a task of its own, started by the first caller. A caller that is
-  cancelled stops waiting; the work goes on for the others (and for whatever the work
-  itself stores, a loaded room or a cache entry, which must not be lost half-way).
+- The first caller runs the work itself, inline: no task, no extra turn of the event loop
+  on a join's path (a herd's joins wait on several of these in a row).
+- A waiter that is cancelled stops waiting; the work goes on for the others.
+- When the caller running the work is cancelled, the work stops with it (nothing half-done
+  is kept: a load registers its room only once complete) and one of the waiters runs it
+  again. A waiter never mistakes that cancellation for its own.
 - Every caller gets the work's result, or re-raises its error. A failed flight is not
   remembered: the next caller starts a new one.
-- A key is in flight from the first call until the work returns or raises: :meth:`in_flight`
-  says so, and a caller arriving then joins the flight instead of starting another.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Iterator
-from functools import partial
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -35,31 +35,37 @@ class Flights(Generic[K, V]):
     async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
         """The result of ``work()``, run once for every caller that asks for ``key`` while
         it runs. Raises what the work raises; CancelledError only when this caller is
-        cancelled (or the work itself was)."""
-        flight = self._flying.get(key)
-        if flight is None:
-            flight = asyncio.ensure_future(self._fly(key, work))
-            flight.add_done_callback(partial(self._landed, key))
-            self._flying[key] = flight
-        return await asyncio.shield(flight)
+        cancelled."""
+        while True:
+            flight = self._flying.get(key)
+            if flight is None:
+                return await self._lead(key, work)
+            try:
+                return await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this caller was cancelled
+                # The caller running the work was: run it again (or wait for who does).
 
-    async def _fly(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+    async def _lead(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+        flight: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._flying[key] = flight
         try:
-            return await work()
-        finally:
-            # Landed the moment the work ends, not a loop turn later with the callback.
-            self._forget(key, asyncio.current_task())
-
-    def _landed(self, key: K, flight: asyncio.Future[V]) -> None:
-        # Also when the flight was cancelled before its first step (no finally ran then).
-        self._forget(key, flight)
-        if not flight.cancelled():
-            # Retrieved: its callers re-raise it; when every caller was cancelled before it
-            # landed nobody is left to, which asyncio would log as an error.
+            value = await work()
+        except asyncio.CancelledError:
+            flight.cancel()  # the waiters run it again
+            raise
+        except BaseException as exc:
+            flight.set_exception(exc)
+            # Retrieved: the waiters re-raise it; when every one of them was cancelled
+            # nobody else would, which asyncio would log as an error.
             flight.exception()
-
-    def _forget(self, key: K, flight: object) -> None:
-        if self._flying.get(key) is flight:
+            raise
+        else:
+            flight.set_result(value)
+            return value
+        finally:
             del self._flying[key]
 
     def in_flight(self, key: K) -> bool:

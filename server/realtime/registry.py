@@ -66,7 +66,6 @@ class RoomRegistry:
         # else of it is loaded on every load and unload: a scan of every room was O(rooms)).
         self._by_document: dict[str, dict[str, Room]] = {}
         self._loading: Flights[str, Room] = Flights()
-        self._waiting: collections.Counter[str] = collections.Counter()  # callers per load
         self._unloading: dict[str, asyncio.Future[None]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._compacting: set[str] = set()
@@ -154,20 +153,8 @@ class RoomRegistry:
 
     async def _load_once(self, name: RoomName) -> Room:
         """The room loaded and registered, by one load however many ask at once
-        (server/flights.py: a joiner cancelled meanwhile does not stop it). A room whose
-        every joiner went away while it loaded is left to unload like any idle room."""
-        key = str(name)
-        self._waiting[key] += 1
-        try:
-            return await self._loading.run(key, lambda: self._load_and_register(name))
-        finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key]
-                room = self._rooms.get(key)
-                if room is not None:
-                    # Returning, the caller cancels this timer in the same step (_acquire).
-                    self._unload_when_idle(room)
+        (server/flights.py)."""
+        return await self._loading.run(str(name), lambda: self._load_and_register(name))
 
     async def _load_and_register(self, name: RoomName) -> Room:
         await self._hooks.before_load(Loading(name))
@@ -177,8 +164,6 @@ class RoomRegistry:
         self._by_document.setdefault(name.document_id, {})[key] = room
         self.rooms_loaded += 1
         self._hooks.after_load(Loaded(room))
-        if not self._waiting[key]:
-            self._unload_when_idle(room)  # nobody is left to join it
         return room
 
     async def _read_doc(self, key: str) -> tuple[RoomDoc, StoredRoom]:

@@ -1,11 +1,11 @@
-"""Single flight: one run of the work per key for every concurrent caller; a cancelled caller
-stops waiting without stopping the work; errors reach every caller and are not remembered."""
+"""Single flight: one run of the work per key for every concurrent caller, run by the first;
+a cancelled waiter stops waiting without stopping the work; a cancelled runner hands the work
+to a waiter; errors reach every caller and are not remembered."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,29 +32,26 @@ class Work:
         return self.result
 
 
-async def _abandoned_flight(
-    flights: Flights[str, object], work: Work, run: Callable[[], Awaitable[object]]
-) -> None:
-    """Start a flight of ``run`` with one caller, cancel the caller once the work started,
-    let the work finish and wait until the flight has landed (its callbacks run too)."""
-    caller = asyncio.create_task(flights.run("k", run))
-    await work.started.wait()
+async def _waiting(flights: Flights[str, object], key: str, work: Work) -> asyncio.Task[object]:
+    """A caller that joins the flight of ``key`` under way, once it waits on it."""
+    caller = asyncio.create_task(flights.run(key, work))
+    await asyncio.sleep(0)  # one turn: the caller has started and waits on the flight
+    return caller
+
+
+async def _cancelled(caller: asyncio.Task[object]) -> None:
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
-    flight = flights._flying["k"]
-    work.release.set()
-    # Done callbacks run in the order they were added: the flight's own first.
-    await asyncio.wait_for(asyncio.wait({flight}), 10)
-    assert not flights.in_flight("k")
 
 
-async def test_concurrent_callers_share_one_run() -> None:
+async def test_concurrent_callers_share_one_run_by_the_first() -> None:
     flights: Flights[str, object] = Flights()
     work = Work()
     callers = [asyncio.create_task(flights.run("k", work)) for _ in range(5)]
     await work.started.wait()
     assert flights.in_flight("k")
+    assert list(flights) == ["k"]
     work.release.set()
     assert await asyncio.gather(*callers) == ["done"] * 5
     assert work.runs == 1
@@ -75,33 +72,32 @@ async def test_other_keys_fly_on_their_own() -> None:
     assert (await first, await second) == ("a", "b")
 
 
-async def test_a_cancelled_first_caller_does_not_stop_the_work_for_the_others() -> None:
+async def test_a_cancelled_waiter_stops_waiting_and_the_work_goes_on() -> None:
     flights: Flights[str, object] = Flights()
     work = Work()
-    first = asyncio.create_task(flights.run("k", work))
+    runner = asyncio.create_task(flights.run("k", work))
     await work.started.wait()
-    second = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0)  # the second caller is waiting on the flight
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
+    await _cancelled(await _waiting(flights, "k", work))
     assert flights.in_flight("k")
     work.release.set()
-    assert await second == "done"
+    assert await runner == "done"
     assert work.runs == 1
 
 
-async def test_the_work_finishes_when_every_caller_went_away() -> None:
+async def test_a_cancelled_runner_hands_the_work_to_a_waiter() -> None:
     flights: Flights[str, object] = Flights()
-    stored: list[object] = []
     work = Work()
-
-    async def work_that_stores() -> object:
-        stored.append(await work())
-        return stored[-1]
-
-    await _abandoned_flight(flights, work, work_that_stores)
-    assert stored == ["done"]
+    runner = asyncio.create_task(flights.run("k", work))
+    await work.started.wait()
+    waiters = [await _waiting(flights, "k", work) for _ in range(3)]
+    work.started.clear()
+    await _cancelled(runner)
+    await asyncio.wait_for(work.started.wait(), 10)  # a waiter runs it again
+    work.release.set()
+    # Not the runner's CancelledError: one waiter ran the work again, the others waited.
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 10) == ["done"] * 3
+    assert work.runs == 2
+    assert not flights.in_flight("k")
 
 
 async def test_an_error_reaches_every_caller_and_is_not_remembered() -> None:
@@ -118,31 +114,21 @@ async def test_an_error_reaches_every_caller_and_is_not_remembered() -> None:
     assert await flights.run("k", again) == "second"  # a new flight, not the old error
 
 
-async def test_an_error_nobody_waits_for_is_not_reported_as_unretrieved() -> None:
+async def test_an_error_no_waiter_is_left_for_is_not_reported_as_unretrieved() -> None:
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: reported.append(context))
     try:
         flights: Flights[str, object] = Flights()
         failing = Work(error=LookupError("gone"))
-        await _abandoned_flight(flights, failing, failing)
-        gc.collect()  # an unretrieved exception is reported when its task is collected
+        runner = asyncio.create_task(flights.run("k", failing))
+        await failing.started.wait()
+        await _cancelled(await _waiting(flights, "k", failing))
+        failing.release.set()
+        with pytest.raises(LookupError):
+            await runner
+        del runner
+        gc.collect()  # an unretrieved exception is reported when its future is collected
         assert reported == []
     finally:
         loop.set_exception_handler(None)
-
-
-async def test_a_flight_cancelled_before_its_first_step_leaves_no_key_behind() -> None:
-    flights: Flights[str, object] = Flights()
-    work = Work()
-    caller = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0)  # the caller started the flight; the flight has not stepped yet
-    assert flights.in_flight("k")
-    for task in asyncio.all_tasks():
-        if task is not asyncio.current_task() and task is not caller:
-            task.cancel()  # the flight
-    with pytest.raises(asyncio.CancelledError):
-        await caller  # the work itself was cancelled: its callers see that
-    await asyncio.sleep(0)
-    assert not flights.in_flight("k")
-    assert work.runs == 0
