@@ -16,7 +16,6 @@ from persistence.coordinator.redis_link import RedisLink
 from persistence.coordinator.redis_replies import key_bytes, section_field, text
 from persistence.coordinator.redis_wakes import WAKE_GROUPS, WakeChannels
 from persistence.coordinator.values import (
-    FIRST_ENTRY_ID,
     JournalEntry,
     check_count,
     check_section,
@@ -178,10 +177,7 @@ class RedisJournal:
         return [self._entry(document_id, entry_id, fields) for entry_id, fields in rows]
 
     async def last_id(self, document_id: str) -> str:
-        key = self._key(document_id)
-        with self._link.edge("journal last id"):
-            rows: Any = await self._link.client.xrevrange(key, count=1)
-        return text(rows[0][0], "entry id") if rows else FIRST_ENTRY_ID
+        return await self._link.last_entry_id(self._key(document_id), "journal last id", "entry id")
 
     async def tail(
         self, positions: Mapping[str, str], *, timeout: float, count: int = 100
@@ -202,10 +198,7 @@ class RedisJournal:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            remaining = deadline - loop.time()
-            block = (
-                None if remaining <= 0 else max(1, int(min(remaining, self._link.block_cap) * 1000))
-            )
+            block = self._link.block_ms(deadline)
             if len(groups) == 1:
                 replies = [await self._xread(streams, count, block)]
             else:

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from persistence.coordinator import redis_cluster_lua, redis_lua
+from persistence.coordinator.redis_replies import text
+from persistence.coordinator.values import FIRST_ENTRY_ID
 from persistence.errors import StorageClosed, StorageCorrupted, StorageError, StorageUnavailable
 from persistence.latency import DEPENDENCIES
 
@@ -222,6 +224,20 @@ class RedisLink:
         except StorageError:
             _CALLS.errors += 1
             raise
+
+    async def last_entry_id(self, key: str, what: str, label: str) -> str:
+        """The id of the last entry of stream ``key`` (``FIRST_ENTRY_ID`` when it is empty
+        or missing); ``label`` names it in the error of a reply that is not an id."""
+        with self.edge(what):
+            rows: Any = await self.client.xrevrange(key, count=1)
+        return text(rows[0][0], label) if rows else FIRST_ENTRY_ID
+
+    def block_ms(self, deadline: float) -> int | None:
+        """How long the next blocking read may wait, in milliseconds: until ``deadline``
+        (loop time), at most ``block_cap``, at least 1; None once the deadline has passed
+        (read without blocking)."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        return None if remaining <= 0 else max(1, int(min(remaining, self.block_cap) * 1000))
 
     async def run(self, script: str, what: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one of the registered Lua scripts inside :meth:`edge`."""

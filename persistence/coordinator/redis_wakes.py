@@ -30,7 +30,7 @@ from typing import Any, Final
 from crdt.ids import is_valid_document_id
 from persistence.coordinator.redis_link import RedisLink
 from persistence.coordinator.redis_replies import text
-from persistence.coordinator.values import FIRST_ENTRY_ID, check_count, check_timeout
+from persistence.coordinator.values import check_count, check_timeout
 from persistence.errors import StorageClosed, StorageError
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,9 @@ class WakeChannels:
     # -- following ------------------------------------------------------------------------
 
     async def position(self, group: int) -> str:
-        key = self.key(group)
-        with self._link.edge("journal wake position"):
-            rows: Any = await self._link.client.xrevrange(key, count=1)
-        return text(rows[0][0], "wake entry id") if rows else FIRST_ENTRY_ID
+        return await self._link.last_entry_id(
+            self.key(group), "journal wake position", "wake entry id"
+        )
 
     async def woken(
         self, group: int, after: str, read: Any, *, timeout: float
@@ -125,11 +124,7 @@ class WakeChannels:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            remaining = deadline - loop.time()
-            block = (
-                None if remaining <= 0 else max(1, int(min(remaining, self._link.block_cap) * 1000))
-            )
-            reply = await read({key: after}, count, block)
+            reply = await read({key: after}, count, self._link.block_ms(deadline))
             documents: set[str] = set()
             for _key, rows in reply or []:
                 for entry_id, fields in rows:
